@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI app, OpenAI-compatible routes, health and metrics."""

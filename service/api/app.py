@@ -1,0 +1,79 @@
+"""The FastAPI application: routes, middleware, and the error handlers.
+
+Every error leaves as OpenAI's envelope `{"error": {message, type, param, code}}`
+through `errors.to_error_response`; validation errors are 400 (OpenAI's status),
+not FastAPI's 422; anything unexpected is a 500 with a generic message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import __version__, errors
+from service.api.middleware import GatewayMiddleware
+from service.api.routes import router
+from service.api.state import AppState
+
+log = logging.getLogger("gmaivl.api")
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
+    app = FastAPI(title="GMAI-VL", version=__version__, lifespan=lifespan)
+    app.state.gmaivl = state
+    app.include_router(router)
+    app.add_middleware(
+        GatewayMiddleware,
+        metrics=state.metrics,
+        model_id=state.model_id,
+        max_body_bytes=state.settings.max_body_bytes,
+    )
+    app.add_exception_handler(errors.ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    return app
+
+
+def error_json(exc: errors.ServiceError) -> JSONResponse:
+    response = errors.to_error_response(exc)
+    return JSONResponse(response.body, status_code=response.status_code, headers=response.headers)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.ServiceError)
+    return error_json(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    # pydantic's `msg` never echoes the input (the `input` field does; we drop it: PHI).
+    message = first.get("msg", "Invalid request.")
+    if first.get("type") == "json_invalid":
+        message, param = "The request body is not valid JSON.", None
+    elif param:
+        message = f"{message} (at {param})"
+    return error_json(errors.InvalidRequest(message, param=param, code="invalid_request"))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    body = errors.error_body(str(exc.detail), "invalid_request_error", None, None)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled %s on request %s", type(exc).__name__,
+              getattr(request.state, "request_id", "?"), exc_info=exc)
+    return error_json(errors.ServiceError("Internal server error."))

@@ -1,0 +1,77 @@
+"""Routes: thin. Parse, hand to the serving object, shape the HTTP response."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service import errors
+from service.api.disconnect import disconnect_waiter
+from service.api.protocol import ChatCompletionRequest
+from service.api.serving_chat import RequestContext
+from service.api.sse import EventStreamResponse
+from service.api.state import AppState
+
+router = APIRouter()
+
+
+def _state(request: Request) -> AppState:
+    return request.app.state.gmaivl
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    state = _state(request)
+    ctx = RequestContext(
+        request_id=request.state.request_id,
+        priority=request.headers.get("x-priority"),
+        timeout=request.headers.get("x-request-timeout"),
+        started=request.state.started,
+    )
+    result = await state.chat.create(body, ctx, disconnect_waiter(request.receive))
+    if isinstance(result, dict):
+        return JSONResponse(result)
+    return EventStreamResponse(result)
+
+
+def _model_card(state: AppState) -> dict[str, object]:
+    return {"id": state.model_id, "object": "model", "created": state.created,
+            "owned_by": "gmai-vl"}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, object]:
+    return {"object": "list", "data": [_model_card(_state(request))]}
+
+
+@router.get("/v1/models/{model:path}")
+async def retrieve_model(model: str, request: Request) -> dict[str, object]:
+    state = _state(request)
+    if model != state.model_id:
+        raise errors.ModelNotFound(f"The model {model[:128]!r} does not exist.", param="model")
+    return _model_card(state)
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> JSONResponse:
+    checks = await _state(request).readiness()
+    ok = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "not_ready", "checks": checks, "time": int(time.time())},
+        status_code=200 if ok else 503,
+    )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    state = _state(request)
+    state.metrics.set_queue_depths(await state.queue.depths())
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,25 @@
+"""What the routes need from the process they run in, assembled by `service.server`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+import time
+
+from service.api.serving_chat import ChatCompletions
+from service.config import Settings
+from service.metrics import ServiceMetrics
+from service.queue.base import JobQueue
+
+Readiness = Callable[[], Awaitable[dict[str, bool]]]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    model_id: str
+    queue: JobQueue
+    metrics: ServiceMetrics
+    chat: ChatCompletions
+    readiness: Readiness
+    created: int = field(default_factory=lambda: int(time.time()))

@@ -1,0 +1,74 @@
+"""Service configuration: one pydantic-settings object, read from `GMAIVL_*` variables.
+
+CLI flags override the environment; the environment overrides these defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.queue.lanes import Lane
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache (XDG), where the demo checkpoint lives."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gmai-vl"
+
+
+class ImageLimits(BaseSettings):
+    """Limits applied to every image before it is decoded or reaches an engine."""
+
+    model_config = SettingsConfigDict(env_prefix="GMAIVL_IMAGE_", extra="ignore")
+
+    max_images_per_request: int = Field(4, ge=0, description="Images allowed in one request.")
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Encoded bytes of one image.")
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="Width x height of one image, checked from the header."
+    )
+    max_side: int = Field(
+        1024, ge=14, description="Long side after normalization (images are downscaled to it)."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything `gmai-vl serve` needs; each field is also `GMAIVL_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="GMAIVL_", extra="ignore")
+
+    model: Path | None = Field(None, description="Checkpoint directory (HF LLaVA format).")
+    served_model_name: str | None = Field(
+        None, description="Model id clients use; defaults to the checkpoint folder name."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    engine: str = Field("transformers", description="Engine: transformers | fake.")
+    device: str = Field("cpu", description="torch device of the transformers engine.")
+    max_concurrency: int = Field(4, ge=1, description="Requests one engine runs at once.")
+    queue_max_depth: int = Field(256, ge=1, description="Queued requests per lane before 429.")
+    aging_seconds: float = Field(
+        10.0, gt=0, description="Waiting this long lifts a queued job one lane (no starvation)."
+    )
+    request_timeout: float = Field(
+        120.0, gt=0, description="Default deadline (seconds) when X-Request-Timeout is absent."
+    )
+    max_request_timeout: float = Field(600.0, gt=0, description="Upper bound a client may ask.")
+    default_priority: Lane = Lane.routine
+    max_tokens_default: int = Field(256, ge=1, description="max_tokens when the client sends none.")
+    max_tokens_limit: int = Field(4096, ge=1, description="Largest max_tokens accepted.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Request body size limit.")
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    log_level: str = "info"
+    images: ImageLimits = Field(default_factory=ImageLimits)
+
+    def model_id(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        if self.model is not None:
+            return Path(self.model).name
+        return "gmai-vl-demo"

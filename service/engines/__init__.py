@@ -1,0 +1,1 @@
+"""Engines: one small protocol (`base.Engine`) and its implementations."""

@@ -1,0 +1,75 @@
+"""A fake engine that emits a fixed token stream at a fixed pace.
+
+Shipped in the package (like HTTPX's mock transport) so tests and the gateway
+benchmark can isolate the serving path from any model. It is never the proof
+that a model works: the API tests also run the real transformers engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from service.engines.base import Delta, Finish, GenerationEvent, GenerationRequest, Usage
+
+TOKENS = ("The", " image", " shows", " no", " acute", " abnormality", ".")
+
+
+class FakeEngine:
+    name = "fake"
+
+    def __init__(
+        self,
+        *,
+        token_interval: float = 0.0,
+        max_concurrency: int = 1024,
+        startup_delay: float = 0.0,
+    ) -> None:
+        self.token_interval = token_interval
+        self.max_concurrency = max_concurrency
+        self.startup_delay = startup_delay
+        self.running: set[str] = set()
+        self.aborted: list[str] = []
+        self.tokens_emitted = 0
+        self._ready = False
+
+    async def start(self) -> None:
+        await asyncio.sleep(self.startup_delay)
+        self._ready = True
+
+    def ready(self) -> bool:
+        return self._ready
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Yield `max_tokens` tokens cycling through TOKENS; one prompt token per word."""
+        rid = request.request_id
+        self.running.add(rid)
+        try:
+            prompt_tokens = sum(
+                len(part.get("text", "").split()) or 1
+                for message in request.messages
+                for part in message["content"]
+            )
+            text = ""
+            for i in range(request.sampling.max_tokens):
+                if rid in self.aborted:
+                    return
+                if self.token_interval:
+                    await asyncio.sleep(self.token_interval)
+                token = TOKENS[i % len(TOKENS)]
+                text += token
+                self.tokens_emitted += 1
+                hit = next((s for s in request.sampling.stop if s in text), None)
+                if hit is not None:
+                    yield Finish("stop", Usage(prompt_tokens, i + 1))
+                    return
+                yield Delta(token)
+            yield Finish("length", Usage(prompt_tokens, request.sampling.max_tokens))
+        finally:
+            self.running.discard(rid)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    async def stop(self) -> None:
+        self._ready = False

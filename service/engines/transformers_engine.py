@@ -1,0 +1,190 @@
+"""The reference engine: a Hugging Face LLaVA checkpoint run by transformers (CPU or GPU).
+
+Generation is our own short decode loop rather than `model.generate`, for three
+reasons: each request gets its own `torch.Generator` (a `seed` reproduces an
+answer even while other requests run), abort is checked between tokens (a
+cancelled request frees its slot within one token), and tokens stream without
+a streamer thread per request. Each request runs in a thread of a pool sized
+`max_concurrency`, off the event loop; tokens cross to the loop with
+`call_soon_threadsafe`.
+
+torch is imported lazily so that importing `service` never pulls it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from service import errors
+from service.engines.base import (
+    Delta,
+    Finish,
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    SamplingParams,
+    Usage,
+)
+from service.engines.detokenize import IncrementalDetokenizer
+
+log = logging.getLogger("gmaivl.engine")
+
+_DONE = object()
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, model_dir: Path, *, device: str = "cpu", max_concurrency: int = 2) -> None:
+        self.model_dir = Path(model_dir)
+        self.device = device
+        self.max_concurrency = max_concurrency
+        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="gmaivl-gen")
+        self._aborts: dict[str, threading.Event] = {}
+        self._ready = False
+        self.model: Any = None
+        self.processor: Any = None
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._load)
+        self._ready = True
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.model_dir)
+            self.model = LlavaForConditionalGeneration.from_pretrained(self.model_dir)
+        except (OSError, ValueError) as exc:
+            raise errors.NotReady(f"Cannot load the checkpoint at {self.model_dir}.") from exc
+        self.model.to(self.device).eval()
+        if self.processor.chat_template is None:
+            raise errors.NotReady("The checkpoint has no chat template.")
+        text_config = self.model.config.text_config
+        self.max_model_len = text_config.max_position_embeddings
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        torch.set_grad_enabled(False)
+
+    def ready(self) -> bool:
+        return self._ready
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        if not self._ready:
+            raise errors.NotReady("The model is still loading.")
+        inputs = await asyncio.to_thread(self._encode, request)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        params = request.sampling
+        if prompt_tokens + params.max_tokens > self.max_model_len:
+            raise errors.InvalidRequest(
+                f"The prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) "
+                f"exceeds the model's context of {self.max_model_len} tokens.",
+                param="max_tokens", code="context_length_exceeded",
+            )
+        loop = asyncio.get_running_loop()
+        tokens: asyncio.Queue[Any] = asyncio.Queue()
+        abort = self._aborts.setdefault(request.request_id, threading.Event())
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(tokens.put_nowait, item)
+
+        future = loop.run_in_executor(self._pool, self._decode_loop, inputs, params, abort, emit)
+        detok = IncrementalDetokenizer(self.processor.tokenizer, params.stop)
+        completion_tokens = 0
+        reason: FinishReason = "length"
+        try:
+            while True:
+                item = await tokens.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise errors.EngineError("Generation failed.") from item
+                completion_tokens += 1
+                if item in self.eos_ids:
+                    reason = "stop"
+                    break
+                text = detok.add(item)
+                if detok.stopped:
+                    abort.set()
+                    reason = "stop"
+                    if text:
+                        yield Delta(text)
+                    break
+                if text:
+                    yield Delta(text)
+            tail = detok.flush()
+            if tail:
+                yield Delta(tail)
+            yield Finish(reason, Usage(prompt_tokens, completion_tokens))
+        finally:
+            abort.set()  # also on cancellation: the decode loop stops at the next token
+            self._aborts.pop(request.request_id, None)
+            if not future.done():
+                await asyncio.shield(future)  # the pool slot is free when we return
+
+    def _encode(self, request: GenerationRequest) -> dict[str, Any]:
+        prompt = self.processor.apply_chat_template(request.messages, add_generation_prompt=True)
+        images = [image.to_pil() for image in request.images] or None
+        inputs = self.processor(images=images, text=prompt, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
+    def _decode_loop(self, inputs: dict[str, Any], params: SamplingParams,
+                     abort: threading.Event, emit: Any) -> None:
+        """Runs in a pool thread: prefill, then one token per step until done or aborted."""
+        import torch
+
+        try:
+            generator = None
+            if params.seed is not None:
+                generator = torch.Generator(device=self.device).manual_seed(params.seed)
+            with torch.inference_mode():
+                out = self.model(**inputs, use_cache=True)
+                for _ in range(params.max_tokens):
+                    if abort.is_set():
+                        break
+                    token = sample_token(out.logits[0, -1], params, generator)
+                    emit(token)
+                    if token in self.eos_ids:
+                        break
+                    out = self.model(
+                        input_ids=torch.tensor([[token]], device=self.device),
+                        past_key_values=out.past_key_values,
+                        use_cache=True,
+                    )
+        except Exception as exc:
+            emit(exc)
+        emit(_DONE)
+
+    async def abort(self, request_id: str) -> None:
+        event = self._aborts.get(request_id)
+        if event is not None:
+            event.set()
+
+    async def stop(self) -> None:
+        for event in self._aborts.values():
+            event.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._ready = False
+
+
+def sample_token(logits: Any, params: SamplingParams, generator: Any) -> int:
+    """Greedy at temperature 0; otherwise temperature, then nucleus (top_p) sampling."""
+    import torch
+
+    if params.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+        sorted_probs = sorted_probs * keep
+        choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=generator))

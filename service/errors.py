@@ -1,0 +1,129 @@
+"""The project's error tree and the one place errors become HTTP statuses.
+
+    ServiceError                      (500, "server_error")
+    ├── InvalidRequest                 400 invalid_request_error
+    │   ├── ImageTooLarge              413 (bytes or pixels over the limit)
+    │   └── RequestTooLarge            413 (body over the limit)
+    ├── UnprocessableImage             422 (decodes badly, truncated, wrong kind)
+    ├── AuthenticationFailed           401
+    ├── ModelNotFound                  404
+    ├── Overloaded                     429 (+ Retry-After), queue full or rate
+    ├── NotReady                       503 (model not loaded, no worker)
+    ├── DeadlineExceeded               504 (expired in the queue or while running)
+    ├── Cancelled                      499 (client went away; nobody reads it)
+    └── EngineError                    500 (the engine failed on a valid request)
+
+Foreign errors (PIL, torch, transformers, redis) are converted where they are
+caught, with `raise ... from exc`, so callers only ever see this tree.
+Messages never contain request content (PHI stays out of errors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class ServiceError(Exception):
+    status_code: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(ServiceError):
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class ImageTooLarge(InvalidRequest):
+    status_code = 413
+    code = "image_too_large"
+
+
+class RequestTooLarge(InvalidRequest):
+    status_code = 413
+    code = "request_too_large"
+
+
+class UnprocessableImage(ServiceError):
+    status_code = 422
+    type = "invalid_request_error"
+    code = "unprocessable_image"
+
+
+class AuthenticationFailed(ServiceError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class Overloaded(ServiceError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class NotReady(ServiceError):
+    status_code = 503
+    type = "server_error"
+    code = "not_ready"
+
+
+class DeadlineExceeded(ServiceError):
+    status_code = 504
+    type = "timeout_error"
+    code = "deadline_exceeded"
+
+
+class Cancelled(ServiceError):
+    status_code = 499
+    type = "invalid_request_error"
+    code = "cancelled"
+
+
+class EngineError(ServiceError):
+    status_code = 500
+    type = "server_error"
+    code = "engine_error"
+
+
+@dataclass(frozen=True)
+class ErrorResponse:
+    """An error as the HTTP layer sends it: status, OpenAI body, extra headers."""
+
+    status_code: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def to_error_response(exc: ServiceError) -> ErrorResponse:
+    """The single mapping from our errors to statuses, bodies and headers."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after)
+    return ErrorResponse(
+        status_code=exc.status_code,
+        body=error_body(exc.message, exc.type, exc.param, exc.code),
+        headers=headers,
+    )

@@ -1,0 +1,121 @@
+"""Decode and normalize raster images from `data:` URLs, refusing hostile ones early.
+
+Order of checks, cheapest first, so a hostile input costs almost nothing:
+1. the URL scheme and media type (400);
+2. the encoded size, from the base64 length, before decoding (413);
+3. strict base64 (400);
+4. the header only: format must match what was declared, and width x height
+   must be under the pixel limit before any pixel is decoded (413) — this is
+   what stops decompression bombs such as a 65k x 65k PNG of a few KB;
+5. full decode; truncated or corrupt data is a 422;
+6. normalize: 8-bit RGB (16-bit greyscale is min-max scaled, alpha dropped),
+   long side capped.
+Everything here is CPU work: callers run it in a thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from service import errors
+from service.config import ImageLimits
+from service.engines.base import ImageInput
+
+# MIME type declared in the data URL -> the PIL format it must decode as.
+RASTER_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP"}
+
+
+def parse_data_url(url: str, limits: ImageLimits, param: str) -> tuple[str, bytes]:
+    """Split a `data:<mime>;base64,<payload>` URL into (mime, bytes)."""
+    if not url.startswith("data:"):
+        scheme = url.split(":", 1)[0][:16] if ":" in url else ""
+        raise errors.InvalidRequest(
+            f"Unsupported image URL scheme {scheme!r}: send the image inline as a "
+            "data: URL (data:image/png;base64,...).",
+            param=param,
+            code="invalid_image_url",
+        )
+    header, sep, payload = url.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise errors.InvalidRequest(
+            "Image data URLs must be base64-encoded: data:<type>;base64,<data>.",
+            param=param, code="invalid_image_url",
+        )
+    mime = header[len("data:") : -len(";base64")].strip().lower()
+    if mime not in RASTER_TYPES:
+        raise errors.InvalidRequest(
+            f"Unsupported image type {mime[:64]!r}; supported: "
+            + ", ".join(sorted(set(RASTER_TYPES) - {"image/jpg"})) + ".",
+            param=param, code="unsupported_image_type",
+        )
+    if len(payload) * 3 // 4 > limits.max_bytes:
+        raise errors.ImageTooLarge(
+            f"Image is larger than the limit of {limits.max_bytes} bytes.", param=param
+        )
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise errors.InvalidRequest(
+            "Image data is not valid base64.", param=param, code="invalid_base64"
+        ) from exc
+    if not data:
+        raise errors.InvalidRequest("Image data is empty.", param=param, code="invalid_image")
+    return mime, data
+
+
+def decode_image(mime: str, data: bytes, limits: ImageLimits, param: str) -> ImageInput:
+    """Decode `data` (declared as `mime`) into a normalized `ImageInput`."""
+    expected = RASTER_TYPES[mime]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[expected])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise errors.ImageTooLarge(
+            f"Image has more pixels than the limit of {limits.max_pixels}.", param=param
+        ) from exc
+    except (Image.UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise errors.UnprocessableImage(
+            f"Image could not be read as {mime}.", param=param
+        ) from exc
+    width, height = image.size
+    if width <= 0 or height <= 0 or width * height > limits.max_pixels:
+        raise errors.ImageTooLarge(
+            f"Image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels.",
+            param=param,
+        )
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise errors.UnprocessableImage(
+            "Image data is truncated or corrupt.", param=param
+        ) from exc
+    rgb = to_rgb8(image)
+    rgb.thumbnail((limits.max_side, limits.max_side), Image.Resampling.BICUBIC)
+    return ImageInput(width=rgb.width, height=rgb.height, rgb=rgb.tobytes())
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """8-bit RGB; wide greyscale (16-bit PNGs of X-rays, say) is min-max scaled, not clipped."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        pixels = np.asarray(image, dtype=np.float32)
+        low, high = float(pixels.min()), float(pixels.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        grey = ((pixels - low) * scale).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def image_from_data_url(url: str, limits: ImageLimits, param: str) -> ImageInput:
+    mime, data = parse_data_url(url, limits, param)
+    return decode_image(mime, data, limits, param)

@@ -1,0 +1,73 @@
+"""Prometheus metrics, `gmaivl_*` only, with bounded labels.
+
+Labels are drawn from closed sets: model (the served model ids), route (the
+route template, never the raw path), status class (2xx/4xx/5xx), lane, reason
+(an error code). Never a user, patient, study, request id or free text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service.queue.lanes import Lane
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class ServiceMetrics:
+    """All series of one process, on their own registry (one per app, so tests don't collide)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gmaivl_requests", "HTTP requests answered.", ["route", "status_class", "model"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "gmaivl_request_duration_seconds", "Time from request to last byte.",
+            ["route", "model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "gmaivl_time_to_first_token_seconds", "Time from request to first generated text.",
+            ["model", "lane"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge(
+            "gmaivl_in_flight_requests", "Requests being handled.", ["route"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "gmaivl_queue_depth", "Jobs waiting, per priority lane.", ["lane"], registry=r
+        )
+        self.queue_wait = Histogram(
+            "gmaivl_queue_wait_seconds", "Time a job waited before a worker took it.",
+            ["lane"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "gmaivl_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "gmaivl_completion_tokens", "Tokens generated.", ["model"], registry=r
+        )
+        self.image_preprocess = Histogram(
+            "gmaivl_image_preprocess_seconds", "Decoding and normalizing one request's images.",
+            buckets=FAST_BUCKETS, registry=r,
+        )
+        self.rejections = Counter(
+            "gmaivl_rejections", "Requests refused, by reason (an error code).", ["reason"],
+            registry=r,
+        )
+        self.engine_aborts = Counter(
+            "gmaivl_engine_aborts", "Running generations aborted (cancel or deadline).",
+            ["reason"], registry=r,
+        )
+        for lane in Lane:
+            self.queue_depth.labels(lane.value).set(0)
+
+    def set_queue_depths(self, depths: dict[Lane, int]) -> None:
+        for lane, depth in depths.items():
+            self.queue_depth.labels(lane.value).set(depth)
+
+
+def status_class(status_code: int) -> str:
+    return f"{status_code // 100}xx"

@@ -1,0 +1,104 @@
+"""The embedded default: gateway + one worker + the in-process queue, one process.
+
+`build_embedded` wires the parts; `serve` runs them under uvicorn. The engine
+loads in the background after the port is open, so `/health/live` answers at
+once and `/health/ready` turns 200 when the model can serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from service.api.app import create_app
+from service.api.serving_chat import ChatCompletions
+from service.api.state import AppState
+from service.config import Settings
+from service.engines.base import Engine
+from service.metrics import ServiceMetrics
+from service.queue.memory import InProcessJobQueue
+from service.worker import Worker
+
+log = logging.getLogger("gmaivl.server")
+
+
+@dataclass
+class EmbeddedService:
+    app: FastAPI
+    engine: Engine
+    queue: InProcessJobQueue
+    worker: Worker
+    metrics: ServiceMetrics
+
+
+def make_engine(settings: Settings) -> Engine:
+    if settings.engine == "fake":
+        from service.engines.fake import FakeEngine
+
+        return FakeEngine(token_interval=0.01)
+    if settings.engine == "transformers":
+        from service.engines.transformers_engine import TransformersEngine
+
+        if settings.model is None:
+            raise ValueError("the transformers engine needs a checkpoint (--model)")
+        return TransformersEngine(
+            settings.model, device=settings.device, max_concurrency=settings.max_concurrency
+        )
+    raise ValueError(f"unknown engine {settings.engine!r} (transformers | fake)")
+
+
+def build_embedded(settings: Settings, engine: Engine | None = None) -> EmbeddedService:
+    engine = engine or make_engine(settings)
+    model_id = settings.model_id()
+    metrics = ServiceMetrics()
+    queue = InProcessJobQueue(
+        max_depth=settings.queue_max_depth, aging_seconds=settings.aging_seconds
+    )
+    worker = Worker(queue, engine, metrics)
+    chat = ChatCompletions(settings, queue, metrics, model_id)
+
+    async def readiness() -> dict[str, bool]:
+        return {"model_loaded": engine.ready(), "queue": await queue.ping(),
+                "worker": worker.alive}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def start_then_work() -> None:
+            # Jobs wait in the queue (bounded, with deadlines) until the engine can run them.
+            try:
+                await engine.start()
+            except Exception:
+                log.exception("engine %s failed to start; /health/ready stays 503", engine.name)
+                return
+            log.info("engine %s ready: serving %r", engine.name, model_id)
+            await worker.run()
+
+        running = asyncio.create_task(start_then_work())
+        try:
+            yield
+        finally:
+            worker.stop()
+            await queue.close()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(running, 5)
+            await engine.stop()
+
+    state = AppState(settings=settings, model_id=model_id, queue=queue, metrics=metrics,
+                     chat=chat, readiness=readiness)
+    app = create_app(state, lifespan=lifespan)
+    return EmbeddedService(app=app, engine=engine, queue=queue, worker=worker, metrics=metrics)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    service = build_embedded(settings)
+    uvicorn.run(
+        service.app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        access_log=False,  # paths and headers only, but we keep request logs to audit events
+    )

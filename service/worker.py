@@ -1,0 +1,125 @@
+"""The worker: takes jobs while its engine has room, runs them, publishes results.
+
+One worker drives one engine. It holds at most `engine.max_concurrency` jobs at
+once (it does not take work it cannot start). For each job it streams the
+engine's events to the queue and watches two things: cancellation (client gone)
+and the job's deadline; either aborts the engine request so its slot is freed
+at once. Every job ends with a terminal event and an ack, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from service import errors
+from service.engines.base import Engine, Finish
+from service.metrics import ServiceMetrics
+from service.queue.base import Job, JobFailed, JobQueue
+
+log = logging.getLogger("gmaivl.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        engine: Engine,
+        metrics: ServiceMetrics | None = None,
+        *,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.queue = queue
+        self.engine = engine
+        self.metrics = metrics
+        self.poll_interval = poll_interval
+        self._slots = asyncio.Semaphore(engine.max_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.alive = False
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Take and run jobs until `stop()`; with `burst`, return once the queue is empty
+        and every started job has finished (deterministic tests, no sleeps)."""
+        self.alive = True
+        try:
+            while not self._stopping:
+                await self._slots.acquire()
+                job = await self.queue.take(timeout=0 if burst else self.poll_interval)
+                if job is None:
+                    self._slots.release()
+                    if burst:
+                        break
+                    continue
+                task = asyncio.create_task(self._run_job(job))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            self.alive = False
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            if self.metrics is not None:
+                self.metrics.queue_wait.labels(job.lane.value).observe(
+                    max(0.0, time.time() - job.enqueued_at)
+                )
+            outcome = await self._generate(job)
+            if outcome is not None:
+                await self.queue.publish(job.id, outcome)
+        finally:
+            await self.queue.complete(job.id)
+            self._slots.release()
+
+    async def _generate(self, job: Job) -> JobFailed | None:
+        """Run the job; return its failure event, or None when it finished or was cancelled."""
+        remaining = job.remaining()
+        if remaining <= 0:
+            return JobFailed("DeadlineExceeded", "The request expired before it started.")
+        pump = asyncio.create_task(self._pump(job))
+        cancelled = asyncio.create_task(self.queue.wait_cancelled(job.id))
+        try:
+            done, _ = await asyncio.wait(
+                {pump, cancelled}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if pump in done:
+                return pump.result()
+            reason = "cancelled" if cancelled in done else "deadline"
+            await self._abort(job, pump, reason)
+            if reason == "deadline":
+                return JobFailed("DeadlineExceeded", "The request ran past its deadline.")
+            return None
+        finally:
+            cancelled.cancel()
+            pump.cancel()
+
+    async def _pump(self, job: Job) -> JobFailed | None:
+        try:
+            async for event in self.engine.generate(job.request):
+                await self.queue.publish(job.id, event)
+                if isinstance(event, Finish) and self.metrics is not None:
+                    self.metrics.prompt_tokens.labels(job.model).inc(event.usage.prompt_tokens)
+                    self.metrics.completion_tokens.labels(job.model).inc(
+                        event.usage.completion_tokens
+                    )
+            return None
+        except errors.ServiceError as exc:
+            return JobFailed.from_exception(exc)
+        except Exception:
+            # Never let one request kill the worker; the client gets a generic 500.
+            log.exception("engine failed on job %s", job.id)
+            return JobFailed("EngineError", "The engine failed to generate a response.")
+
+    async def _abort(self, job: Job, pump: asyncio.Task[JobFailed | None], reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.engine_aborts.labels(reason).inc()
+        await self.engine.abort(job.request.request_id)
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump

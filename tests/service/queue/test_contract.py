@@ -1,0 +1,138 @@
+"""The queue contract, run against every implementation (Redis joins this list)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from service import errors
+from service.engines.base import Delta, Finish, GenerationRequest, SamplingParams, Usage
+from service.queue.base import Job, JobFailed
+from service.queue.lanes import Lane
+from service.queue.memory import InProcessJobQueue
+
+
+@pytest.fixture(params=["memory"])
+def make_queue(request):
+    def make(**kwargs):
+        if request.param == "memory":
+            return InProcessJobQueue(**kwargs)
+        raise AssertionError(request.param)
+
+    return make
+
+
+def job(lane: Lane = Lane.routine, deadline_in: float = 30.0, enqueued_ago: float = 0.0) -> Job:
+    rid = uuid.uuid4().hex
+    now = time.time()
+    return Job(
+        id=rid, model="m", lane=lane,
+        request=GenerationRequest(rid, [{"role": "user", "content": []}], SamplingParams(4)),
+        deadline=now + deadline_in, enqueued_at=now - enqueued_ago,
+    )
+
+
+async def test_take_serves_highest_lane_first(make_queue):
+    q = make_queue()
+    jobs = {lane: job(lane) for lane in (Lane.batch, Lane.routine, Lane.stat, Lane.urgent)}
+    for j in jobs.values():
+        await q.submit(j)
+    taken = [(await q.take(timeout=0)).lane for _ in range(4)]
+    assert taken == [Lane.stat, Lane.urgent, Lane.routine, Lane.batch]
+    assert await q.take(timeout=0) is None
+
+
+async def test_fifo_within_a_lane(make_queue):
+    q = make_queue()
+    first, second = job(), job()
+    await q.submit(first)
+    await q.submit(second)
+    assert (await q.take(timeout=0)).id == first.id
+    assert (await q.take(timeout=0)).id == second.id
+
+
+async def test_aging_keeps_low_lanes_from_starving(make_queue):
+    q = make_queue(aging_seconds=1.0)
+    old_batch = job(Lane.batch, enqueued_ago=5.0)  # aged past every lane
+    await q.submit(old_batch)
+    await q.submit(job(Lane.stat))
+    assert (await q.take(timeout=0)).id == old_batch.id
+
+
+async def test_full_lane_refuses_with_retry_after(make_queue):
+    q = make_queue(max_depth=2)
+    await q.submit(job())
+    await q.submit(job())
+    with pytest.raises(errors.Overloaded) as info:
+        await q.submit(job())
+    assert 1 <= info.value.retry_after <= 60
+    await q.submit(job(Lane.stat))  # other lanes have their own bound
+
+
+async def test_events_stream_in_order_until_terminal(make_queue):
+    q = make_queue()
+    j = job()
+    await q.submit(j)
+    taken = await q.take(timeout=0)
+    await q.publish(taken.id, Delta("a"))
+    await q.publish(taken.id, Delta("b"))
+    await q.publish(taken.id, Finish("length", Usage(3, 2)))
+    await q.complete(taken.id)
+    events = [e async for e in q.events(j.id)]
+    assert events == [Delta("a"), Delta("b"), Finish("length", Usage(3, 2))]
+
+
+async def test_cancelled_queued_job_never_runs(make_queue):
+    q = make_queue()
+    j = job()
+    await q.submit(j)
+    await q.cancel(j.id)
+    assert await q.take(timeout=0) is None
+
+
+async def test_cancel_reaches_running_worker(make_queue):
+    q = make_queue()
+    j = job()
+    await q.submit(j)
+    await q.take(timeout=0)
+    waiter = asyncio.create_task(q.wait_cancelled(j.id))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await q.cancel(j.id)
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_expired_queued_job_is_dropped_with_deadline_event(make_queue):
+    q = make_queue()
+    j = job(deadline_in=-0.01)
+    await q.submit(j)
+    assert await q.take(timeout=0) is None
+    events = [e async for e in q.events(j.id)]
+    assert events == [JobFailed("DeadlineExceeded", "The request expired while queued.")]
+    assert isinstance(events[0].to_exception(), errors.DeadlineExceeded)
+
+
+async def test_take_waits_for_a_submit(make_queue):
+    q = make_queue()
+    j = job()
+    taker = asyncio.create_task(q.take(timeout=5))
+    await asyncio.sleep(0)
+    await q.submit(j)
+    assert (await asyncio.wait_for(taker, 1)).id == j.id
+
+
+async def test_take_times_out_empty(make_queue):
+    q = make_queue()
+    assert await q.take(timeout=0.01) is None
+
+
+async def test_depths_per_lane(make_queue):
+    q = make_queue()
+    await q.submit(job(Lane.stat))
+    await q.submit(job(Lane.batch))
+    await q.submit(job(Lane.batch))
+    depths = await q.depths()
+    assert depths[Lane.stat] == 1 and depths[Lane.batch] == 2 and depths[Lane.routine] == 0

@@ -1,0 +1,35 @@
+import pytest
+
+from service import errors
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "type_", "code"),
+    [
+        (errors.InvalidRequest("m"), 400, "invalid_request_error", None),
+        (errors.ImageTooLarge("m"), 413, "invalid_request_error", "image_too_large"),
+        (errors.RequestTooLarge("m"), 413, "invalid_request_error", "request_too_large"),
+        (errors.UnprocessableImage("m"), 422, "invalid_request_error", "unprocessable_image"),
+        (errors.AuthenticationFailed("m"), 401, "authentication_error", "invalid_api_key"),
+        (errors.ModelNotFound("m"), 404, "invalid_request_error", "model_not_found"),
+        (errors.Overloaded("m", retry_after=7), 429, "rate_limit_error", "queue_full"),
+        (errors.NotReady("m"), 503, "server_error", "not_ready"),
+        (errors.DeadlineExceeded("m"), 504, "timeout_error", "deadline_exceeded"),
+        (errors.EngineError("m"), 500, "server_error", "engine_error"),
+    ],
+)
+def test_each_error_maps_to_its_status_and_openai_envelope(exc, status, type_, code):
+    response = errors.to_error_response(exc)
+    assert response.status_code == status
+    assert response.body == {"error": {"message": "m", "type": type_, "param": None, "code": code}}
+
+
+def test_overloaded_carries_retry_after_header():
+    response = errors.to_error_response(errors.Overloaded("full", retry_after=7))
+    assert response.headers == {"Retry-After": "7"}
+
+
+def test_param_and_code_override():
+    exc = errors.InvalidRequest("bad", param="max_tokens", code="max_tokens_too_large")
+    assert errors.to_error_response(exc).body["error"]["param"] == "max_tokens"
+    assert errors.to_error_response(exc).body["error"]["code"] == "max_tokens_too_large"

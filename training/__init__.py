@@ -1,0 +1,1 @@
+"""GMAI-VL training: dataset construction, model assembly, three-stage training, evaluation."""
