@@ -46,9 +46,13 @@ def run_serve(args: argparse.Namespace) -> int:
     overrides = {
         key: value
         for key, value in {
-            "model": args.model, "served_model_name": args.served_model_name,
-            "host": args.host, "port": args.port, "engine": args.engine,
-            "device": args.device, "max_concurrency": args.max_concurrency,
+            "model": args.model,
+            "served_model_name": args.served_model_name,
+            "host": args.host,
+            "port": args.port,
+            "engine": args.engine,
+            "device": args.device,
+            "max_concurrency": args.max_concurrency,
         }.items()
         if value is not None
     }
@@ -72,19 +76,31 @@ def ensure_demo_model(cache_dir: Path) -> Path:
     if not (path / "config.json").exists():
         log.info("no demo model at %s: assembling one (gmai-vl model init --preset tiny)", path)
         subprocess.run(
-            [sys.executable, "-m", "service.cli", "model", "init", "--preset", "tiny",
-             "--out", str(path)],
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "model",
+                "init",
+                "--preset",
+                "tiny",
+                "--out",
+                str(path),
+            ],
             check=True,
         )
     log.warning(
         "serving the demo model at %s: it is UNTRAINED (assembled, random weights); its "
-        "answers are noise. Train or pass --model for a real checkpoint.", path
+        "answers are noise. Train or pass --model for a real checkpoint.",
+        path,
     )
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

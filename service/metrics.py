@@ -22,16 +22,24 @@ class ServiceMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "gmaivl_requests", "HTTP requests answered.", ["route", "status_class", "model"],
+            "gmaivl_requests",
+            "HTTP requests answered.",
+            ["route", "status_class", "model"],
             registry=r,
         )
         self.request_duration = Histogram(
-            "gmaivl_request_duration_seconds", "Time from request to last byte.",
-            ["route", "model"], buckets=LATENCY_BUCKETS, registry=r,
+            "gmaivl_request_duration_seconds",
+            "Time from request to last byte.",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.time_to_first_token = Histogram(
-            "gmaivl_time_to_first_token_seconds", "Time from request to first generated text.",
-            ["model", "lane"], buckets=LATENCY_BUCKETS, registry=r,
+            "gmaivl_time_to_first_token_seconds",
+            "Time from request to first generated text.",
+            ["model", "lane"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge(
             "gmaivl_in_flight_requests", "Requests being handled.", ["route"], registry=r
@@ -40,8 +48,11 @@ class ServiceMetrics:
             "gmaivl_queue_depth", "Jobs waiting, per priority lane.", ["lane"], registry=r
         )
         self.queue_wait = Histogram(
-            "gmaivl_queue_wait_seconds", "Time a job waited before a worker took it.",
-            ["lane"], buckets=LATENCY_BUCKETS, registry=r,
+            "gmaivl_queue_wait_seconds",
+            "Time a job waited before a worker took it.",
+            ["lane"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.prompt_tokens = Counter(
             "gmaivl_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r
@@ -50,16 +61,22 @@ class ServiceMetrics:
             "gmaivl_completion_tokens", "Tokens generated.", ["model"], registry=r
         )
         self.image_preprocess = Histogram(
-            "gmaivl_image_preprocess_seconds", "Decoding and normalizing one request's images.",
-            buckets=FAST_BUCKETS, registry=r,
+            "gmaivl_image_preprocess_seconds",
+            "Decoding and normalizing one request's images.",
+            buckets=FAST_BUCKETS,
+            registry=r,
         )
         self.rejections = Counter(
-            "gmaivl_rejections", "Requests refused, by reason (an error code).", ["reason"],
+            "gmaivl_rejections",
+            "Requests refused, by reason (an error code).",
+            ["reason"],
             registry=r,
         )
         self.engine_aborts = Counter(
-            "gmaivl_engine_aborts", "Running generations aborted (cancel or deadline).",
-            ["reason"], registry=r,
+            "gmaivl_engine_aborts",
+            "Running generations aborted (cancel or deadline).",
+            ["reason"],
+            registry=r,
         )
         for lane in Lane:
             self.queue_depth.labels(lane.value).set(0)

@@ -63,8 +63,7 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
     chat = ChatCompletions(settings, queue, metrics, model_id)
 
     async def readiness() -> dict[str, bool]:
-        return {"model_loaded": engine.ready(), "queue": await queue.ping(),
-                "worker": worker.alive}
+        return {"model_loaded": engine.ready(), "queue": await queue.ping(), "worker": worker.alive}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,8 +87,14 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
                 await asyncio.wait_for(running, 5)
             await engine.stop()
 
-    state = AppState(settings=settings, model_id=model_id, queue=queue, metrics=metrics,
-                     chat=chat, readiness=readiness)
+    state = AppState(
+        settings=settings,
+        model_id=model_id,
+        queue=queue,
+        metrics=metrics,
+        chat=chat,
+        readiness=readiness,
+    )
     app = create_app(state, lifespan=lifespan)
     return EmbeddedService(app=app, engine=engine, queue=queue, worker=worker, metrics=metrics)
 
@@ -99,6 +104,9 @@ def serve(settings: Settings) -> None:
 
     service = build_embedded(settings)
     uvicorn.run(
-        service.app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        service.app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
         access_log=False,  # paths and headers only, but we keep request logs to audit events
     )

@@ -37,10 +37,15 @@ def png_data_url(width: int = 64, height: int = 48, color=(200, 20, 20)) -> str:
 
 
 def image_message(url: str, text: str = "Describe this image.") -> list[dict]:
-    return [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": url}},
-        {"type": "text", "text": text},
-    ]}]
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": text},
+            ],
+        }
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +53,21 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LLaVA assembled by the real CLI, once per test session."""
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
     subprocess.run(
-        [sys.executable, "-m", "service.cli", "model", "init", "--preset", "tiny",
-         "--out", str(out), "--seed", "0"],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "model",
+            "init",
+            "--preset",
+            "tiny",
+            "--out",
+            str(out),
+            "--seed",
+            "0",
+        ],
+        check=True,
+        capture_output=True,
     )
     return out
 
@@ -76,8 +93,9 @@ class ThreadedServer:
     def __init__(self, app, port: int | None = None) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -97,9 +115,21 @@ def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "GMAIVL_REQUEST_TIMEOUT": "60"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--model", str(tiny_checkpoint),
-         "--served-model-name", "tiny", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--model",
+            str(tiny_checkpoint),
+            "--served-model-name",
+            "tiny",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -15,7 +15,8 @@ def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     model = subparsers.add_parser("model", help="assemble and inspect model checkpoints")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     init = model_sub.add_parser(
-        "init", help="assemble an untrained LLaVA checkpoint (CLIP + projector + Llama) from a preset"
+        "init",
+        help="assemble an untrained LLaVA checkpoint (CLIP + projector + Llama) from a preset",
     )
     init.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     init.add_argument("--out", type=Path, required=True, help="output directory")

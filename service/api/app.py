@@ -8,7 +8,7 @@ not FastAPI's 422; anything unexpected is a 500 with a generic message.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI, Request
@@ -74,6 +74,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled %s on request %s", type(exc).__name__,
-              getattr(request.state, "request_id", "?"), exc_info=exc)
+    log.error(
+        "unhandled %s on request %s",
+        type(exc).__name__,
+        getattr(request.state, "request_id", "?"),
+        exc_info=exc,
+    )
     return error_json(errors.ServiceError("Internal server error."))

@@ -40,8 +40,9 @@ def request_id_from(header: bytes | None) -> str:
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, model_id: str,
-                 max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ServiceMetrics, model_id: str, max_body_bytes: int
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.model_id = model_id
@@ -65,8 +66,10 @@ class GatewayMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -106,9 +109,16 @@ class GatewayMiddleware:
         response = errors.to_error_response(exc)
         self.metrics.rejections.labels("request_too_large").inc()
         body = json.dumps(response.body).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -38,8 +38,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 
 
 def _model_card(state: AppState) -> dict[str, object]:
-    return {"id": state.model_id, "object": "model", "created": state.created,
-            "owned_by": "gmai-vl"}
+    return {
+        "id": state.model_id,
+        "object": "model",
+        "created": state.created,
+        "owned_by": "gmai-vl",
+    }
 
 
 @router.get("/v1/models")
@@ -51,7 +55,7 @@ async def list_models(request: Request) -> dict[str, object]:
 async def retrieve_model(model: str, request: Request) -> dict[str, object]:
     state = _state(request)
     if model != state.model_id:
-        raise errors.ModelNotFound(f"The model {model[:128]!r} does not exist.", param="model")
+        raise errors.ModelNotFound("The requested model does not exist.", param="model")
     return _model_card(state)
 
 

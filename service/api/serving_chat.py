@@ -60,8 +60,9 @@ class ChatCompletions:
         starts only after the first token (so early errors keep their status)."""
         if body.model != self.model_id:
             raise errors.ModelNotFound(
-                f"The model {body.model[:128]!r} does not exist; this server serves "
-                f"{self.model_id!r}.", param="model",
+                # The requested name is not echoed: clients may put anything there.
+                f"The requested model does not exist; this server serves {self.model_id!r}.",
+                param="model",
             )
         lane = self._lane(body, ctx)
         deadline = time.time() + self._timeout(ctx)
@@ -103,7 +104,8 @@ class ChatCompletions:
         except ValueError as exc:
             raise errors.InvalidRequest(
                 "X-Priority must be one of: " + ", ".join(lane.value for lane in Lane) + ".",
-                param="X-Priority", code="invalid_priority",
+                param="X-Priority",
+                code="invalid_priority",
             ) from exc
 
     def _timeout(self, ctx: RequestContext) -> float:
@@ -117,7 +119,8 @@ class ChatCompletions:
             raise errors.InvalidRequest(
                 "X-Request-Timeout must be a number of seconds in (0, "
                 f"{self.settings.max_request_timeout:g}].",
-                param="X-Request-Timeout", code="invalid_timeout",
+                param="X-Request-Timeout",
+                code="invalid_timeout",
             )
         return seconds
 
@@ -126,7 +129,8 @@ class ChatCompletions:
         if max_tokens > self.settings.max_tokens_limit:
             raise errors.InvalidRequest(
                 f"max_tokens is {max_tokens}; the limit is {self.settings.max_tokens_limit}.",
-                param="max_tokens", code="max_tokens_too_large",
+                param="max_tokens",
+                code="max_tokens_too_large",
             )
         return SamplingParams(
             max_tokens=max_tokens,
@@ -159,15 +163,19 @@ class ChatCompletions:
         if len(image_urls) > limits.max_images_per_request:
             raise errors.InvalidRequest(
                 f"The request has {len(image_urls)} images; the limit is "
-                f"{limits.max_images_per_request}.", param="messages", code="too_many_images",
+                f"{limits.max_images_per_request}.",
+                param="messages",
+                code="too_many_images",
             )
         if not image_urls:
             return out, []
         started = time.perf_counter()
         try:
             images = await asyncio.gather(
-                *(asyncio.to_thread(image_from_data_url, url, limits, param)
-                  for url, param in image_urls)
+                *(
+                    asyncio.to_thread(image_from_data_url, url, limits, param)
+                    for url, param in image_urls
+                )
             )
         except errors.ServiceError as exc:
             self.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
@@ -192,12 +200,14 @@ class ChatCompletions:
                     "object": "chat.completion",
                     "created": int(job.enqueued_at),
                     "model": self.model_id,
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(pieces)},
-                        "finish_reason": event.finish_reason,
-                        "logprobs": None,
-                    }],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "".join(pieces)},
+                            "finish_reason": event.finish_reason,
+                            "logprobs": None,
+                        }
+                    ],
                     "usage": event.usage.as_openai(),
                 }
         raise errors.EngineError("The response ended without finishing.")
@@ -210,7 +220,9 @@ class ChatCompletions:
         include_usage: bool,
         ctx: RequestContext,
     ) -> AsyncIterator[str]:
-        chunk = ChunkWriter(f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id, include_usage)
+        chunk = ChunkWriter(
+            f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id, include_usage
+        )
         try:
             yield chunk.delta({"role": "assistant", "content": ""})
             event: Delta | Finish = first
@@ -228,8 +240,16 @@ class ChatCompletions:
             self.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
             yield sse({"error": errors.to_error_response(exc).body["error"]})
         except StopAsyncIteration:
-            yield sse({"error": {"message": "The response ended without finishing.",
-                                 "type": "server_error", "param": None, "code": "engine_error"}})
+            yield sse(
+                {
+                    "error": {
+                        "message": "The response ended without finishing.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "engine_error",
+                    }
+                }
+            )
         finally:
             # Client gone (the task is cancelled) or done: either way free the job.
             await self.queue.cancel(job.id)
@@ -245,17 +265,21 @@ class ChunkWriter:
     """Serializes `chat.completion.chunk` events; plain dicts, as they are on the hot path."""
 
     def __init__(self, id_: str, created: int, model: str, include_usage: bool) -> None:
-        self.base = {"id": id_, "object": "chat.completion.chunk", "created": created,
-                     "model": model}
+        self.base = {
+            "id": id_,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
         self.include_usage = include_usage
 
     def delta(self, delta: dict[str, str]) -> str:
-        return self._chunk([{"index": 0, "delta": delta, "finish_reason": None,
-                             "logprobs": None}])
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
 
     def finish(self, finish_reason: str) -> str:
-        return self._chunk([{"index": 0, "delta": {}, "finish_reason": finish_reason,
-                             "logprobs": None}])
+        return self._chunk(
+            [{"index": 0, "delta": {}, "finish_reason": finish_reason, "logprobs": None}]
+        )
 
     def usage(self, usage: dict[str, int]) -> str:
         return self._chunk([], usage)
@@ -280,7 +304,9 @@ async def _bounded(events: AsyncIterator[Any], job: Job) -> AsyncIterator[Delta 
             async with asyncio.timeout(job.remaining()):  # a timer, not a task, per event
                 event = await anext(iterator)
         except TimeoutError as exc:
-            raise errors.DeadlineExceeded("The request did not complete before its deadline.") from exc
+            raise errors.DeadlineExceeded(
+                "The request did not complete before its deadline."
+            ) from exc
         except StopAsyncIteration:
             return
         if isinstance(event, JobFailed):

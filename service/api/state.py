@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-import time
 
 from service.api.serving_chat import ChatCompletions
 from service.config import Settings

@@ -86,7 +86,8 @@ class TransformersEngine:
             raise errors.InvalidRequest(
                 f"The prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) "
                 f"exceeds the model's context of {self.max_model_len} tokens.",
-                param="max_tokens", code="context_length_exceeded",
+                param="max_tokens",
+                code="context_length_exceeded",
             )
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue[Any] = asyncio.Queue()
@@ -103,6 +104,8 @@ class TransformersEngine:
             while True:
                 item = await tokens.get()
                 if item is _DONE:
+                    if abort.is_set():
+                        return  # aborted from outside: no Finish (engines/base.py)
                     break
                 if isinstance(item, BaseException):
                     raise errors.EngineError("Generation failed.") from item
@@ -135,8 +138,9 @@ class TransformersEngine:
         inputs = self.processor(images=images, text=prompt, return_tensors="pt")
         return {k: v.to(self.device) for k, v in inputs.items()}
 
-    def _decode_loop(self, inputs: dict[str, Any], params: SamplingParams,
-                     abort: threading.Event, emit: Any) -> None:
+    def _decode_loop(
+        self, inputs: dict[str, Any], params: SamplingParams, abort: threading.Event, emit: Any
+    ) -> None:
         """Runs in a pool thread: prefill, then one token per step until done or aborted."""
         import torch
 

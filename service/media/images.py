@@ -45,14 +45,17 @@ def parse_data_url(url: str, limits: ImageLimits, param: str) -> tuple[str, byte
     if not sep or not header.endswith(";base64"):
         raise errors.InvalidRequest(
             "Image data URLs must be base64-encoded: data:<type>;base64,<data>.",
-            param=param, code="invalid_image_url",
+            param=param,
+            code="invalid_image_url",
         )
     mime = header[len("data:") : -len(";base64")].strip().lower()
     if mime not in RASTER_TYPES:
         raise errors.InvalidRequest(
             f"Unsupported image type {mime[:64]!r}; supported: "
-            + ", ".join(sorted(set(RASTER_TYPES) - {"image/jpg"})) + ".",
-            param=param, code="unsupported_image_type",
+            + ", ".join(sorted(set(RASTER_TYPES) - {"image/jpg"}))
+            + ".",
+            param=param,
+            code="unsupported_image_type",
         )
     if len(payload) * 3 // 4 > limits.max_bytes:
         raise errors.ImageTooLarge(
@@ -81,9 +84,7 @@ def decode_image(mime: str, data: bytes, limits: ImageLimits, param: str) -> Ima
             f"Image has more pixels than the limit of {limits.max_pixels}.", param=param
         ) from exc
     except (Image.UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise errors.UnprocessableImage(
-            f"Image could not be read as {mime}.", param=param
-        ) from exc
+        raise errors.UnprocessableImage(f"Image could not be read as {mime}.", param=param) from exc
     width, height = image.size
     if width <= 0 or height <= 0 or width * height > limits.max_pixels:
         raise errors.ImageTooLarge(
@@ -93,9 +94,7 @@ def decode_image(mime: str, data: bytes, limits: ImageLimits, param: str) -> Ima
     try:
         image.load()
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-        raise errors.UnprocessableImage(
-            "Image data is truncated or corrupt.", param=param
-        ) from exc
+        raise errors.UnprocessableImage("Image data is truncated or corrupt.", param=param) from exc
     rgb = to_rgb8(image)
     rgb.thumbnail((limits.max_side, limits.max_side), Image.Resampling.BICUBIC)
     return ImageInput(width=rgb.width, height=rgb.height, rgb=rgb.tobytes())

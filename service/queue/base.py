@@ -42,18 +42,20 @@ class JobFailed:
 
     error: str
     message: str
+    code: str | None = None
+    param: str | None = None
 
     @classmethod
     def from_exception(cls, exc: errors.ServiceError) -> JobFailed:
-        return cls(type(exc).__name__, exc.message)
+        return cls(type(exc).__name__, exc.message, exc.code, exc.param)
 
     def to_exception(self) -> errors.ServiceError:
         cls = getattr(errors, self.error, None)
         if not (isinstance(cls, type) and issubclass(cls, errors.ServiceError)):
             cls = errors.EngineError
         if cls is errors.Overloaded:
-            return errors.Overloaded(self.message, retry_after=1)
-        return cls(self.message)
+            return errors.Overloaded(self.message, retry_after=1, code=self.code)
+        return cls(self.message, param=self.param, code=self.code)
 
 
 JobEvent = Delta | Finish | JobFailed

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Lane(str, Enum):
+class Lane(StrEnum):
     stat = "stat"
     urgent = "urgent"
     routine = "routine"

@@ -83,7 +83,7 @@ class InProcessJobQueue:
                     return None
                 try:
                     await asyncio.wait_for(self._available.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return None
 
     async def publish(self, job_id: str, event: JobEvent) -> None:

@@ -33,8 +33,9 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def build_config(preset: ModelPreset, vocab_size: int, image_token_id: int, pad_id: int,
-                 eos_id: int) -> LlavaConfig:
+def build_config(
+    preset: ModelPreset, vocab_size: int, image_token_id: int, pad_id: int, eos_id: int
+) -> LlavaConfig:
     v, t = preset.vision, preset.text
     vision = CLIPVisionConfig(
         hidden_size=v.hidden_size,

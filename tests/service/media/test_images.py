@@ -15,8 +15,9 @@ from service import errors
 from service.config import ImageLimits
 from service.media.images import image_from_data_url
 
-LIMITS = ImageLimits(max_images_per_request=4, max_bytes=1_000_000, max_pixels=4_000_000,
-                     max_side=256)
+LIMITS = ImageLimits(
+    max_images_per_request=4, max_bytes=1_000_000, max_pixels=4_000_000, max_side=256
+)
 
 
 def data_url(raw: bytes, mime: str = "image/png") -> str:
@@ -31,25 +32,36 @@ def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG signature + IHDR claiming width x height, one tiny IDAT: a bomb's header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def decode(url: str):
     return image_from_data_url(url, LIMITS, "messages[0].content[0]")
 
 
-@pytest.mark.parametrize("fmt,mime", [("PNG", "image/png"), ("JPEG", "image/jpeg"),
-                                      ("WEBP", "image/webp")])
+@pytest.mark.parametrize(
+    "fmt,mime", [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]
+)
 def test_decodes_each_format_to_rgb(fmt, mime):
     image = decode(data_url(encode(Image.new("RGB", (40, 30), (10, 200, 30)), fmt), mime))
     assert (image.width, image.height) == (40, 30)
     assert len(image.rgb) == 40 * 30 * 3
-    r, g, b = image.to_pil().getpixel((20, 15))
+    r, g, _ = image.to_pil().getpixel((20, 15))
     assert g > 150 and r < 60
 
 
@@ -88,11 +100,15 @@ def test_non_base64_data_url_is_400():
 
 
 def test_wrong_mime_is_400():
-    expect(errors.InvalidRequest, data_url(b"%PDF-1.4", "application/pdf"), "unsupported_image_type")
+    expect(
+        errors.InvalidRequest, data_url(b"%PDF-1.4", "application/pdf"), "unsupported_image_type"
+    )
 
 
 def test_remote_url_is_400_until_fetching_is_supported():
-    exc = expect(errors.InvalidRequest, "http://169.254.169.254/latest/meta-data", "invalid_image_url")
+    exc = expect(
+        errors.InvalidRequest, "http://169.254.169.254/latest/meta-data", "invalid_image_url"
+    )
     assert "169.254" not in exc.message
 
 

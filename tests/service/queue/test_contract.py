@@ -29,9 +29,12 @@ def job(lane: Lane = Lane.routine, deadline_in: float = 30.0, enqueued_ago: floa
     rid = uuid.uuid4().hex
     now = time.time()
     return Job(
-        id=rid, model="m", lane=lane,
+        id=rid,
+        model="m",
+        lane=lane,
         request=GenerationRequest(rid, [{"role": "user", "content": []}], SamplingParams(4)),
-        deadline=now + deadline_in, enqueued_at=now - enqueued_ago,
+        deadline=now + deadline_in,
+        enqueued_at=now - enqueued_ago,
     )
 
 

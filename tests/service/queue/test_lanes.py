@@ -3,7 +3,7 @@ from service.queue.lanes import LANE_ORDER, Lane, effective_rank
 
 
 def test_lane_order_is_stat_first():
-    assert LANE_ORDER == (Lane.stat, Lane.urgent, Lane.routine, Lane.batch)
+    assert (Lane.stat, Lane.urgent, Lane.routine, Lane.batch) == LANE_ORDER
     assert [lane.rank for lane in LANE_ORDER] == [0, 1, 2, 3]
 
 

@@ -1,0 +1,243 @@
+"""The gateway's request path, over real HTTP with the official openai SDK, with the
+fake engine so pacing, queueing and cancellation are under the test's control.
+The same API against the real model: tests/e2e and test_bad_inputs.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+
+from service.config import Settings
+from service.engines.fake import FakeEngine
+from service.server import build_embedded
+from tests.conftest import ThreadedServer, image_message, png_data_url
+
+
+def start(engine: FakeEngine, **settings) -> tuple[ThreadedServer, object]:
+    service = build_embedded(Settings(engine="fake", served_model_name="fake", **settings), engine)
+    return ThreadedServer(service.app), service
+
+
+@pytest.fixture(scope="module")
+def fast():
+    engine = FakeEngine()
+    server, service = start(engine)
+    with server:
+        yield server, service, engine
+
+
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_non_stream_completion_with_image(fast):
+    server, _, _ = fast
+    r = client(server).chat.completions.create(
+        model="fake", messages=image_message(png_data_url()), max_tokens=3
+    )
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.content == "The image shows"
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 3 and r.usage.total_tokens == r.usage.prompt_tokens + 3
+
+
+def test_stream_with_usage_and_done(fast):
+    server, _, _ = fast
+    chunks = list(
+        client(server).chat.completions.create(
+            model="fake",
+            messages=[{"role": "user", "content": "hi"}],
+            max_completion_tokens=4,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "The image shows no"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+    with httpx.stream(
+        "POST",
+        server.base_url + "/v1/chat/completions",
+        json={
+            "model": "fake",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2,
+            "stream": True,
+        },
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert lines[-1] == "data: [DONE]"
+
+
+async def test_async_client_stream_and_stop(fast):
+    server, _, _ = fast
+    aclient = openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)
+    r = await aclient.chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": "hi"}], max_tokens=20, stop=["no"]
+    )
+    assert r.choices[0].finish_reason == "stop"
+    stream = await aclient.chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": "hi"}], max_tokens=2, stream=True
+    )
+    assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "The image"
+    await aclient.close()
+
+
+def test_request_id_is_echoed_or_made(fast):
+    server, _, _ = fast
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    url = server.base_url + "/v1/chat/completions"
+    assert (
+        httpx.post(url, json=body, headers={"X-Request-Id": "pacs-42"}).headers["x-request-id"]
+        == "pacs-42"
+    )
+    made = httpx.post(url, json=body, headers={"X-Request-Id": "bad id\twith spaces"})
+    assert len(made.headers["x-request-id"]) == 32
+    assert httpx.get(server.base_url + "/nope").headers["x-request-id"]
+
+
+def test_models_routes(fast):
+    server, _, _ = fast
+    assert [m.id for m in client(server).models.list()] == ["fake"]
+    assert client(server).models.retrieve("fake").id == "fake"
+    with pytest.raises(openai.NotFoundError):
+        client(server).models.retrieve("gpt-4")
+
+
+def test_health_and_metrics(fast):
+    server, _, _ = fast
+    assert httpx.get(server.base_url + "/health/live").json() == {"status": "ok"}
+    ready = httpx.get(server.base_url + "/health/ready").json()
+    assert ready["status"] == "ready" and all(ready["checks"].values())
+    client(server).chat.completions.create(
+        model="fake", messages=image_message(png_data_url()), max_tokens=2
+    )
+    metrics = httpx.get(server.base_url + "/metrics").text
+    for series in (
+        "gmaivl_requests_total",
+        "gmaivl_request_duration_seconds_bucket",
+        "gmaivl_time_to_first_token_seconds_bucket",
+        "gmaivl_queue_depth",
+        "gmaivl_queue_wait_seconds_bucket",
+        "gmaivl_prompt_tokens_total",
+        "gmaivl_completion_tokens_total",
+        "gmaivl_image_preprocess_seconds_bucket",
+        "gmaivl_in_flight_requests",
+    ):
+        assert series in metrics, series
+    httpx.get(server.base_url + "/v1/not-a-route-" + "x" * 40)
+    metrics = httpx.get(server.base_url + "/metrics").text
+    assert "not-a-route" not in metrics and 'route="other"' in metrics
+    assert 'lane="stat"' in metrics
+
+
+def test_priority_field_and_header(fast):
+    server, _, _ = fast
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    url = server.base_url + "/v1/chat/completions"
+    assert httpx.post(url, json={**body, "priority": "stat"}).status_code == 200
+    assert httpx.post(url, json=body, headers={"X-Priority": "URGENT"}).status_code == 200
+    bad = httpx.post(url, json=body, headers={"X-Priority": "vip"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "X-Priority"
+    bad = httpx.post(url, json={**body, "priority": "vip"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "priority"
+
+
+async def test_full_queue_is_429_with_retry_after():
+    engine = FakeEngine(token_interval=0.05, max_concurrency=1)
+    server, _ = start(engine, queue_max_depth=1)
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 40}
+    with server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            running = asyncio.create_task(http.post("/v1/chat/completions", json=body))
+            while not engine.running:
+                await asyncio.sleep(0.01)
+            queued = asyncio.create_task(http.post("/v1/chat/completions", json=body))
+            while (await http.get("/metrics")).text.find(
+                'gmaivl_queue_depth{lane="routine"} 1.0'
+            ) < 0:
+                await asyncio.sleep(0.01)
+            refused = await http.post("/v1/chat/completions", json=body)
+            assert refused.status_code == 429
+            assert refused.json()["error"]["type"] == "rate_limit_error"
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+            other_lane = asyncio.create_task(
+                http.post("/v1/chat/completions", json={**body, "priority": "stat"})
+            )
+            assert (await running).status_code == 200
+            assert (await queued).status_code == 200
+            assert (await other_lane).status_code == 200
+            metrics = (await http.get("/metrics")).text
+            assert 'gmaivl_rejections_total{reason="queue_full"} 1.0' in metrics
+
+
+async def test_deadline_in_queue_is_504_and_job_never_runs():
+    engine = FakeEngine(token_interval=0.05, max_concurrency=1)
+    server, _ = start(engine)
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+    with server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            busy = asyncio.create_task(http.post("/v1/chat/completions", json=body))
+            while not engine.running:
+                await asyncio.sleep(0.01)
+            late = await http.post(
+                "/v1/chat/completions",
+                json=body,
+                headers={"X-Request-Timeout": "0.2", "X-Request-Id": "late"},
+            )
+            assert late.status_code == 504
+            assert late.json()["error"]["code"] == "deadline_exceeded"
+            assert (await busy).status_code == 200
+            assert "late" not in engine.aborted
+            bad = await http.post(
+                "/v1/chat/completions", json=body, headers={"X-Request-Timeout": "soon"}
+            )
+            assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_client_disconnect_stops_the_engine(stream):
+    engine = FakeEngine(token_interval=0.01, max_concurrency=1)
+    server, _ = start(engine)
+    body = {
+        "model": "fake",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4000,
+        "stream": stream,
+    }
+    with server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+
+            async def call():
+                async with http.stream(
+                    "POST",
+                    "/v1/chat/completions",
+                    json=body,
+                    headers={"X-Request-Id": f"gone-{stream}"},
+                ) as response:
+                    async for _ in response.aiter_lines():
+                        pass
+
+            task = asyncio.create_task(call())
+            while not engine.running:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            task.cancel()  # drops the connection
+            started = time.monotonic()
+            while engine.running and time.monotonic() - started < 2:
+                await asyncio.sleep(0.01)
+            assert engine.running == set(), "engine still generating after the client left"
+            assert engine.aborted == [f"gone-{stream}"]
+            assert engine.tokens_emitted < 1000
+            # the slot is free: the next request runs at once
+            r = await http.post(
+                "/v1/chat/completions", json={**body, "max_tokens": 2, "stream": False}
+            )
+            assert r.status_code == 200
