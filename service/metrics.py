@@ -7,6 +7,8 @@ route template, never the raw path), status class (2xx/4xx/5xx), lane, reason
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.queue.lanes import Lane
@@ -15,50 +17,77 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
+class Labelled:
+    """A labelled metric whose children are looked up in a plain dict.
+
+    prometheus_client's `labels()` validates and locks on every call; ours are
+    called several times per request and per token, with label values from
+    closed sets, so each child is resolved once.
+    """
+
+    def __init__(self, metric: Counter | Gauge | Histogram) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
 class ServiceMetrics:
     """All series of one process, on their own registry (one per app, so tests don't collide)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "gmaivl_requests",
-            "HTTP requests answered.",
-            ["route", "status_class", "model"],
-            registry=r,
+        self.requests = Labelled(
+            Counter(
+                "gmaivl_requests",
+                "HTTP requests answered.",
+                ["route", "status_class", "model"],
+                registry=r,
+            )
         )
-        self.request_duration = Histogram(
-            "gmaivl_request_duration_seconds",
-            "Time from request to last byte.",
-            ["route", "model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.request_duration = Labelled(
+            Histogram(
+                "gmaivl_request_duration_seconds",
+                "Time from request to last byte.",
+                ["route", "model"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.time_to_first_token = Histogram(
-            "gmaivl_time_to_first_token_seconds",
-            "Time from request to first generated text.",
-            ["model", "lane"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.time_to_first_token = Labelled(
+            Histogram(
+                "gmaivl_time_to_first_token_seconds",
+                "Time from request to first generated text.",
+                ["model", "lane"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.in_flight = Gauge(
-            "gmaivl_in_flight_requests", "Requests being handled.", ["route"], registry=r
+        self.in_flight = Labelled(
+            Gauge("gmaivl_in_flight_requests", "Requests being handled.", ["route"], registry=r)
         )
-        self.queue_depth = Gauge(
-            "gmaivl_queue_depth", "Jobs waiting, per priority lane.", ["lane"], registry=r
+        self.queue_depth = Labelled(
+            Gauge("gmaivl_queue_depth", "Jobs waiting, per priority lane.", ["lane"], registry=r)
         )
-        self.queue_wait = Histogram(
-            "gmaivl_queue_wait_seconds",
-            "Time a job waited before a worker took it.",
-            ["lane"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.queue_wait = Labelled(
+            Histogram(
+                "gmaivl_queue_wait_seconds",
+                "Time a job waited before a worker took it.",
+                ["lane"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.prompt_tokens = Counter(
-            "gmaivl_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r
+        self.prompt_tokens = Labelled(
+            Counter("gmaivl_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
         )
-        self.completion_tokens = Counter(
-            "gmaivl_completion_tokens", "Tokens generated.", ["model"], registry=r
+        self.completion_tokens = Labelled(
+            Counter("gmaivl_completion_tokens", "Tokens generated.", ["model"], registry=r)
         )
         self.image_preprocess = Histogram(
             "gmaivl_image_preprocess_seconds",
@@ -66,17 +95,21 @@ class ServiceMetrics:
             buckets=FAST_BUCKETS,
             registry=r,
         )
-        self.rejections = Counter(
-            "gmaivl_rejections",
-            "Requests refused, by reason (an error code).",
-            ["reason"],
-            registry=r,
+        self.rejections = Labelled(
+            Counter(
+                "gmaivl_rejections",
+                "Requests refused, by reason (an error code).",
+                ["reason"],
+                registry=r,
+            )
         )
-        self.engine_aborts = Counter(
-            "gmaivl_engine_aborts",
-            "Running generations aborted (cancel or deadline).",
-            ["reason"],
-            registry=r,
+        self.engine_aborts = Labelled(
+            Counter(
+                "gmaivl_engine_aborts",
+                "Running generations aborted (cancel or deadline).",
+                ["reason"],
+                registry=r,
+            )
         )
         for lane in Lane:
             self.queue_depth.labels(lane.value).set(0)

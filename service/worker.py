@@ -10,7 +10,6 @@ at once. Every job ends with a terminal event and an ack, whatever happened.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -78,26 +77,42 @@ class Worker:
             self._slots.release()
 
     async def _generate(self, job: Job) -> JobFailed | None:
-        """Run the job; return its failure event, or None when it finished or was cancelled."""
+        """Run the job in this task; return its failure event, or None when it finished
+        or was cancelled. Cancellation and the deadline interrupt it by cancelling this
+        task (no watcher task per job)."""
         remaining = job.remaining()
         if remaining <= 0:
             return JobFailed("DeadlineExceeded", "The request expired before it started.")
-        pump = asyncio.create_task(self._pump(job))
-        cancelled = asyncio.create_task(self.queue.wait_cancelled(job.id))
+        task = asyncio.current_task()
+        assert task is not None
+        interrupted: list[str] = []  # why this task was cancelled, if it was
+
+        def interrupt(reason: str) -> None:
+            if not interrupted:
+                interrupted.append(reason)
+                task.cancel()
+
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + remaining, interrupt, "deadline")
+        unregister = self.queue.on_cancel(job.id, lambda: interrupt("cancelled"))
         try:
-            done, _ = await asyncio.wait(
-                {pump, cancelled}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
-            if pump in done:
-                return pump.result()
-            reason = "cancelled" if cancelled in done else "deadline"
-            await self._abort(job, pump, reason)
-            if reason == "deadline":
-                return JobFailed("DeadlineExceeded", "The request ran past its deadline.")
-            return None
+            result = await self._pump(job)
+            interrupted.append("done")  # a late cancel must not hit the cleanup below
+            return result
+        except asyncio.CancelledError:
+            if not interrupted or interrupted[0] == "done":
+                raise  # the worker itself is being stopped
+            task.uncancel()
         finally:
-            cancelled.cancel()
-            pump.cancel()
+            timer.cancel()
+            unregister()
+        reason = interrupted[0]
+        if self.metrics is not None:
+            self.metrics.engine_aborts.labels(reason).inc()
+        await self.engine.abort(job.request.request_id)
+        if reason == "deadline":
+            return JobFailed("DeadlineExceeded", "The request ran past its deadline.")
+        return None
 
     async def _pump(self, job: Job) -> JobFailed | None:
         try:
@@ -115,11 +130,3 @@ class Worker:
             # Never let one request kill the worker; the client gets a generic 500.
             log.exception("engine failed on job %s", job.id)
             return JobFailed("EngineError", "The engine failed to generate a response.")
-
-    async def _abort(self, job: Job, pump: asyncio.Task[JobFailed | None], reason: str) -> None:
-        if self.metrics is not None:
-            self.metrics.engine_aborts.labels(reason).inc()
-        await self.engine.abort(job.request.request_id)
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump

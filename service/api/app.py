@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, errors
 from service.api.middleware import GatewayMiddleware
+from service.api.protocol import ChatCompletionRequest
 from service.api.routes import router
 from service.api.state import AppState
 
@@ -40,7 +43,22 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.openapi = lambda: _openapi_with_request_models(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_request_models(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request models that routes parse themselves."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        model = ChatCompletionRequest.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        components.update(model.pop("$defs", {}))
+        components["ChatCompletionRequest"] = model
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def error_json(exc: errors.ServiceError) -> JSONResponse:

@@ -8,26 +8,25 @@ decoding (in threads) next, admission last, so a refused request costs little.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from service import errors
-from service.api.disconnect import race_disconnect
+from service.api.chunks import DONE, ChunkWriter
+from service.api.disconnect import ClientWatch
 from service.api.protocol import ChatCompletionRequest, ChatMessage, ImagePart
 from service.config import Settings
 from service.engines.base import (
     Delta,
-    Finish,
     GenerationRequest,
     ImageInput,
     SamplingParams,
 )
 from service.media.images import image_from_data_url
 from service.metrics import ServiceMetrics
-from service.queue.base import Job, JobFailed, JobQueue
+from service.queue.base import Job, JobEvent, JobFailed, JobQueue
 from service.queue.lanes import Lane
 
 
@@ -54,8 +53,8 @@ class ChatCompletions:
         self,
         body: ChatCompletionRequest,
         ctx: RequestContext,
-        disconnected: Callable[[], Awaitable[None]],
-    ) -> dict[str, Any] | AsyncIterator[str]:
+        watch: ClientWatch,
+    ) -> dict[str, Any] | AsyncGenerator[str, None]:
         """A completion dict, or for `stream=True` an iterator of SSE lines that
         starts only after the first token (so early errors keep their status)."""
         if body.model != self.model_id:
@@ -80,17 +79,24 @@ class ChatCompletions:
         except errors.Overloaded as exc:
             self.metrics.rejections.labels(exc.code or "overloaded").inc()
             raise
-        events = _bounded(self.queue.events(job.id), job)
+        batches = self.queue.events(job.id)
+        if not body.stream:
+            try:
+                with watch.guard():
+                    return await self._collect(job, batches, lane, ctx)
+            finally:
+                await self.queue.cancel(job.id)  # a no-op once the job has finished
+                await batches.aclose()
         try:
-            if body.stream:
-                include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                first = await race_disconnect(_first_event(events), disconnected)
-                self._observe_ttft(first, lane, ctx)
-                return self._stream(job, first, events, include_usage, ctx)
-            return await race_disconnect(self._collect(job, events, lane, ctx), disconnected)
+            with watch.guard():
+                first = await _first_batch(batches)
         except BaseException:
             await self.queue.cancel(job.id)
+            await batches.aclose()
             raise
+        self._observe_ttft(lane, ctx)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return self._stream(job, first, batches, include_usage)  # it owns job and batches now
 
     # validation
 
@@ -186,138 +192,88 @@ class ChatCompletions:
     # answering
 
     async def _collect(
-        self, job: Job, events: AsyncIterator[Delta | Finish], lane: Lane, ctx: RequestContext
+        self, job: Job, batches: AsyncGenerator[list[JobEvent], None], lane: Lane,
+        ctx: RequestContext,
     ) -> dict[str, Any]:
         pieces: list[str] = []
-        async for event in events:
-            if isinstance(event, Delta):
-                if not pieces:
-                    self._observe_ttft(event, lane, ctx)
-                pieces.append(event.text)
-            else:
-                return {
-                    "id": f"chatcmpl-{job.id}",
-                    "object": "chat.completion",
-                    "created": int(job.enqueued_at),
-                    "model": self.model_id,
-                    "choices": [
-                        {
+        async for batch in batches:
+            if not pieces:
+                self._observe_ttft(lane, ctx)
+            for event in batch:
+                if isinstance(event, Delta):
+                    pieces.append(event.text)
+                elif isinstance(event, JobFailed):
+                    raise event.to_exception()
+                else:
+                    return {
+                        "id": f"chatcmpl-{job.id}",
+                        "object": "chat.completion",
+                        "created": int(job.enqueued_at),
+                        "model": self.model_id,
+                        "choices": [{
                             "index": 0,
                             "message": {"role": "assistant", "content": "".join(pieces)},
                             "finish_reason": event.finish_reason,
                             "logprobs": None,
-                        }
-                    ],
-                    "usage": event.usage.as_openai(),
-                }
+                        }],
+                        "usage": event.usage.as_openai(),
+                    }
         raise errors.EngineError("The response ended without finishing.")
 
     async def _stream(
         self,
         job: Job,
-        first: Delta | Finish,
-        events: AsyncIterator[Delta | Finish],
+        first: list[JobEvent],
+        batches: AsyncGenerator[list[JobEvent], None],
         include_usage: bool,
-        ctx: RequestContext,
-    ) -> AsyncIterator[str]:
-        chunk = ChunkWriter(
-            f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id, include_usage
-        )
+    ) -> AsyncGenerator[str, None]:
+        """One write per batch: when a stream falls behind, its pending tokens leave in
+        one write instead of one per token. Once headers are sent, a failure travels
+        as an error event before `[DONE]`."""
+        chunks = ChunkWriter(f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id,
+                             include_usage)
         try:
-            yield chunk.delta({"role": "assistant", "content": ""})
-            event: Delta | Finish = first
+            out = [chunks.role()]
+            batch = first
             while True:
-                if isinstance(event, Delta):
-                    yield chunk.delta({"content": event.text})
-                else:
-                    yield chunk.finish(event.finish_reason)
-                    if include_usage:
-                        yield chunk.usage(event.usage.as_openai())
-                    break
-                event = await anext(events)
-        except errors.ServiceError as exc:
-            # Headers are sent: the error travels as an event, then the stream ends.
-            self.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
-            yield sse({"error": errors.to_error_response(exc).body["error"]})
-        except StopAsyncIteration:
-            yield sse(
-                {
-                    "error": {
-                        "message": "The response ended without finishing.",
-                        "type": "server_error",
-                        "param": None,
-                        "code": "engine_error",
-                    }
-                }
-            )
+                for event in batch:
+                    if isinstance(event, Delta):
+                        out.append(chunks.content(event.text))
+                        continue
+                    if isinstance(event, JobFailed):
+                        error = event.to_exception()
+                        self.metrics.rejections.labels(error.code or event.error).inc()
+                        out.append(chunks.error(error))
+                    else:
+                        out.append(chunks.finish(event.finish_reason))
+                        if include_usage:
+                            out.append(chunks.usage(event.usage.as_openai()))
+                    out.append(DONE)
+                    yield "".join(out)
+                    return
+                yield "".join(out)
+                out = []
+                try:
+                    batch = await anext(batches)
+                except StopAsyncIteration:
+                    batch = [JobFailed("EngineError", "The response ended without finishing.")]
         finally:
-            # Client gone (the task is cancelled) or done: either way free the job.
+            # Done, or the client left (this generator is closed): free the job either way.
             await self.queue.cancel(job.id)
-        yield "data: [DONE]\n\n"
+            await batches.aclose()
 
-    def _observe_ttft(self, event: Delta | Finish, lane: Lane, ctx: RequestContext) -> None:
+    def _observe_ttft(self, lane: Lane, ctx: RequestContext) -> None:
         self.metrics.time_to_first_token.labels(self.model_id, lane.value).observe(
             time.perf_counter() - ctx.started
         )
 
 
-class ChunkWriter:
-    """Serializes `chat.completion.chunk` events; plain dicts, as they are on the hot path."""
-
-    def __init__(self, id_: str, created: int, model: str, include_usage: bool) -> None:
-        self.base = {
-            "id": id_,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-        }
-        self.include_usage = include_usage
-
-    def delta(self, delta: dict[str, str]) -> str:
-        return self._chunk([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
-
-    def finish(self, finish_reason: str) -> str:
-        return self._chunk(
-            [{"index": 0, "delta": {}, "finish_reason": finish_reason, "logprobs": None}]
-        )
-
-    def usage(self, usage: dict[str, int]) -> str:
-        return self._chunk([], usage)
-
-    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
-        body: dict[str, Any] = {**self.base, "choices": choices}
-        if self.include_usage:
-            body["usage"] = usage
-        return sse(body)
-
-
-def sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
-async def _bounded(events: AsyncIterator[Any], job: Job) -> AsyncIterator[Delta | Finish]:
-    """The job's events until the terminal one, failures raised as errors, the wait
-    bounded by the job's deadline (504)."""
-    iterator = aiter(events)
-    while True:
-        try:
-            async with asyncio.timeout(job.remaining()):  # a timer, not a task, per event
-                event = await anext(iterator)
-        except TimeoutError as exc:
-            raise errors.DeadlineExceeded(
-                "The request did not complete before its deadline."
-            ) from exc
-        except StopAsyncIteration:
-            return
-        if isinstance(event, JobFailed):
-            raise event.to_exception()
-        yield event
-        if isinstance(event, Finish):
-            return
-
-
-async def _first_event(events: AsyncIterator[Delta | Finish]) -> Delta | Finish:
+async def _first_batch(batches: AsyncIterator[list[JobEvent]]) -> list[JobEvent]:
+    """The first batch; a failure before any output is raised, so it keeps its status."""
     try:
-        return await anext(events)
+        batch = await anext(batches)
     except StopAsyncIteration as exc:
         raise errors.EngineError("The response ended without output.") from exc
+    if isinstance(batch[0], JobFailed):
+        raise batch[0].to_exception()
+    return batch

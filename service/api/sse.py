@@ -1,44 +1,44 @@
 """A Server-Sent Events response that stops its producer when the client leaves.
 
 Starlette's StreamingResponse notices a disconnect only on ASGI < 2.4 servers,
-and never closes the iterator itself. Here the iterator is always run against a
-disconnect listener and always closed, so the job behind it is cancelled within
-one event loop turn of the client going away.
+and never closes the iterator itself. Here the iterator always runs under the
+request's `ClientWatch` and is always closed, so the job behind it is cancelled
+within one event loop turn of the client going away.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service import errors
-from service.api.disconnect import disconnect_waiter, race_disconnect
+from service.api.disconnect import ClientWatch
 
 
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[str], headers: Mapping[str, str] | None = None):
+    def __init__(self, events: AsyncGenerator[str, None], watch: ClientWatch,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.events = events
+        self.watch = watch
         self.status_code = 200
         self.background = None
-        self.init_headers(
-            {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})}
-        )
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                           **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         try:
-            with contextlib.suppress(errors.Cancelled, OSError):
-                await race_disconnect(self._send_all(send), disconnect_waiter(receive))
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": self.raw_headers})
+            with contextlib.suppress(errors.Cancelled, OSError), self.watch.guard():
+                async for event in self.events:
+                    await send({"type": "http.response.body", "body": event.encode(),
+                                "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            with contextlib.suppress(Exception):
-                await self.events.aclose()  # type: ignore[attr-defined]
-
-    async def _send_all(self, send: Send) -> None:
-        async for event in self.events:
-            await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self.watch.close()
+            await self.events.aclose()

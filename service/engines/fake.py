@@ -1,4 +1,4 @@
-"""A fake engine that emits a fixed token stream at a fixed pace.
+"""A fake engine that emits a fixed token stream at a fixed pace (token i at i x interval).
 
 Shipped in the package (like HTTPX's mock transport) so tests and the gateway
 benchmark can isolate the serving path from any model. It is never the proof
@@ -51,11 +51,16 @@ class FakeEngine:
                 for part in message["content"]
             )
             text = ""
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             for i in range(request.sampling.max_tokens):
                 if rid in self.aborted:
                     return
                 if self.token_interval:
-                    await asyncio.sleep(self.token_interval)
+                    # An absolute schedule, like an engine stepping on its own clock: a slow
+                    # consumer delays delivery, not the production of later tokens.
+                    await asyncio.sleep(max(0.0, started + (i + 1) * self.token_interval
+                                            - loop.time()))
                 token = TOKENS[i % len(TOKENS)]
                 text += token
                 self.tokens_emitted += 1

@@ -3,11 +3,15 @@
 Gateway side:
 - `submit(job)` admits a job into its lane or raises `errors.Overloaded` with a
   Retry-After computed from the measured drain rate. Nothing is queued unbounded.
-- `events(job_id)` yields the job's events in order: `Delta`s, then exactly one
-  terminal event (`Finish` or `JobFailed`). The caller bounds the wait by the
-  job's deadline.
+- `events(job_id)` yields the job's events in order, in batches (all that are
+  ready at once, so a consumer that falls behind catches up in one step): `Delta`s,
+  then exactly one terminal event (`Finish` or `JobFailed`) ending the last batch.
+  If the job's deadline passes first, the stream ends with
+  `JobFailed(DeadlineExceeded)`: a consumer never waits past the deadline.
+  A stream closed before its terminal event (the client left) or ended by the
+  deadline cancels the job, as `cancel` does.
 - `cancel(job_id)`: a queued job is dropped (never runs); a running job's worker
-  is told through `wait_cancelled` and aborts the engine request.
+  is told through `on_cancel` and aborts the engine request. Idempotent.
 
 Worker side:
 - `take(timeout)` returns the next job, highest lane first with aging (see
@@ -17,7 +21,9 @@ Worker side:
 - `publish(job_id, event)` appends to the job's result stream.
 - `complete(job_id)` acknowledges the job (after its terminal event); it feeds
   the drain-rate meter behind Retry-After.
-- `wait_cancelled(job_id)` returns once the job is cancelled.
+- `on_cancel(job_id, callback)` calls `callback()` (from the event loop) once
+  the job is cancelled, at once if it already is; it returns a function that
+  unregisters the callback. A callback, not a waiting task: one fewer task per job.
 
 Deadlines are wall-clock epoch seconds so they mean the same in every process.
 """
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,6 +65,11 @@ class JobFailed:
 
 
 JobEvent = Delta | Finish | JobFailed
+DEADLINE_PASSED = JobFailed("DeadlineExceeded", "The request did not complete before its deadline.")
+
+
+def is_terminal(event: JobEvent) -> bool:
+    return isinstance(event, Finish | JobFailed)
 
 
 @dataclass
@@ -78,7 +89,7 @@ class Job:
 class JobQueue(Protocol):
     async def submit(self, job: Job) -> None: ...
 
-    def events(self, job_id: str) -> AsyncIterator[JobEvent]: ...
+    def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]: ...
 
     async def cancel(self, job_id: str) -> None: ...
 
@@ -88,7 +99,7 @@ class JobQueue(Protocol):
 
     async def complete(self, job_id: str) -> None: ...
 
-    async def wait_cancelled(self, job_id: str) -> None: ...
+    def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]: ...
 
     async def depths(self) -> dict[Lane, int]: ...
 

@@ -1,8 +1,10 @@
 """The in-process queue: the embedded default (`gmai-vl serve`), one asyncio loop.
 
 Semantics are those written in `service.queue.base`. Specifics: each lane is a
-FIFO deque bounded by `max_depth`; result streams are unbounded asyncio queues
-(their producer is bounded by max_tokens); nothing survives the process.
+FIFO deque bounded by `max_depth`; result streams are unbounded buffers (their
+producer is bounded by max_tokens); nothing survives the process. Waiting is
+done on bare futures, not asyncio.Queue/Condition: this is the per-token hot
+path of every stream (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -10,21 +12,43 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from service import errors
-from service.engines.base import Finish
-from service.queue.base import DrainRate, Job, JobEvent, JobFailed
+from service.queue.base import DEADLINE_PASSED, DrainRate, Job, JobEvent, JobFailed, is_terminal
 from service.queue.lanes import LANE_ORDER, Lane, effective_rank
 
 
 class _Entry:
-    __slots__ = ("cancelled", "events", "job")
+    """One job: its result buffer, its reader's waiter, its cancellation callbacks."""
+
+    __slots__ = ("buffer", "cancelled", "job", "on_cancel", "waiter")
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.events: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self.cancelled = asyncio.Event()
+        self.buffer: list[JobEvent] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.cancelled = False
+        self.on_cancel: list[Callable[[], None]] = []
+
+    def put(self, event: JobEvent) -> None:
+        self.buffer.append(event)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def batch(self) -> list[JobEvent]:
+        while not self.buffer:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        batch, self.buffer = self.buffer, []
+        return batch
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            for callback in self.on_cancel:
+                callback()
+            self.on_cancel.clear()
 
 
 class InProcessJobQueue:
@@ -34,7 +58,7 @@ class InProcessJobQueue:
         self.drain = DrainRate()
         self._lanes: dict[Lane, deque[_Entry]] = {lane: deque() for lane in LANE_ORDER}
         self._entries: dict[str, _Entry] = {}
-        self._available = asyncio.Condition()
+        self._takers: deque[asyncio.Future[None]] = deque()
 
     # gateway side
 
@@ -49,56 +73,76 @@ class InProcessJobQueue:
         entry = _Entry(job)
         self._entries[job.id] = entry
         lane.append(entry)
-        async with self._available:
-            self._available.notify()
+        while self._takers:
+            taker = self._takers.popleft()
+            if not taker.done():
+                taker.set_result(None)
+                break
 
-    async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
+    async def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]:
         entry = self._entries.get(job_id)
         if entry is None:
             return
-        while True:
-            event = await entry.events.get()
-            yield event
-            if isinstance(event, Finish | JobFailed):
-                self._entries.pop(job_id, None)
-                return
+        # One timer per job bounds every wait below (cheaper than a timeout per event).
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + entry.job.remaining(), entry.put, DEADLINE_PASSED)
+        finished = False
+        try:
+            while True:
+                batch = await entry.batch()
+                for i, event in enumerate(batch):
+                    if is_terminal(event):
+                        finished = event is not DEADLINE_PASSED
+                        yield batch[: i + 1]
+                        return
+                yield batch
+        finally:
+            timer.cancel()
+            if not finished:
+                # Abandoned by its reader (client gone) or past its deadline: cancel it.
+                entry.cancel()
+            self._entries.pop(job_id, None)
 
     async def cancel(self, job_id: str) -> None:
+        """Idempotent; harmless on a finished job."""
         entry = self._entries.pop(job_id, None)
         if entry is not None:
-            # Queued: `take` skips it. Running: the worker sees it in wait_cancelled.
-            entry.cancelled.set()
+            entry.cancel()  # queued: `take` skips it; running: its worker's callback fires
 
     # worker side
 
     async def take(self, timeout: float) -> Job | None:
         deadline = time.monotonic() + timeout
-        async with self._available:
-            while True:
-                entry = self._pop_next()
-                if entry is not None:
-                    return entry.job
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                try:
-                    await asyncio.wait_for(self._available.wait(), remaining)
-                except TimeoutError:
-                    return None
+        while True:
+            entry = self._pop_next()
+            if entry is not None:
+                return entry.job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            taker = asyncio.get_running_loop().create_future()
+            self._takers.append(taker)
+            try:
+                async with asyncio.timeout(remaining):
+                    await taker
+            except TimeoutError:
+                return None
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
         entry = self._entries.get(job_id)
         if entry is not None:
-            entry.events.put_nowait(event)
+            entry.put(event)
 
     async def complete(self, job_id: str) -> None:
         self.drain.record()
 
-    async def wait_cancelled(self, job_id: str) -> None:
+    def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         entry = self._entries.get(job_id)
-        if entry is None:
-            return
-        await entry.cancelled.wait()
+        if entry is None or entry.cancelled:
+            asyncio.get_running_loop().call_soon(callback)
+            return _noop
+        entry.on_cancel.append(callback)
+        return lambda: callback in entry.on_cancel and entry.on_cancel.remove(callback)
 
     # observation
 
@@ -110,7 +154,7 @@ class InProcessJobQueue:
 
     async def close(self) -> None:
         for entry in list(self._entries.values()):
-            entry.events.put_nowait(JobFailed("NotReady", "The server is shutting down."))
+            entry.put(JobFailed("NotReady", "The server is shutting down."))
         self._entries.clear()
 
     def _pop_next(self) -> _Entry | None:
@@ -120,12 +164,10 @@ class InProcessJobQueue:
         best_key: tuple[float, float] | None = None
         for lane in LANE_ORDER:
             q = self._lanes[lane]
-            while q and (q[0].cancelled.is_set() or q[0].job.deadline <= now):
+            while q and (q[0].cancelled or q[0].job.deadline <= now):
                 dropped = q.popleft()
-                if not dropped.cancelled.is_set():
-                    dropped.events.put_nowait(
-                        JobFailed("DeadlineExceeded", "The request expired while queued.")
-                    )
+                if not dropped.cancelled:
+                    dropped.put(JobFailed("DeadlineExceeded", "The request expired while queued."))
             if not q:
                 continue
             job = q[0].job
@@ -135,3 +177,7 @@ class InProcessJobQueue:
         if best is not None:
             self._lanes[best.job.lane].popleft()
         return best
+
+
+def _noop() -> None:
+    return None

@@ -32,7 +32,7 @@ def make_job(max_tokens=3, deadline_in=30.0, lane=Lane.routine) -> Job:
 
 
 async def collect(queue, job_id):
-    return [event async for event in queue.events(job_id)]
+    return [event async for batch in queue.events(job_id) for event in batch]
 
 
 async def test_burst_runs_every_job_to_a_terminal_event():
@@ -76,8 +76,7 @@ async def test_cancel_while_running_aborts_the_engine():
     await queue.submit(job)
     metrics = ServiceMetrics()
     worker = asyncio.create_task(Worker(queue, engine, metrics).run(burst=True))
-    events = queue.events(job.id)
-    await anext(events)
+    await anext(queue.events(job.id))
     await queue.cancel(job.id)
     await asyncio.wait_for(worker, 2)
     assert engine.aborted == [job.id]

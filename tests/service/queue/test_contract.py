@@ -84,8 +84,8 @@ async def test_events_stream_in_order_until_terminal(make_queue):
     await q.publish(taken.id, Delta("b"))
     await q.publish(taken.id, Finish("length", Usage(3, 2)))
     await q.complete(taken.id)
-    events = [e async for e in q.events(j.id)]
-    assert events == [Delta("a"), Delta("b"), Finish("length", Usage(3, 2))]
+    batches = [b async for b in q.events(j.id)]
+    assert batches == [[Delta("a"), Delta("b"), Finish("length", Usage(3, 2))]]
 
 
 async def test_cancelled_queued_job_never_runs(make_queue):
@@ -101,11 +101,28 @@ async def test_cancel_reaches_running_worker(make_queue):
     j = job()
     await q.submit(j)
     await q.take(timeout=0)
-    waiter = asyncio.create_task(q.wait_cancelled(j.id))
+    fired = asyncio.Event()
+    q.on_cancel(j.id, fired.set)
     await asyncio.sleep(0)
-    assert not waiter.done()
+    assert not fired.is_set()
     await q.cancel(j.id)
-    await asyncio.wait_for(waiter, 1)
+    await asyncio.wait_for(fired.wait(), 1)
+    late = asyncio.Event()
+    q.on_cancel(j.id, late.set)  # registering after the fact fires at once
+    await asyncio.wait_for(late.wait(), 1)
+
+
+async def test_unregistered_cancel_callback_does_not_fire(make_queue):
+    q = make_queue()
+    j = job()
+    await q.submit(j)
+    await q.take(timeout=0)
+    fired = []
+    unregister = q.on_cancel(j.id, lambda: fired.append(1))
+    unregister()
+    await q.cancel(j.id)
+    await asyncio.sleep(0)
+    assert fired == []
 
 
 async def test_expired_queued_job_is_dropped_with_deadline_event(make_queue):
@@ -113,9 +130,35 @@ async def test_expired_queued_job_is_dropped_with_deadline_event(make_queue):
     j = job(deadline_in=-0.01)
     await q.submit(j)
     assert await q.take(timeout=0) is None
-    events = [e async for e in q.events(j.id)]
-    assert events == [JobFailed("DeadlineExceeded", "The request expired while queued.")]
-    assert isinstance(events[0].to_exception(), errors.DeadlineExceeded)
+    batches = [b async for b in q.events(j.id)]
+    assert batches == [[JobFailed("DeadlineExceeded", "The request expired while queued.")]]
+    assert isinstance(batches[0][0].to_exception(), errors.DeadlineExceeded)
+
+
+async def test_events_arrive_as_they_are_published(make_queue):
+    q = make_queue()
+    j = job()
+    await q.submit(j)
+    await q.take(timeout=0)
+    batches = q.events(j.id)
+    await q.publish(j.id, Delta("a"))
+    assert await anext(batches) == [Delta("a")]
+    await q.publish(j.id, Delta("b"))
+    await q.publish(j.id, Finish("stop", Usage(1, 2)))
+    assert await anext(batches) == [Delta("b"), Finish("stop", Usage(1, 2))]
+    with pytest.raises(StopAsyncIteration):
+        await anext(batches)
+
+
+async def test_events_end_at_the_deadline_even_if_nothing_is_published(make_queue):
+    q = make_queue()
+    j = job(deadline_in=0.1)
+    await q.submit(j)
+    await q.take(timeout=0)  # taken by a worker that then hangs
+    started = time.monotonic()
+    batches = [b async for b in q.events(j.id)]
+    assert batches[-1][-1].error == "DeadlineExceeded"
+    assert time.monotonic() - started < 1.0
 
 
 async def test_take_waits_for_a_submit(make_queue):
@@ -139,3 +182,29 @@ async def test_depths_per_lane(make_queue):
     await q.submit(job(Lane.batch))
     depths = await q.depths()
     assert depths[Lane.stat] == 1 and depths[Lane.batch] == 2 and depths[Lane.routine] == 0
+
+
+async def test_abandoning_the_event_stream_cancels_the_job(make_queue):
+    q = make_queue()
+    j = job()
+    await q.submit(j)
+    await q.take(timeout=0)
+    fired = asyncio.Event()
+    q.on_cancel(j.id, fired.set)
+    batches = q.events(j.id)
+    await q.publish(j.id, Delta("a"))
+    await anext(batches)
+    await batches.aclose()  # the reader went away mid-answer
+    await asyncio.wait_for(fired.wait(), 1)
+
+
+async def test_deadline_on_a_running_job_cancels_it(make_queue):
+    q = make_queue()
+    j = job(deadline_in=0.05)
+    await q.submit(j)
+    await q.take(timeout=0)
+    fired = asyncio.Event()
+    q.on_cancel(j.id, fired.set)
+    [batch] = [b async for b in q.events(j.id)]
+    assert batch[-1].error == "DeadlineExceeded"
+    await asyncio.wait_for(fired.wait(), 1)

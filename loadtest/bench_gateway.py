@@ -1,0 +1,298 @@
+"""Gateway overhead, measured side by side in one run.
+
+The same engine (the package's FakeEngine: a fixed token stream at a fixed
+pace) is served twice, one server at a time, each in its own process:
+
+- `gateway`: the full path of `gmai-vl serve` - middleware (request id, body
+  cap, metrics), pydantic validation, admission, the in-process queue, the
+  worker, the result stream, SSE;
+- `thin`: the thinnest uvicorn endpoint that streams the same engine output:
+  a raw ASGI callable that parses the JSON body, iterates the engine and
+  writes the same chunk bytes (same serializer), nothing else.
+
+A minimal raw-socket HTTP/1.1 client (cheaper than httpx, so the client is not
+what saturates) keeps C streams busy for a fixed time at C = 1, 32, 256 and
+records time to first token and total latency of every request.
+
+    python loadtest/bench_gateway.py [--seconds 8] [--tokens 16] [--interval 0.02]
+
+Prints req/s, TTFT p50, latency p50/p99 of both and their ratios; writes a
+JSON file and a PNG plot (docs/benchmarks/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = ROOT / "docs" / "benchmarks"
+MODEL = "bench"
+FIRST_TEXT = re.compile(rb'"content":"[^"]')  # a chunk carrying generated text
+
+
+# --- the two servers -------------------------------------------------------------
+
+
+def gateway_app(interval: float):
+    from service.config import Settings
+    from service.engines.fake import FakeEngine
+    from service.server import build_embedded
+
+    settings = Settings(engine="fake", served_model_name=MODEL, queue_max_depth=4096)
+    return build_embedded(settings, FakeEngine(token_interval=interval)).app
+
+
+def thin_app(interval: float):
+    from service.api.chunks import DONE, ChunkWriter
+    from service.engines.base import Delta, GenerationRequest, SamplingParams
+    from service.engines.fake import FakeEngine
+
+    engine = FakeEngine(token_interval=interval)
+    engine.startup_delay = 0.0
+    engine._ready = True  # nothing to load
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        payload = json.loads(body)
+        request = GenerationRequest(
+            "thin", [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+            SamplingParams(payload["max_tokens"]),
+        )
+        chunk = ChunkWriter("chatcmpl-thin", int(time.time()), MODEL, False)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "more_body": True,
+                    "body": chunk.role().encode()})
+        async for event in engine.generate(request):
+            text = (chunk.content(event.text) if isinstance(event, Delta)
+                    else chunk.finish(event.finish_reason) + DONE)
+            await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def run_server(kind: str, port: int, interval: float) -> None:
+    import logging
+
+    import uvicorn
+
+    logging.disable(logging.WARNING)
+    app = gateway_app(interval) if kind == "gateway" else thin_app(interval)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
+                loop="uvloop", http="httptools", backlog=4096)
+
+
+# --- the client ------------------------------------------------------------------
+
+
+async def one_stream(reader, writer, request: bytes) -> tuple[float, float]:
+    """Send one streaming request on a keep-alive connection; (ttft, total) seconds."""
+    started = time.perf_counter()
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(head.split(b"\r\n", 1)[0].decode())
+    ttft = 0.0
+    while True:  # chunked transfer encoding
+        size = int((await reader.readline()).strip(), 16)
+        if size == 0:
+            await reader.readline()
+            return ttft, time.perf_counter() - started
+        data = await reader.readexactly(size + 2)
+        if not ttft and FIRST_TEXT.search(data):
+            ttft = time.perf_counter() - started
+
+
+async def load(port: int, concurrency: int, seconds: float, tokens: int,
+               stagger: float = 0.0) -> dict:
+    body = json.dumps({"model": MODEL, "stream": True, "max_tokens": tokens,
+                       "messages": [{"role": "user", "content": "Describe the image."}]}).encode()
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+               b"Content-Type: application/json\r\nContent-Length: "
+               + str(len(body)).encode() + b"\r\n\r\n" + body)
+    ttfts: list[float] = []
+    totals: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def user(index: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        if stagger:
+            # Spread the users' phases over one request's duration: with identical
+            # service times, users started together stay in lockstep and every request
+            # of a level arrives in the same millisecond, which real traffic does not do.
+            await asyncio.sleep(index / concurrency * stagger)
+        while time.perf_counter() < stop_at:
+            try:
+                ttft, total = await one_stream(reader, writer, request)
+            except (RuntimeError, OSError, asyncio.IncompleteReadError, ValueError):
+                errors += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            ttfts.append(ttft)
+            totals.append(total)
+        writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(user(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    return {"requests": len(totals), "errors": errors, "rps": len(totals) / elapsed,
+            "ttft_p50_ms": pct(ttfts, 50) * 1e3, "p50_ms": pct(totals, 50) * 1e3,
+            "p99_ms": pct(totals, 99) * 1e3}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 \
+        else values[0]
+
+
+# --- orchestration -----------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    concurrency: int
+    server: str
+    requests: int
+    errors: int
+    rps: float
+    ttft_p50_ms: float
+    p50_ms: float
+    p99_ms: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(kind: str, args: argparse.Namespace) -> list[Row]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port),
+                               "--interval", str(args.interval)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"{kind} server did not start") from None
+                time.sleep(0.05)
+        asyncio.run(load(port, 4, 1.0, args.tokens))  # warm-up
+        rows = []
+        for concurrency in args.concurrency:
+            stagger = 0.0 if args.lockstep else args.tokens * args.interval
+            result = asyncio.run(load(port, concurrency, args.seconds, args.tokens, stagger))
+            rows.append(Row(concurrency, kind, **result))
+            print(f"  {kind:8s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
+                  f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
+                  f"p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}", flush=True)
+        return rows
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def report(rows: list[Row], args: argparse.Namespace) -> str:
+    by = {(r.server, r.concurrency): r for r in rows}
+    lines = [
+        f"Gateway overhead: {args.tokens} tokens per stream, one every {args.interval * 1e3:g} ms, "
+        f"{args.seconds:g} s per level, {os.cpu_count()} cores.",
+        "",
+        "| streams | server | req/s | TTFT p50 ms | p50 ms | p99 ms | errors |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in args.concurrency:
+        for kind in ("thin", "gateway"):
+            r = by[(kind, c)]
+            lines.append(f"| {c} | {kind} | {r.rps:.1f} | {r.ttft_p50_ms:.2f} | {r.p50_ms:.2f} | "
+                         f"{r.p99_ms:.2f} | {r.errors} |")
+    lines += ["", "| streams | throughput gateway/thin | added TTFT p50 ms | added p50 ms | "
+              "added p99 ms |", "| ---: | ---: | ---: | ---: | ---: |"]
+    for c in args.concurrency:
+        g, t = by[("gateway", c)], by[("thin", c)]
+        lines.append(f"| {c} | {g.rps / t.rps:.3f} | {g.ttft_p50_ms - t.ttft_p50_ms:+.2f} | "
+                     f"{g.p50_ms - t.p50_ms:+.2f} | {g.p99_ms - t.p99_ms:+.2f} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], args: argparse.Namespace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for kind, color in (("thin", "#888888"), ("gateway", "#1f77b4")):
+        sel = [r for r in rows if r.server == kind]
+        x = [r.concurrency for r in sel]
+        axes[0].plot(x, [r.rps for r in sel], "o-", color=color, label=kind)
+        axes[1].plot(x, [r.ttft_p50_ms for r in sel], "o-", color=color, label=kind)
+        axes[2].plot(x, [r.p50_ms for r in sel], "o-", color=color, label=f"{kind} p50")
+        axes[2].plot(x, [r.p99_ms for r in sel], "s--", color=color, label=f"{kind} p99")
+    for ax, title in zip(axes, ("throughput (req/s)", "TTFT p50 (ms)", "latency (ms)"),
+                         strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent streams")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"gateway vs thin endpoint, same fake engine ({args.tokens} tokens @ "
+                 f"{args.interval * 1e3:g} ms)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--interval", type=float, default=0.02, help="seconds between tokens")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 256])
+    parser.add_argument("--lockstep", action="store_true",
+                        help="start all users together (every level's requests arrive at once)")
+    parser.add_argument("--serve", choices=["gateway", "thin"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        run_server(args.serve, args.port, args.interval)
+        return
+    rows = measure("thin", args) + measure("gateway", args)
+    text = report(rows, args)
+    print("\n" + text)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / "gateway_overhead.json").write_text(
+        json.dumps({"args": vars(args), "rows": [asdict(r) for r in rows]}, indent=2))
+    plot(rows, args, OUT_DIR / "gateway_overhead.png")
+    print(f"\nwrote {OUT_DIR / 'gateway_overhead.json'} and gateway_overhead.png")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

@@ -1,0 +1,58 @@
+"""Server-sent `chat.completion.chunk` events, rendered for the hot path.
+
+One stream writes one of these per token, so the constant part of each chunk
+is rendered once per request and only the token text goes through json.dumps.
+The output is byte-for-byte what json.dumps of the whole chunk would give
+(tests/service/api/test_chunks.py checks that).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service import errors
+
+DONE = "data: [DONE]\n\n"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {_dumps(payload)}\n\n"
+
+
+class ChunkWriter:
+    def __init__(self, id_: str, created: int, model: str, include_usage: bool) -> None:
+        self.base = {"id": id_, "object": "chat.completion.chunk", "created": created,
+                     "model": model}
+        self.include_usage = include_usage
+        head = _dumps(self.base)[:-1]  # without the closing brace
+        usage = ',"usage":null' if include_usage else ""
+        self._content_head = 'data: ' + head + ',"choices":[{"index":0,"delta":{"content":'
+        self._content_tail = '},"finish_reason":null,"logprobs":null}]' + usage + "}\n\n"
+
+    def role(self) -> str:
+        return self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                             "finish_reason": None, "logprobs": None}])
+
+    def content(self, text: str) -> str:
+        return self._content_head + _dumps(text) + self._content_tail
+
+    def finish(self, finish_reason: str) -> str:
+        return self._chunk([{"index": 0, "delta": {}, "finish_reason": finish_reason,
+                             "logprobs": None}])
+
+    def usage(self, usage: dict[str, int]) -> str:
+        return self._chunk([], usage)
+
+    def error(self, exc: errors.ServiceError) -> str:
+        return sse({"error": errors.to_error_response(exc).body["error"]})
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
+        body: dict[str, Any] = {**self.base, "choices": choices}
+        if self.include_usage:
+            body["usage"] = usage
+        return sse(body)
