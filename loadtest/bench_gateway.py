@@ -73,17 +73,25 @@ def thin_app(interval: float):
                 break
         payload = json.loads(body)
         request = GenerationRequest(
-            "thin", [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+            "thin",
+            [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
             SamplingParams(payload["max_tokens"]),
         )
         chunk = ChunkWriter("chatcmpl-thin", int(time.time()), MODEL, False)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
-        await send({"type": "http.response.body", "more_body": True,
-                    "body": chunk.role().encode()})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        await send({"type": "http.response.body", "more_body": True, "body": chunk.role().encode()})
         async for event in engine.generate(request):
-            text = (chunk.content(event.text) if isinstance(event, Delta)
-                    else chunk.finish(event.finish_reason) + DONE)
+            text = (
+                chunk.content(event.text)
+                if isinstance(event, Delta)
+                else chunk.finish(event.finish_reason) + DONE
+            )
             await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
@@ -97,8 +105,16 @@ def run_server(kind: str, port: int, interval: float) -> None:
 
     logging.disable(logging.WARNING)
     app = gateway_app(interval) if kind == "gateway" else thin_app(interval)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                loop="uvloop", http="httptools", backlog=4096)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        backlog=4096,
+    )
 
 
 # --- the client ------------------------------------------------------------------
@@ -122,13 +138,24 @@ async def one_stream(reader, writer, request: bytes) -> tuple[float, float]:
             ttft = time.perf_counter() - started
 
 
-async def load(port: int, concurrency: int, seconds: float, tokens: int,
-               stagger: float = 0.0) -> dict:
-    body = json.dumps({"model": MODEL, "stream": True, "max_tokens": tokens,
-                       "messages": [{"role": "user", "content": "Describe the image."}]}).encode()
-    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
-               b"Content-Type: application/json\r\nContent-Length: "
-               + str(len(body)).encode() + b"\r\n\r\n" + body)
+async def load(
+    port: int, concurrency: int, seconds: float, tokens: int, stagger: float = 0.0
+) -> dict:
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "stream": True,
+            "max_tokens": tokens,
+            "messages": [{"role": "user", "content": "Describe the image."}],
+        }
+    ).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+        b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
     ttfts: list[float] = []
     totals: list[float] = []
     errors = 0
@@ -157,16 +184,24 @@ async def load(port: int, concurrency: int, seconds: float, tokens: int,
     began = time.perf_counter()
     await asyncio.gather(*(user(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - began
-    return {"requests": len(totals), "errors": errors, "rps": len(totals) / elapsed,
-            "ttft_p50_ms": pct(ttfts, 50) * 1e3, "p50_ms": pct(totals, 50) * 1e3,
-            "p99_ms": pct(totals, 99) * 1e3}
+    return {
+        "requests": len(totals),
+        "errors": errors,
+        "rps": len(totals) / elapsed,
+        "ttft_p50_ms": pct(ttfts, 50) * 1e3,
+        "p50_ms": pct(totals, 50) * 1e3,
+        "p99_ms": pct(totals, 99) * 1e3,
+    }
 
 
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 \
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
         else values[0]
+    )
 
 
 # --- orchestration -----------------------------------------------------------------
@@ -192,8 +227,19 @@ def free_port() -> int:
 
 def measure(kind: str, args: argparse.Namespace) -> list[Row]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port),
-                               "--interval", str(args.interval)], cwd=ROOT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            "--port",
+            str(port),
+            "--interval",
+            str(args.interval),
+        ],
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -210,9 +256,12 @@ def measure(kind: str, args: argparse.Namespace) -> list[Row]:
             stagger = 0.0 if args.lockstep else args.tokens * args.interval
             result = asyncio.run(load(port, concurrency, args.seconds, args.tokens, stagger))
             rows.append(Row(concurrency, kind, **result))
-            print(f"  {kind:8s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
-                  f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
-                  f"p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}", flush=True)
+            print(
+                f"  {kind:8s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
+                f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
+                f"p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}",
+                flush=True,
+            )
         return rows
     finally:
         server.terminate()
@@ -231,14 +280,21 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
     for c in args.concurrency:
         for kind in ("thin", "gateway"):
             r = by[(kind, c)]
-            lines.append(f"| {c} | {kind} | {r.rps:.1f} | {r.ttft_p50_ms:.2f} | {r.p50_ms:.2f} | "
-                         f"{r.p99_ms:.2f} | {r.errors} |")
-    lines += ["", "| streams | throughput gateway/thin | added TTFT p50 ms | added p50 ms | "
-              "added p99 ms |", "| ---: | ---: | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {c} | {kind} | {r.rps:.1f} | {r.ttft_p50_ms:.2f} | {r.p50_ms:.2f} | "
+                f"{r.p99_ms:.2f} | {r.errors} |"
+            )
+    lines += [
+        "",
+        "| streams | throughput gateway/thin | added TTFT p50 ms | added p50 ms | added p99 ms |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
     for c in args.concurrency:
         g, t = by[("gateway", c)], by[("thin", c)]
-        lines.append(f"| {c} | {g.rps / t.rps:.3f} | {g.ttft_p50_ms - t.ttft_p50_ms:+.2f} | "
-                     f"{g.p50_ms - t.p50_ms:+.2f} | {g.p99_ms - t.p99_ms:+.2f} |")
+        lines.append(
+            f"| {c} | {g.rps / t.rps:.3f} | {g.ttft_p50_ms - t.ttft_p50_ms:+.2f} | "
+            f"{g.p50_ms - t.p50_ms:+.2f} | {g.p99_ms - t.p99_ms:+.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -256,15 +312,18 @@ def plot(rows: list[Row], args: argparse.Namespace, path: Path) -> None:
         axes[1].plot(x, [r.ttft_p50_ms for r in sel], "o-", color=color, label=kind)
         axes[2].plot(x, [r.p50_ms for r in sel], "o-", color=color, label=f"{kind} p50")
         axes[2].plot(x, [r.p99_ms for r in sel], "s--", color=color, label=f"{kind} p99")
-    for ax, title in zip(axes, ("throughput (req/s)", "TTFT p50 (ms)", "latency (ms)"),
-                         strict=True):
+    for ax, title in zip(
+        axes, ("throughput (req/s)", "TTFT p50 (ms)", "latency (ms)"), strict=True
+    ):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent streams")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"gateway vs thin endpoint, same fake engine ({args.tokens} tokens @ "
-                 f"{args.interval * 1e3:g} ms)")
+    fig.suptitle(
+        f"gateway vs thin endpoint, same fake engine ({args.tokens} tokens @ "
+        f"{args.interval * 1e3:g} ms)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -275,8 +334,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between tokens")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 256])
-    parser.add_argument("--lockstep", action="store_true",
-                        help="start all users together (every level's requests arrive at once)")
+    parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="start all users together (every level's requests arrive at once)",
+    )
     parser.add_argument("--serve", choices=["gateway", "thin"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,7 +350,8 @@ def main() -> None:
     print("\n" + text)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "gateway_overhead.json").write_text(
-        json.dumps({"args": vars(args), "rows": [asdict(r) for r in rows]}, indent=2))
+        json.dumps({"args": vars(args), "rows": [asdict(r) for r in rows]}, indent=2)
+    )
     plot(rows, args, OUT_DIR / "gateway_overhead.png")
     print(f"\nwrote {OUT_DIR / 'gateway_overhead.json'} and gateway_overhead.png")
 

@@ -20,6 +20,7 @@ Messages never contain request content (PHI stays out of errors).
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,3 +128,10 @@ def to_error_response(exc: ServiceError) -> ErrorResponse:
         body=error_body(exc.message, exc.type, exc.param, exc.code),
         headers=headers,
     )
+
+
+def redacted_traceback(exc: BaseException) -> str:
+    """Where an exception happened, without its message: messages of foreign errors
+    may quote request content (PHI), frames never do."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    return f"{frames}{type(exc).__module__}.{type(exc).__qualname__} (message withheld)"

@@ -126,7 +126,7 @@ class Worker:
             return None
         except errors.ServiceError as exc:
             return JobFailed.from_exception(exc)
-        except Exception:
+        except Exception as exc:
             # Never let one request kill the worker; the client gets a generic 500.
-            log.exception("engine failed on job %s", job.id)
+            log.error("engine failed on job %s:\n%s", job.id, errors.redacted_traceback(exc))
             return JobFailed("EngineError", "The engine failed to generate a response.")

@@ -52,9 +52,7 @@ def _openapi_with_request_models(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        model = ChatCompletionRequest.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
+        model = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model.pop("$defs", {}))
         components["ChatCompletionRequest"] = model
         app.openapi_schema = schema
@@ -93,9 +91,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error(
-        "unhandled %s on request %s",
-        type(exc).__name__,
+        "unhandled error on request %s:\n%s",
         getattr(request.state, "request_id", "?"),
-        exc_info=exc,
+        errors.redacted_traceback(exc),
     )
     return error_json(errors.ServiceError("Internal server error."))

@@ -26,24 +26,37 @@ def sse(payload: dict[str, Any]) -> str:
 
 class ChunkWriter:
     def __init__(self, id_: str, created: int, model: str, include_usage: bool) -> None:
-        self.base = {"id": id_, "object": "chat.completion.chunk", "created": created,
-                     "model": model}
+        self.base = {
+            "id": id_,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
         self.include_usage = include_usage
         head = _dumps(self.base)[:-1]  # without the closing brace
         usage = ',"usage":null' if include_usage else ""
-        self._content_head = 'data: ' + head + ',"choices":[{"index":0,"delta":{"content":'
+        self._content_head = "data: " + head + ',"choices":[{"index":0,"delta":{"content":'
         self._content_tail = '},"finish_reason":null,"logprobs":null}]' + usage + "}\n\n"
 
     def role(self) -> str:
-        return self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                             "finish_reason": None, "logprobs": None}])
+        return self._chunk(
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "finish_reason": None,
+                    "logprobs": None,
+                }
+            ]
+        )
 
     def content(self, text: str) -> str:
         return self._content_head + _dumps(text) + self._content_tail
 
     def finish(self, finish_reason: str) -> str:
-        return self._chunk([{"index": 0, "delta": {}, "finish_reason": finish_reason,
-                             "logprobs": None}])
+        return self._chunk(
+            [{"index": 0, "delta": {}, "finish_reason": finish_reason, "logprobs": None}]
+        )
 
     def usage(self, usage: dict[str, int]) -> str:
         return self._chunk([], usage)

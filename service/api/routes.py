@@ -26,8 +26,9 @@ def _state(request: Request) -> AppState:
 
 CHAT_REQUEST_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": {
-        "$ref": "#/components/schemas/ChatCompletionRequest"}}},
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}
+    },
 }
 
 

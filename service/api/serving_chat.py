@@ -192,7 +192,10 @@ class ChatCompletions:
     # answering
 
     async def _collect(
-        self, job: Job, batches: AsyncGenerator[list[JobEvent], None], lane: Lane,
+        self,
+        job: Job,
+        batches: AsyncGenerator[list[JobEvent], None],
+        lane: Lane,
         ctx: RequestContext,
     ) -> dict[str, Any]:
         pieces: list[str] = []
@@ -210,12 +213,14 @@ class ChatCompletions:
                         "object": "chat.completion",
                         "created": int(job.enqueued_at),
                         "model": self.model_id,
-                        "choices": [{
-                            "index": 0,
-                            "message": {"role": "assistant", "content": "".join(pieces)},
-                            "finish_reason": event.finish_reason,
-                            "logprobs": None,
-                        }],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": "".join(pieces)},
+                                "finish_reason": event.finish_reason,
+                                "logprobs": None,
+                            }
+                        ],
                         "usage": event.usage.as_openai(),
                     }
         raise errors.EngineError("The response ended without finishing.")
@@ -230,8 +235,9 @@ class ChatCompletions:
         """One write per batch: when a stream falls behind, its pending tokens leave in
         one write instead of one per token. Once headers are sent, a failure travels
         as an error event before `[DONE]`."""
-        chunks = ChunkWriter(f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id,
-                             include_usage)
+        chunks = ChunkWriter(
+            f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id, include_usage
+        )
         try:
             out = [chunks.role()]
             batch = first

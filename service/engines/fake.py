@@ -59,8 +59,9 @@ class FakeEngine:
                 if self.token_interval:
                     # An absolute schedule, like an engine stepping on its own clock: a slow
                     # consumer delays delivery, not the production of later tokens.
-                    await asyncio.sleep(max(0.0, started + (i + 1) * self.token_interval
-                                            - loop.time()))
+                    await asyncio.sleep(
+                        max(0.0, started + (i + 1) * self.token_interval - loop.time())
+                    )
                 token = TOKENS[i % len(TOKENS)]
                 text += token
                 self.tokens_emitted += 1

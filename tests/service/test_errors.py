@@ -33,3 +33,12 @@ def test_param_and_code_override():
     exc = errors.InvalidRequest("bad", param="max_tokens", code="max_tokens_too_large")
     assert errors.to_error_response(exc).body["error"]["param"] == "max_tokens"
     assert errors.to_error_response(exc).body["error"]["code"] == "max_tokens_too_large"
+
+
+def test_redacted_traceback_keeps_frames_and_drops_the_message():
+    mrn = str(998000 + 877)  # a runtime value, as PHI would be (not in any source line)
+    try:
+        raise ValueError(f"Patient Jane Roe, MRN {mrn}")
+    except ValueError as exc:
+        text = errors.redacted_traceback(exc)
+    assert mrn not in text and "test_errors.py" in text and "ValueError" in text

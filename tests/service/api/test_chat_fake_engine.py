@@ -5,6 +5,7 @@ The same API against the real model: tests/e2e and test_bad_inputs.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -241,3 +242,50 @@ async def test_client_disconnect_stops_the_engine(stream):
                 "/v1/chat/completions", json={**body, "max_tokens": 2, "stream": False}
             )
             assert r.status_code == 200
+
+
+async def test_deadline_mid_stream_ends_with_an_error_event():
+    engine = FakeEngine(token_interval=0.02)
+    server, _ = start(engine)
+    body = {
+        "model": "fake",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 500,
+        "stream": True,
+    }
+    with server:
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, timeout=30) as http,
+            http.stream(
+                "POST", "/v1/chat/completions", json=body, headers={"X-Request-Timeout": "0.3"}
+            ) as response,
+        ):
+            assert response.status_code == 200  # headers went out with the first token
+            events = [line async for line in response.aiter_lines() if line]
+    assert events[-1] == "data: [DONE]"
+    error = json.loads(events[-2].removeprefix("data: "))["error"]
+    assert error["code"] == "deadline_exceeded"
+    contents = [json.loads(e.removeprefix("data: ")) for e in events[1:-2]]
+    assert contents and all(c["choices"][0]["delta"]["content"] for c in contents)
+    assert len(contents) < 30  # about 15 tokens fit in 0.3 s; far from 500
+
+
+def test_openapi_documents_the_chat_request(fast):
+    server, _, _ = fast
+    schema = httpx.get(server.base_url + "/openapi.json").json()
+    body = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    properties = schema["components"]["schemas"][ref]["properties"]
+    assert {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "seed",
+        "stop",
+        "priority",
+    } <= set(properties)

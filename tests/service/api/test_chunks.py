@@ -6,15 +6,24 @@ from service.api.chunks import ChunkWriter
 
 def parse(event: str) -> dict:
     assert event.startswith("data: ") and event.endswith("\n\n")
-    return json.loads(event[len("data: "):])
+    return json.loads(event[len("data: ") :])
 
 
 def test_content_chunk_equals_the_plain_rendering():
     for include_usage in (False, True):
         writer = ChunkWriter("chatcmpl-1", 123, "gmai-vl", include_usage)
         for text in ("hello", 'quote " and \\ slash', "病灶\n", ""):
-            expected = {**writer.base, "choices": [{"index": 0, "delta": {"content": text},
-                                                    "finish_reason": None, "logprobs": None}]}
+            expected = {
+                **writer.base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": text},
+                        "finish_reason": None,
+                        "logprobs": None,
+                    }
+                ],
+            }
             if include_usage:
                 expected["usage"] = None
             assert parse(writer.content(text)) == expected
@@ -28,5 +37,11 @@ def test_role_finish_usage_and_error_chunks():
     usage = parse(writer.usage({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}))
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 3
     error = parse(writer.error(errors.DeadlineExceeded("late")))
-    assert error == {"error": {"message": "late", "type": "timeout_error", "param": None,
-                               "code": "deadline_exceeded"}}
+    assert error == {
+        "error": {
+            "message": "late",
+            "type": "timeout_error",
+            "param": None,
+            "code": "deadline_exceeded",
+        }
+    }
