@@ -128,9 +128,11 @@ class TransformersEngine:
             yield Finish(reason, Usage(prompt_tokens, completion_tokens))
         finally:
             abort.set()  # also on cancellation: the decode loop stops at the next token
-            self._aborts.pop(request.request_id, None)
-            if not future.done():
-                await asyncio.shield(future)  # the pool slot is free when we return
+            try:
+                if not future.done():
+                    await asyncio.shield(future)  # the pool slot is free when we return
+            finally:
+                self._aborts.pop(request.request_id, None)
 
     def _encode(self, request: GenerationRequest) -> dict[str, Any]:
         prompt = self.processor.apply_chat_template(request.messages, add_generation_prompt=True)
