@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -67,11 +68,14 @@ class ChatCompletions:
         deadline = time.time() + self._timeout(ctx)
         sampling = self._sampling(body)
         messages, images = await self._resolve_messages(body.messages)
+        # The job id is ours, never the client's X-Request-Id: clients reuse ids, and a
+        # job id keys the result stream and the engine's abort.
+        job_id = uuid.uuid4().hex
         job = Job(
-            id=ctx.request_id,
+            id=job_id,
             model=self.model_id,
             lane=lane,
-            request=GenerationRequest(ctx.request_id, messages, sampling, images),
+            request=GenerationRequest(job_id, messages, sampling, images),
             deadline=deadline,
         )
         try:

@@ -30,6 +30,7 @@ def test_unknown_fields_are_ignored_like_openai_sdk_extras():
         {"max_tokens": 0},
         {"priority": "vip"},
         {"messages": []},
+        {"seed": 2**64},
     ],
 )
 def test_out_of_contract_values_are_refused(fields):
