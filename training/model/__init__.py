@@ -1,6 +1,3 @@
-"""Model assembly: named presets, an offline BPE tokenizer, LLaVA checkpoints on disk."""
-
-from training.model.assemble import assemble_checkpoint
-from training.model.presets import PRESETS, ModelPreset
-
-__all__ = ["PRESETS", "ModelPreset", "assemble_checkpoint"]
+"""Model assembly: named presets (`presets`), an offline BPE tokenizer (`tokenizer`),
+LLaVA checkpoints on disk (`assemble`). Import the submodules: this package stays
+free of torch so that `gmai-vl --help` and the gateway start fast."""

@@ -11,7 +11,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from training.model import PRESETS, assemble_checkpoint
+from training.model.assemble import assemble_checkpoint
+from training.model.presets import PRESETS
 from training.model.tokenizer import IMAGE_TOKEN
 
 EXPECTED_FILES = {
