@@ -26,40 +26,93 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
-        "serve", help="serve a checkpoint: gateway + in-process queue + one worker, one process"
+        "serve", help="serve a checkpoint: gateway + queue + one worker, in one process"
     )
-    serve.add_argument("--model", type=Path, help="checkpoint dir (default: the demo model)")
-    serve.add_argument("--served-model-name", help="model id for clients (default: dir name)")
-    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8000)")
-    serve.add_argument("--engine", choices=["transformers", "fake"], help="engine")
-    serve.add_argument("--device", help="torch device of the transformers engine (cpu, cuda)")
-    serve.add_argument("--max-concurrency", type=int, help="requests the engine runs at once")
+    _model_flags(serve)
+    _server_flags(serve)
+    _engine_flags(serve)
+    serve.add_argument("--redis-url", help="queue in Redis instead of in process")
     serve.set_defaults(func=run_serve)
+
+    gateway = sub.add_parser("gateway", help="the HTTP gateway alone; workers meet it in Redis")
+    gateway.add_argument("--redis-url", required=True)
+    gateway.add_argument("--served-model-name", required=True, help="model id it serves")
+    _server_flags(gateway)
+    gateway.set_defaults(func=run_gateway)
+
+    worker = sub.add_parser("worker", help="one engine taking jobs from Redis")
+    worker.add_argument("--redis-url", required=True)
+    _model_flags(worker)
+    _engine_flags(worker)
+    worker.add_argument("--metrics-port", type=int, help="serve the worker's /metrics here")
+    worker.add_argument("--drain-grace", type=float, help="seconds to finish jobs on SIGTERM")
+    worker.set_defaults(func=run_worker)
 
     for command in entry_points(group="gmai_vl.commands"):
         command.load()(sub)
     return parser
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    overrides = {
-        key: value
-        for key, value in {
-            "model": args.model,
-            "served_model_name": args.served_model_name,
-            "host": args.host,
-            "port": args.port,
-            "engine": args.engine,
-            "device": args.device,
-            "max_concurrency": args.max_concurrency,
-        }.items()
-        if value is not None
-    }
-    settings = Settings(**overrides)
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="checkpoint dir (default: the demo model)")
+    parser.add_argument("--served-model-name", help="model id for clients (default: dir name)")
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+
+
+def _engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=["transformers", "fake"], help="engine")
+    parser.add_argument("--device", help="torch device of the transformers engine (cpu, cuda)")
+    parser.add_argument("--max-concurrency", type=int, help="requests the engine runs at once")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from GMAIVL_* variables, overridden by the flags that were given."""
+    flags = (
+        "model",
+        "served_model_name",
+        "host",
+        "port",
+        "engine",
+        "device",
+        "max_concurrency",
+        "redis_url",
+        "metrics_port",
+        "drain_grace",
+    )
+    overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
+    return Settings(**overrides)
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    from service.distributed import serve_gateway
+
+    serve_gateway(settings_from(args))
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.distributed import run_worker as worker_main
+
+    settings = _with_demo_model(settings_from(args))
+    asyncio.run(worker_main(settings))
+    return 0
+
+
+def _with_demo_model(settings: Settings) -> Settings:
     if settings.model is None and settings.engine != "fake":
         settings.model = ensure_demo_model(settings.cache_dir)
         settings.served_model_name = settings.served_model_name or "gmai-vl-demo"
+    return settings
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = _with_demo_model(settings_from(args))
     from service.server import serve
 
     serve(settings)

@@ -48,6 +48,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     engine: str = Field("transformers", description="Engine: transformers | fake.")
+    fake_token_interval: float = Field(
+        0.01, ge=0, description="Seconds between tokens of the fake engine (tests, benchmarks)."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis queue (distributed mode); unset: the in-process queue."
+    )
+    visibility_timeout: float = Field(
+        15.0, gt=0, description="A running job whose worker is silent this long is redelivered."
+    )
+    heartbeat_interval: float = Field(1.0, gt=0, description="Worker heartbeat period (s).")
+    max_deliveries: int = Field(3, ge=1, description="Deliveries before a job is dead-lettered.")
+    drain_grace: float = Field(
+        30.0, ge=0, description="On SIGTERM a worker finishes in-flight jobs for this long."
+    )
+    metrics_port: int | None = Field(None, description="Worker: serve /metrics on this port.")
     device: str = Field("cpu", description="torch device of the transformers engine.")
     max_concurrency: int = Field(4, ge=1, description="Requests one engine runs at once.")
     queue_max_depth: int = Field(256, ge=1, description="Queued requests per lane before 429.")

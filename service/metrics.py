@@ -111,8 +111,32 @@ class ServiceMetrics:
                 registry=r,
             )
         )
+        self.queue_oldest_age = Labelled(
+            Gauge(
+                "gmaivl_queue_oldest_age_seconds",
+                "Wait of the oldest queued job, per lane (with depth, the autoscaling signal).",
+                ["lane"],
+                registry=r,
+            )
+        )
+        self.live_workers = Gauge(
+            "gmaivl_live_workers",
+            "Workers of the served model with a fresh heartbeat.",
+            registry=r,
+        )
+        self.redeliveries = Counter(
+            "gmaivl_redeliveries",
+            "Jobs taken over from a worker that stopped answering.",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "gmaivl_dead_letters",
+            "Jobs given up after every allowed delivery failed.",
+            registry=r,
+        )
         for lane in Lane:
             self.queue_depth.labels(lane.value).set(0)
+            self.queue_oldest_age.labels(lane.value).set(0)
 
     def set_queue_depths(self, depths: dict[Lane, int]) -> None:
         for lane, depth in depths.items():

@@ -21,6 +21,7 @@ from service.api.state import AppState
 from service.config import Settings
 from service.engines.base import Engine
 from service.metrics import ServiceMetrics
+from service.queue.base import JobQueue
 from service.queue.memory import InProcessJobQueue
 from service.worker import Worker
 
@@ -31,7 +32,7 @@ log = logging.getLogger("gmaivl.server")
 class EmbeddedService:
     app: FastAPI
     engine: Engine
-    queue: InProcessJobQueue
+    queue: JobQueue
     worker: Worker
     metrics: ServiceMetrics
 
@@ -40,7 +41,9 @@ def make_engine(settings: Settings) -> Engine:
     if settings.engine == "fake":
         from service.engines.fake import FakeEngine
 
-        return FakeEngine(token_interval=0.01)
+        return FakeEngine(
+            token_interval=settings.fake_token_interval, max_concurrency=settings.max_concurrency
+        )
     if settings.engine == "transformers":
         from service.engines.transformers_engine import TransformersEngine
 
@@ -52,14 +55,34 @@ def make_engine(settings: Settings) -> Engine:
     raise ValueError(f"unknown engine {settings.engine!r} (transformers | fake)")
 
 
+def make_queue(
+    settings: Settings, model_id: str, metrics: ServiceMetrics | None = None
+) -> JobQueue:
+    """The in-process queue, or the Redis queue when `redis_url` is set."""
+    if settings.redis_url is None:
+        return InProcessJobQueue(
+            max_depth=settings.queue_max_depth, aging_seconds=settings.aging_seconds
+        )
+    from service.queue.redis_queue import RedisJobQueue
+
+    return RedisJobQueue(
+        settings.redis_url,
+        model=model_id,
+        max_depth=settings.queue_max_depth,
+        aging_seconds=settings.aging_seconds,
+        visibility_timeout=settings.visibility_timeout,
+        heartbeat_interval=settings.heartbeat_interval,
+        max_deliveries=settings.max_deliveries,
+        metrics=metrics,
+    )
+
+
 def build_embedded(settings: Settings, engine: Engine | None = None) -> EmbeddedService:
     engine = engine or make_engine(settings)
     model_id = settings.model_id()
     metrics = ServiceMetrics()
-    queue = InProcessJobQueue(
-        max_depth=settings.queue_max_depth, aging_seconds=settings.aging_seconds
-    )
-    worker = Worker(queue, engine, metrics)
+    queue = make_queue(settings, model_id, metrics)
+    worker = Worker(queue, engine, metrics, heartbeat_interval=settings.heartbeat_interval)
     chat = ChatCompletions(settings, queue, metrics, model_id)
 
     async def readiness() -> dict[str, bool]:

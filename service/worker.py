@@ -29,11 +29,15 @@ class Worker:
         metrics: ServiceMetrics | None = None,
         *,
         poll_interval: float = 0.5,
+        heartbeat_interval: float = 1.0,
+        drain_grace: float = 30.0,
     ) -> None:
         self.queue = queue
         self.engine = engine
         self.metrics = metrics
         self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.drain_grace = drain_grace
         self._slots = asyncio.Semaphore(engine.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -43,10 +47,16 @@ class Worker:
         """Take and run jobs until `stop()`; with `burst`, return once the queue is empty
         and every started job has finished (deterministic tests, no sleeps)."""
         self.alive = True
+        beating = None if burst else asyncio.create_task(self._heartbeat())
         try:
             while not self._stopping:
                 await self._slots.acquire()
-                job = await self.queue.take(timeout=0 if burst else self.poll_interval)
+                try:
+                    job = await self.queue.take(timeout=0 if burst else self.poll_interval)
+                except errors.NotReady:
+                    job = None
+                    log.warning("queue unavailable; retrying in 1 s")
+                    await asyncio.sleep(1.0)
                 if job is None:
                     self._slots.release()
                     if burst:
@@ -55,10 +65,34 @@ class Worker:
                 task = asyncio.create_task(self._run_job(job))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._drain(None if burst else self.drain_grace)
         finally:
+            if beating is not None:
+                beating.cancel()
             self.alive = False
+            await self.queue.leave()
+
+    async def _drain(self, grace: float | None) -> None:
+        """Let in-flight jobs finish for `grace` seconds; cancel the rest. A cancelled job
+        is not acknowledged: a distributed queue hands it to another worker."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("handing back %d unfinished jobs", len(late))
+            await asyncio.wait(late)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self.queue.heartbeat()
+            except errors.NotReady:
+                pass
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.heartbeat_interval)
 
     def stop(self) -> None:
         self._stopping = True
@@ -72,8 +106,14 @@ class Worker:
             outcome = await self._generate(job)
             if outcome is not None:
                 await self.queue.publish(job.id, outcome)
-        finally:
             await self.queue.complete(job.id)
+        except asyncio.CancelledError:
+            await self.engine.abort(job.request.request_id)  # worker stopping: hand it back
+            raise
+        except Exception as exc:
+            # The queue went away mid-job: not acknowledged, so it is redelivered later.
+            log.warning("job %s left unacknowledged: %s", job.id, type(exc).__name__)
+        finally:
             self._slots.release()
 
     async def _generate(self, job: Job) -> JobFailed | None:
@@ -117,12 +157,13 @@ class Worker:
     async def _pump(self, job: Job) -> JobFailed | None:
         try:
             async for event in self.engine.generate(job.request):
-                await self.queue.publish(job.id, event)
                 if isinstance(event, Finish) and self.metrics is not None:
+                    # Counted before the client can see the answer.
                     self.metrics.prompt_tokens.labels(job.model).inc(event.usage.prompt_tokens)
                     self.metrics.completion_tokens.labels(job.model).inc(
                         event.usage.completion_tokens
                     )
+                await self.queue.publish(job.id, event)
             return None
         except errors.ServiceError as exc:
             return JobFailed.from_exception(exc)

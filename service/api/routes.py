@@ -71,7 +71,11 @@ def _model_card(state: AppState) -> dict[str, object]:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, object]:
-    return {"object": "list", "data": [_model_card(_state(request))]}
+    state = _state(request)
+    return {
+        "object": "list",
+        "data": [_model_card(state) for model in await state.models() if model],
+    }
 
 
 @router.get("/v1/models/{model:path}")
@@ -101,4 +105,6 @@ async def ready(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     state = _state(request)
     state.metrics.set_queue_depths(await state.queue.depths())
+    if state.before_scrape is not None:
+        await state.before_scrape()
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -27,7 +27,7 @@ from service.engines.base import (
 )
 from service.media.images import image_from_data_url
 from service.metrics import ServiceMetrics
-from service.queue.base import Job, JobEvent, JobFailed, JobQueue
+from service.queue.base import Job, JobEvent, JobFailed, JobQueue, Restarted
 from service.queue.lanes import Lane
 
 
@@ -88,8 +88,10 @@ class ChatCompletions:
             try:
                 with watch.guard():
                     return await self._collect(job, batches, lane, ctx)
+            except BaseException:
+                await self.queue.cancel(job.id)  # gone, failed or late: stop the work
+                raise
             finally:
-                await self.queue.cancel(job.id)  # a no-op once the job has finished
                 await batches.aclose()
         try:
             with watch.guard():
@@ -209,6 +211,8 @@ class ChatCompletions:
             for event in batch:
                 if isinstance(event, Delta):
                     pieces.append(event.text)
+                elif isinstance(event, Restarted):
+                    pieces.clear()  # another worker starts over: a transparent retry
                 elif isinstance(event, JobFailed):
                     raise event.to_exception()
                 else:
@@ -245,11 +249,23 @@ class ChatCompletions:
         try:
             out = [chunks.role()]
             batch = first
+            sent_text = False
             while True:
                 for event in batch:
                     if isinstance(event, Delta):
                         out.append(chunks.content(event.text))
+                        sent_text = True
                         continue
+                    if isinstance(event, Restarted):
+                        if not sent_text:
+                            continue  # nothing shown yet: the new attempt simply continues
+                        # Text already went out; splicing a second attempt would garble it.
+                        event = JobFailed(
+                            "NotReady",
+                            "The worker running this request was "
+                            "lost after it started answering; retry the request.",
+                            code="worker_lost",
+                        )
                     if isinstance(event, JobFailed):
                         error = event.to_exception()
                         self.metrics.rejections.labels(error.code or event.error).inc()
@@ -268,8 +284,7 @@ class ChatCompletions:
                 except StopAsyncIteration:
                     batch = [JobFailed("EngineError", "The response ended without finishing.")]
         finally:
-            # Done, or the client left (this generator is closed): free the job either way.
-            await self.queue.cancel(job.id)
+            # Closing the event stream before its end (the client left) cancels the job.
             await batches.aclose()
 
     def _observe_ttft(self, lane: Lane, ctx: RequestContext) -> None:

@@ -22,4 +22,9 @@ class AppState:
     metrics: ServiceMetrics
     chat: ChatCompletions
     readiness: Readiness
+    served_models: Callable[[], Awaitable[list[str]]] | None = None  # default: [model_id]
+    before_scrape: Callable[[], Awaitable[None]] | None = None  # refresh gauges for /metrics
     created: int = field(default_factory=lambda: int(time.time()))
+
+    async def models(self) -> list[str]:
+        return [self.model_id] if self.served_models is None else await self.served_models()

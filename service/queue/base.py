@@ -21,6 +21,8 @@ Worker side:
 - `publish(job_id, event)` appends to the job's result stream.
 - `complete(job_id)` acknowledges the job (after its terminal event); it feeds
   the drain-rate meter behind Retry-After.
+- `heartbeat()` is called by the worker every heartbeat interval (liveness and,
+  in Redis, keeping its in-flight jobs claimed); `leave()` when it stops.
 - `on_cancel(job_id, callback)` calls `callback()` (from the event loop) once
   the job is cancelled, at once if it already is; it returns a function that
   unregisters the callback. A callback, not a waiting task: one fewer task per job.
@@ -64,7 +66,17 @@ class JobFailed:
         return cls(self.message, param=self.param, code=self.code)
 
 
-JobEvent = Delta | Finish | JobFailed
+@dataclass(frozen=True)
+class Restarted:
+    """The job's worker died and another one started it again from the beginning
+    (Redis mode). Text published before this marker is void: a collecting reader
+    starts over; a reader that already forwarded text must end with a retriable
+    error, never splice two attempts."""
+
+    attempt: int
+
+
+JobEvent = Delta | Finish | JobFailed | Restarted
 DEADLINE_PASSED = JobFailed("DeadlineExceeded", "The request did not complete before its deadline.")
 
 
@@ -100,6 +112,10 @@ class JobQueue(Protocol):
     async def complete(self, job_id: str) -> None: ...
 
     def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]: ...
+
+    async def heartbeat(self) -> None: ...
+
+    async def leave(self) -> None: ...
 
     async def depths(self) -> dict[Lane, int]: ...
 

@@ -144,6 +144,12 @@ class InProcessJobQueue:
         entry.on_cancel.append(callback)
         return lambda: callback in entry.on_cancel and entry.on_cancel.remove(callback)
 
+    async def heartbeat(self) -> None:
+        return None  # one process: a worker that stopped is seen directly
+
+    async def leave(self) -> None:
+        return None
+
     # observation
 
     async def depths(self) -> dict[Lane, int]:

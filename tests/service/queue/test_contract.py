@@ -13,16 +13,24 @@ from service.engines.base import Delta, Finish, GenerationRequest, SamplingParam
 from service.queue.base import Job, JobFailed
 from service.queue.lanes import Lane
 from service.queue.memory import InProcessJobQueue
+from service.queue.redis_queue import RedisJobQueue
 
 
-@pytest.fixture(params=["memory"])
-def make_queue(request):
+@pytest.fixture(params=["memory", "redis"])
+async def make_queue(request):
+    made = []
+
     def make(**kwargs):
         if request.param == "memory":
             return InProcessJobQueue(**kwargs)
-        raise AssertionError(request.param)
+        server = request.getfixturevalue("redis_server")
+        queue = RedisJobQueue(server.url, model=f"m-{uuid.uuid4().hex[:8]}", **kwargs)
+        made.append(queue)
+        return queue
 
-    return make
+    yield make
+    for queue in made:
+        await queue.close()
 
 
 def job(lane: Lane = Lane.routine, deadline_in: float = 30.0, enqueued_ago: float = 0.0) -> Job:

@@ -1,0 +1,112 @@
+"""Distributed mode: gateway processes and worker processes that meet in Redis.
+
+    gmai-vl gateway --redis-url URL --served-model-name NAME   (no engine, no torch)
+    gmai-vl worker  --redis-url URL --model DIR                (one engine)
+
+A gateway serves one model id; it is ready when Redis answers and a worker of
+that model has a fresh heartbeat, and `/v1/models` lists the model only then.
+A worker stops taking work on SIGTERM, finishes in-flight jobs for
+`drain_grace` seconds and hands back the rest (unacknowledged, so another
+worker takes them over after the visibility timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from fastapi import FastAPI
+
+from service.api.app import create_app
+from service.api.serving_chat import ChatCompletions
+from service.api.state import AppState
+from service.config import Settings
+from service.metrics import ServiceMetrics
+from service.queue.redis_queue import RedisJobQueue
+from service.server import make_engine, make_queue
+from service.worker import Worker
+
+log = logging.getLogger("gmaivl.distributed")
+
+
+def build_gateway(settings: Settings) -> FastAPI:
+    model_id = settings.model_id()
+    queue = make_queue(settings, model_id)
+    assert isinstance(queue, RedisJobQueue), "a gateway needs --redis-url"
+    metrics = ServiceMetrics()
+    chat = ChatCompletions(settings, queue, metrics, model_id)
+
+    async def readiness() -> dict[str, bool]:
+        reachable = await queue.ping()
+        workers = await queue.live_workers() if reachable else 0
+        metrics.live_workers.set(workers)
+        return {"queue": reachable, "worker": workers > 0}
+
+    async def served_models() -> list[str]:
+        return [model_id] if all((await readiness()).values()) else []
+
+    async def queue_gauges() -> None:
+        if await queue.ping():
+            for lane, age in (await queue.oldest_ages()).items():
+                metrics.queue_oldest_age.labels(lane.value).set(age)
+            metrics.live_workers.set(await queue.live_workers())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await queue.close()
+
+    state = AppState(
+        settings=settings,
+        model_id=model_id,
+        queue=queue,
+        metrics=metrics,
+        chat=chat,
+        readiness=readiness,
+        served_models=served_models,
+        before_scrape=queue_gauges,
+    )
+    return create_app(state, lifespan=lifespan)
+
+
+def serve_gateway(settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        build_gateway(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    model_id = settings.model_id()
+    metrics = ServiceMetrics()
+    queue = make_queue(settings, model_id, metrics)
+    engine = make_engine(settings)
+    worker = Worker(
+        queue,
+        engine,
+        metrics,
+        heartbeat_interval=settings.heartbeat_interval,
+        drain_grace=settings.drain_grace,
+    )
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    await engine.start()
+    log.info("worker %s serving %r from Redis", getattr(queue, "worker_id", "?"), model_id)
+    try:
+        await worker.run()
+    finally:
+        await engine.stop()
+        await queue.close()
+    log.info("worker stopped")

@@ -1,0 +1,107 @@
+"""Jobs and events to and from JSON, for queues that cross process boundaries.
+
+Images are not in the job document: `encode_job` returns them separately so the
+Redis queue can store each once under its content hash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from service.engines.base import (
+    Delta,
+    Finish,
+    GenerationRequest,
+    ImageInput,
+    SamplingParams,
+    Usage,
+)
+from service.queue.base import Job, JobEvent, JobFailed, Restarted
+from service.queue.lanes import Lane
+
+
+def encode_job(job: Job, image_refs: list[str]) -> str:
+    request = job.request
+    return json.dumps(
+        {
+            "id": job.id,
+            "model": job.model,
+            "lane": job.lane.value,
+            "deadline": job.deadline,
+            "enqueued_at": job.enqueued_at,
+            "tenant": job.tenant,
+            "sampling": {**asdict(request.sampling), "stop": list(request.sampling.stop)},
+            "messages": request.messages,
+            "images": [
+                {"ref": ref, "width": image.width, "height": image.height}
+                for ref, image in zip(image_refs, request.images, strict=True)
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_job(document: str, image_bytes: list[bytes]) -> Job:
+    raw = json.loads(document)
+    sampling = raw["sampling"]
+    images = [
+        ImageInput(spec["width"], spec["height"], data)
+        for spec, data in zip(raw["images"], image_bytes, strict=True)
+    ]
+    request = GenerationRequest(
+        raw["id"],
+        raw["messages"],
+        SamplingParams(
+            sampling["max_tokens"],
+            sampling["temperature"],
+            sampling["top_p"],
+            sampling["seed"],
+            tuple(sampling["stop"]),
+        ),
+        images,
+    )
+    return Job(
+        raw["id"],
+        raw["model"],
+        Lane(raw["lane"]),
+        request,
+        raw["deadline"],
+        raw["enqueued_at"],
+        raw["tenant"],
+    )
+
+
+def image_refs_of(document: str) -> list[str]:
+    return [spec["ref"] for spec in json.loads(document)["images"]]
+
+
+def encode_event(event: JobEvent) -> str:
+    body: dict[str, Any]
+    if isinstance(event, Delta):
+        body = {"t": "d", "text": event.text}
+    elif isinstance(event, Finish):
+        body = {
+            "t": "f",
+            "reason": event.finish_reason,
+            "prompt": event.usage.prompt_tokens,
+            "completion": event.usage.completion_tokens,
+        }
+    elif isinstance(event, JobFailed):
+        body = {"t": "x", **asdict(event)}
+    else:
+        body = {"t": "r", "attempt": event.attempt}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_event(text: str | bytes) -> JobEvent:
+    raw = json.loads(text)
+    kind = raw.pop("t")
+    if kind == "d":
+        return Delta(raw["text"])
+    if kind == "f":
+        return Finish(raw["reason"], Usage(raw["prompt"], raw["completion"]))
+    if kind == "x":
+        return JobFailed(**raw)
+    return Restarted(raw["attempt"])

@@ -1,0 +1,61 @@
+"""Every Redis key and channel the queue uses, in one place.
+
+gmaivl:q:{model}:{lane}      stream of jobs, one per lane; consumer group "workers"
+gmaivl:res:{job}             stream of one job's events (TTL)
+gmaivl:cancel:{job}          set when a job is cancelled (TTL); also published below
+gmaivl:cancel                pub/sub channel: job ids cancelled
+gmaivl:img:{sha256}          an image's raw RGB bytes, stored once per content (TTL)
+gmaivl:tries:{job}           deliveries of a job so far (TTL)
+gmaivl:wake:{model}          list pushed on submit; idle workers block on it
+gmaivl:dlq:{model}           stream of jobs that failed every delivery (dead letters)
+gmaivl:workers:{model}       zset worker id -> last heartbeat (unix seconds)
+gmaivl:done:{model}          counter of completed jobs (drain rate for Retry-After)
+"""
+
+from __future__ import annotations
+
+from service.queue.lanes import Lane
+
+PREFIX = "gmaivl"
+GROUP = "workers"
+CANCEL_CHANNEL = f"{PREFIX}:cancel"
+
+
+def lane_stream(model: str, lane: Lane) -> str:
+    return f"{PREFIX}:q:{model}:{lane.value}"
+
+
+def result_stream(job_id: str) -> str:
+    return f"{PREFIX}:res:{job_id}"
+
+
+def cancel_flag(job_id: str) -> str:
+    return f"{PREFIX}:cancel:{job_id}"
+
+
+def image(digest: str) -> str:
+    return f"{PREFIX}:img:{digest}"
+
+
+def tries(job_id: str) -> str:
+    return f"{PREFIX}:tries:{job_id}"
+
+
+def wake(model: str) -> str:
+    return f"{PREFIX}:wake:{model}"
+
+
+def dead_letters(model: str) -> str:
+    return f"{PREFIX}:dlq:{model}"
+
+
+def workers(model: str) -> str:
+    return f"{PREFIX}:workers:{model}"
+
+
+def done_counter(model: str) -> str:
+    return f"{PREFIX}:done:{model}"
+
+
+def models_pattern() -> str:
+    return f"{PREFIX}:workers:*"

@@ -1,0 +1,464 @@
+"""The Redis queue: gateways and workers as separate processes, at-least-once.
+
+Semantics are those of `service.queue.base`, plus what crossing processes needs
+(every key is listed in `redis_keys`):
+
+- Submit: admission counts the lane's *waiting* jobs (stream length minus
+  entries delivered and not yet acked) against `max_depth`; the job document
+  goes into the lane's stream, each image once under its content hash (TTL),
+  and a token is pushed on the model's wake list.
+- Take: a Lua script looks at the next undelivered entry of every lane, picks
+  the best by `lanes.effective_rank` (aging) and delivers it with XREADGROUP,
+  atomically, so concurrent workers never race for the same head. With nothing
+  to take, workers block on the wake list. Before new work, a worker reclaims
+  entries idle longer than `visibility_timeout` (XAUTOCLAIM): their worker died.
+- Delivery: a per-job counter counts deliveries. Past `max_deliveries` the job
+  goes to the dead-letter stream and its client gets an error. A redelivered
+  job publishes `Restarted` first: a non-stream reader starts over
+  (transparent retry), a stream that already sent text ends with a retriable error.
+- Liveness: workers refresh the idle time of their in-flight entries and their
+  heartbeat (zset per model) every `heartbeat_interval`; gateways are ready
+  when Redis answers and a worker's heartbeat is fresh.
+- Results: the worker appends events to the job's result stream; the gateway
+  reads it with blocking XREAD, bounded by the job's deadline. Result streams,
+  cancel flags, delivery counters and images all expire (`result_ttl`).
+- Cancel: a flag (checked when a job is taken, so queued jobs never run) and a
+  pub/sub message (so a running job's worker aborts at once).
+- Ack: XACK + XDEL on completion, so a lane's length is waiting + running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from service import errors
+from service.metrics import ServiceMetrics
+from service.queue import redis_keys as keys
+from service.queue.base import DEADLINE_PASSED, Job, JobEvent, JobFailed, Restarted, is_terminal
+from service.queue.codec import decode_event, decode_job, encode_event, encode_job
+from service.queue.lanes import LANE_ORDER, Lane
+
+log = logging.getLogger("gmaivl.queue")
+
+PICK_SCRIPT = """
+local best, best_key, best_t = nil, nil, nil
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    local last = '0-0'
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+      local name, lastid
+      for j = 1, #g, 2 do
+        if g[j] == 'name' then name = g[j + 1] end
+        if g[j] == 'last-delivered-id' then lastid = g[j + 1] end
+      end
+      if name == ARGV[3] then last = lastid end
+    end
+    local nxt = redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', 1)
+    if #nxt > 0 then
+      local fields, t = nxt[1][2], 0
+      for j = 1, #fields, 2 do
+        if fields[j] == 't' then t = tonumber(fields[j + 1]) end
+      end
+      local rank = (i - 1) - (tonumber(ARGV[1]) - t) / tonumber(ARGV[2])
+      if best == nil or rank < best or (rank == best and t < best_t) then
+        best, best_key, best_t = rank, key, t
+      end
+    end
+  end
+end
+if best_key == nil then return nil end
+return redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[4], 'COUNT', 1, 'STREAMS', best_key, '>')
+"""
+
+
+class RedisJobQueue:
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str,
+        max_depth: int = 256,
+        aging_seconds: float = 10.0,
+        visibility_timeout: float = 15.0,
+        heartbeat_interval: float = 1.0,
+        max_deliveries: int = 3,
+        result_ttl: int = 600,
+        worker_id: str | None = None,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.redis = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=2,
+            socket_timeout=None,
+            health_check_interval=5,
+            retry_on_error=[],
+        )
+        self.model = model
+        self.max_depth = max_depth
+        self.aging_seconds = aging_seconds
+        self.visibility_timeout = visibility_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.max_deliveries = max_deliveries
+        self.result_ttl = result_ttl
+        self.worker_id = worker_id or uuid.uuid4().hex[:12]
+        self._streams = [keys.lane_stream(model, lane) for lane in LANE_ORDER]
+        self._groups_ready = False
+        self._pick = self.redis.register_script(PICK_SCRIPT)
+        self._deadlines: dict[str, float] = {}  # gateway side: jobs this process submitted
+        self._inflight: dict[str, tuple[str, bytes]] = {}  # worker side: job -> (stream, id)
+        self._callbacks: dict[str, list[Callable[[], None]]] = defaultdict(list)
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._last_reclaim = 0.0
+        self._done_sample: tuple[float, int] | None = None
+        self._drain_per_second = 0.0
+        self.redeliveries = 0
+        self.dead_lettered = 0
+
+    # gateway side
+
+    async def submit(self, job: Job) -> None:
+        try:
+            await self._ensure_groups()
+            stream = keys.lane_stream(self.model, job.lane)
+            waiting = await self._waiting(stream)
+            if waiting >= self.max_depth:
+                raise errors.Overloaded(
+                    f"The {job.lane.value} queue is full; retry later.",
+                    retry_after=await self._retry_after(waiting),
+                )
+            refs = [hashlib.sha256(image.rgb).hexdigest() for image in job.request.images]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for ref, image in zip(refs, job.request.images, strict=True):
+                    pipe.set(keys.image(ref), image.rgb, ex=self.result_ttl, nx=True)
+                    pipe.expire(keys.image(ref), self.result_ttl)
+                pipe.xadd(stream, {"job": encode_job(job, refs), "t": repr(job.enqueued_at)})
+                pipe.lpush(keys.wake(self.model), b"1")
+                pipe.ltrim(keys.wake(self.model), 0, 1023)
+                await pipe.execute()
+        except RedisError as exc:
+            self._groups_ready = False
+            raise errors.NotReady("The queue is unavailable; retry later.") from exc
+        self._deadlines[job.id] = job.deadline
+
+    async def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]:
+        deadline = self._deadlines.pop(job_id, time.time() + self.result_ttl)
+        stream, last = keys.result_stream(job_id), b"0-0"
+        finished = False
+        try:
+            while True:
+                remaining = deadline - time.time()
+                try:
+                    reply = await self.redis.xread(
+                        {stream: last}, count=1024, block=max(1, int(remaining * 1000))
+                    )
+                except RedisError:
+                    finished = True  # nothing to cancel through a Redis that is gone
+                    yield [JobFailed("NotReady", "The queue became unavailable; retry later.")]
+                    return
+                if not reply:
+                    if remaining <= 0:  # one last look came back empty
+                        yield [DEADLINE_PASSED]
+                        return
+                    continue
+                batch: list[JobEvent] = []
+                for entry_id, fields in reply[0][1]:
+                    last = entry_id
+                    event = decode_event(fields[b"e"])
+                    batch.append(event)
+                    if is_terminal(event):
+                        finished = event is not DEADLINE_PASSED
+                        yield batch
+                        return
+                yield batch
+        finally:
+            if not finished:
+                with contextlib.suppress(RedisError):
+                    await self.cancel(job_id)
+
+    async def cancel(self, job_id: str) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(keys.cancel_flag(job_id), b"1", ex=self.result_ttl)
+                pipe.publish(keys.CANCEL_CHANNEL, job_id)
+                await pipe.execute()
+        except RedisError:
+            log.warning("could not cancel job %s: Redis unavailable", job_id)
+
+    # worker side
+
+    async def take(self, timeout: float) -> Job | None:
+        deadline = time.monotonic() + timeout
+        try:
+            await self._ensure_groups()
+            await self._start_listener()
+            # No cancel message may be missed once we run a job.
+            await asyncio.wait_for(self._subscribed.wait(), max(timeout, 1.0))
+            while True:
+                job = await self._reclaim() or await self._pick_one()
+                if job is not None:
+                    return job
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                # A token per submit; one idle worker wakes and re-runs the pick.
+                await self.redis.blpop(
+                    [keys.wake(self.model)], timeout=max(0.01, min(remaining, 1))
+                )
+        except (RedisError, TimeoutError) as exc:
+            self._groups_ready = False  # a restarted Redis may have lost them
+            raise errors.NotReady("The queue is unavailable.") from exc
+
+    async def publish(self, job_id: str, event: JobEvent) -> None:
+        stream = keys.result_stream(job_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(stream, {"e": encode_event(event)})
+            if not isinstance(event, JobFailed | Restarted) or is_terminal(event):
+                pipe.expire(stream, self.result_ttl)
+            await pipe.execute()
+
+    async def complete(self, job_id: str) -> None:
+        where = self._inflight.pop(job_id, None)
+        self._callbacks.pop(job_id, None)
+        if where is None:
+            return
+        stream, entry_id = where
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, keys.GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            pipe.delete(keys.tries(job_id))
+            pipe.incr(keys.done_counter(self.model))
+            await pipe.execute()
+
+    def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        self._callbacks[job_id].append(callback)
+
+        async def check_flag() -> None:  # cancelled before we subscribed to its message
+            with contextlib.suppress(RedisError):
+                if await self.redis.exists(keys.cancel_flag(job_id)):
+                    self._fire(job_id)
+
+        asyncio.get_running_loop().create_task(check_flag())
+
+        def unregister() -> None:
+            if callback in self._callbacks.get(job_id, ()):
+                self._callbacks[job_id].remove(callback)
+
+        return unregister
+
+    async def heartbeat(self) -> None:
+        """Mark this worker alive and keep its in-flight entries from being reclaimed."""
+        now = time.time()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(keys.workers(self.model), {self.worker_id: now})
+                pipe.zremrangebyscore(keys.workers(self.model), 0, now - 3600)
+                for stream, entry_id in self._inflight.values():
+                    pipe.xclaim(stream, keys.GROUP, self.worker_id, 0, [entry_id], justid=True)
+                await pipe.execute()
+        except RedisError as exc:
+            raise errors.NotReady("The queue is unavailable.") from exc
+
+    async def leave(self) -> None:
+        """Remove this worker's heartbeat (clean shutdown)."""
+        with contextlib.suppress(RedisError):
+            await self.redis.zrem(keys.workers(self.model), self.worker_id)
+
+    # observation
+
+    async def depths(self) -> dict[Lane, int]:
+        try:
+            return {
+                lane: await self._waiting(stream)
+                for lane, stream in zip(LANE_ORDER, self._streams, strict=True)
+            }
+        except RedisError:
+            return dict.fromkeys(LANE_ORDER, 0)
+
+    async def oldest_ages(self) -> dict[Lane, float]:
+        """Seconds the oldest waiting job of each lane has waited (0 when none)."""
+        now, ages = time.time(), {}
+        for lane, stream in zip(LANE_ORDER, self._streams, strict=True):
+            head = await self._next_undelivered(stream)
+            ages[lane] = max(0.0, now - float(head[1][b"t"])) if head else 0.0
+        return ages
+
+    async def live_workers(self, max_age: float | None = None) -> int:
+        fresh = time.time() - (max_age or 3 * self.heartbeat_interval + 2)
+        return await self.redis.zcount(keys.workers(self.model), fresh, "+inf")
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except RedisError:
+            return False
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+        with contextlib.suppress(RedisError):
+            await self.redis.aclose()
+
+    # internals
+
+    async def _ensure_groups(self) -> None:
+        if self._groups_ready:
+            return
+        for stream in self._streams:
+            try:
+                await self.redis.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._groups_ready = True
+
+    async def _waiting(self, stream: str) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(stream)
+            pipe.xpending(stream, keys.GROUP)
+            length, pending = await pipe.execute()
+        return max(0, length - pending["pending"])
+
+    async def _next_undelivered(self, stream: str) -> tuple[bytes, dict[bytes, bytes]] | None:
+        groups = await self.redis.xinfo_groups(stream)
+        last = next(
+            (g["last-delivered-id"] for g in groups if g["name"] == keys.GROUP.encode()), b"0-0"
+        )
+        entries = await self.redis.xrange(stream, b"(" + last, "+", count=1)
+        return entries[0] if entries else None
+
+    async def _retry_after(self, waiting: int) -> int:
+        """From the cluster-wide completion counter, sampled across calls."""
+        now, done = time.monotonic(), int(await self.redis.get(keys.done_counter(self.model)) or 0)
+        if self._done_sample is not None and now - self._done_sample[0] >= 1.0:
+            rate = (done - self._done_sample[1]) / (now - self._done_sample[0])
+            self._drain_per_second = 0.5 * self._drain_per_second + 0.5 * rate
+            self._done_sample = (now, done)
+        elif self._done_sample is None:
+            self._done_sample = (now, done)
+        if self._drain_per_second <= 0:
+            return 5
+        return min(max(1, math.ceil(waiting / self._drain_per_second)), 60)
+
+    async def _pick_one(self) -> Job | None:
+        reply = await self._pick(
+            keys=self._streams,
+            args=[repr(time.time()), repr(self.aging_seconds), keys.GROUP, self.worker_id],
+        )
+        if not reply:
+            return None
+        stream, entries = reply[0]
+        entry_id, fields = entries[0]
+        return await self._deliver(stream.decode(), entry_id, _pairs(fields))
+
+    async def _reclaim(self) -> Job | None:
+        """Take over one entry whose worker stopped refreshing it (rate-limited)."""
+        now = time.monotonic()
+        if now - self._last_reclaim < self.heartbeat_interval:
+            return None
+        self._last_reclaim = now
+        for stream in self._streams:
+            _, claimed, *_ = await self.redis.xautoclaim(
+                stream,
+                keys.GROUP,
+                self.worker_id,
+                int(self.visibility_timeout * 1000),
+                start_id="0-0",
+                count=1,
+            )
+            for entry_id, fields in claimed:
+                if fields is None:
+                    continue
+                self.redeliveries += 1
+                if self.metrics is not None:
+                    self.metrics.redeliveries.inc()
+                job = await self._deliver(stream, entry_id, fields)
+                if job is not None:
+                    return job
+        return None
+
+    async def _deliver(
+        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]
+    ) -> Job | None:
+        """Checks on a delivered entry; the job to run, or None when it must not run."""
+        document = fields[b"job"].decode()
+        raw = json.loads(document)
+        job_id = raw["id"]
+        self._inflight[job_id] = (stream, entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(keys.tries(job_id))
+            pipe.expire(keys.tries(job_id), self.result_ttl)
+            pipe.exists(keys.cancel_flag(job_id))
+            tries, _, cancelled = await pipe.execute()
+        failure: JobFailed | None = None
+        if cancelled:
+            await self.complete(job_id)
+            return None
+        if raw["deadline"] <= time.time():
+            failure = JobFailed("DeadlineExceeded", "The request expired while queued.")
+        elif tries > self.max_deliveries:
+            self.dead_lettered += 1
+            if self.metrics is not None:
+                self.metrics.dead_letters.inc()
+            await self.redis.xadd(
+                keys.dead_letters(self.model), {"job": document, "tries": str(tries - 1)}
+            )
+            failure = JobFailed(
+                "EngineError", f"The request failed on {tries - 1} workers.", code="dead_letter"
+            )
+        if failure is not None:
+            await self.publish(job_id, failure)
+            await self.complete(job_id)
+            return None
+        refs = [spec["ref"] for spec in raw["images"]]
+        images = await self.redis.mget([keys.image(ref) for ref in refs]) if refs else []
+        if any(data is None for data in images):
+            await self.publish(job_id, JobFailed("NotReady", "The request's images expired."))
+            await self.complete(job_id)
+            return None
+        if tries > 1:
+            await self.publish(job_id, Restarted(tries))
+        return decode_job(document, images)
+
+    async def _start_listener(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        """Cancellation messages -> callbacks; resubscribes after Redis comes back."""
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(keys.CANCEL_CHANNEL)
+                self._subscribed.set()
+                for job_id in list(self._callbacks):  # cancelled while we were not listening
+                    if await self.redis.exists(keys.cancel_flag(job_id)):
+                        self._fire(job_id)
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._fire(message["data"].decode())
+            except RedisError:
+                self._subscribed.clear()
+                await asyncio.sleep(0.5)
+
+    def _fire(self, job_id: str) -> None:
+        for callback in self._callbacks.pop(job_id, []):
+            callback()
+
+
+def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
