@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     )
     heartbeat_interval: float = Field(1.0, gt=0, description="Worker heartbeat period (s).")
     max_deliveries: int = Field(3, ge=1, description="Deliveries before a job is dead-lettered.")
+    result_ttl: int = Field(
+        600, ge=1, description="Seconds every per-request Redis key (results, images) lives."
+    )
     drain_grace: float = Field(
         30.0, ge=0, description="On SIGTERM a worker finishes in-flight jobs for this long."
     )

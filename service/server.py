@@ -73,6 +73,7 @@ def make_queue(
         visibility_timeout=settings.visibility_timeout,
         heartbeat_interval=settings.heartbeat_interval,
         max_deliveries=settings.max_deliveries,
+        result_ttl=settings.result_ttl,
         metrics=metrics,
     )
 

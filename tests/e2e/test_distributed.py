@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
+from loadtest.cluster import MODEL, Cluster
 from service.engines.fake import TOKENS
 from tests.conftest import image_message, png_data_url
-from tests.e2e.cluster import MODEL, Cluster
 
 
 def expected_text(max_tokens: int) -> str:
@@ -224,3 +224,40 @@ async def test_disconnect_and_deadline_reach_the_worker_engine(cluster):
     ):
         assert time.monotonic() < deadline, "cancel/deadline did not reach the engine"
         await asyncio.sleep(0.05)
+
+
+def test_serve_all_in_one_on_redis(tmp_path, redis_server):
+    import subprocess
+    import sys
+
+    from loadtest.cluster import free_port, wait_ready
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--redis-url",
+            redis_server.url,
+            "--engine",
+            "fake",
+            "--served-model-name",
+            "solo",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process=process)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
+        r = client.chat.completions.create(
+            model="solo", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert r.choices[0].message.content == expected_text(4)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

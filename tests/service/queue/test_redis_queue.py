@@ -1,0 +1,120 @@
+"""What only the Redis queue does: redelivery after a silent worker, dead letters,
+images by reference, expiring keys, worker liveness."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.engines.base import Delta, Finish, ImageInput, Usage
+from service.queue import redis_keys as keys
+from service.queue.base import JobFailed, Restarted
+from service.queue.redis_queue import RedisJobQueue
+from tests.service.queue.test_contract import job
+
+
+@pytest.fixture
+async def make(redis_server):
+    made: list[RedisJobQueue] = []
+    model = f"m-{uuid.uuid4().hex[:8]}"
+
+    def factory(**kwargs) -> RedisJobQueue:
+        queue = RedisJobQueue(redis_server.url, model=model, **kwargs)
+        made.append(queue)
+        return queue
+
+    yield factory
+    for queue in made:
+        await queue.close()
+
+
+async def events(queue, job_id):
+    return [e async for batch in queue.events(job_id) for e in batch]
+
+
+async def test_silent_worker_job_is_redelivered_then_dead_lettered(make):
+    fast = {"visibility_timeout": 0.2, "heartbeat_interval": 0.05, "max_deliveries": 2}
+    gateway, dead, alive = make(), make(worker_id="dead", **fast), make(worker_id="b", **fast)
+    j = job()
+    await gateway.submit(j)
+    assert (await dead.take(timeout=0)).id == j.id  # ... and its worker dies silently
+    await asyncio.sleep(0.3)
+    retried = await alive.take(timeout=0)
+    assert retried.id == j.id and alive.redeliveries == 1
+    await asyncio.sleep(0.3)  # the second worker dies too
+    third = make(worker_id="c", **fast)
+    assert await third.take(timeout=0.5) is None  # past max_deliveries: not run again
+    got = await events(gateway, j.id)
+    assert got[0] == Restarted(2)
+    assert got[-1].error == "EngineError" and got[-1].code == "dead_letter"
+    assert await third.redis.xlen(keys.dead_letters(third.model)) == 1
+
+
+async def test_heartbeat_keeps_a_long_job_from_being_reclaimed(make):
+    fast = {"visibility_timeout": 0.2, "heartbeat_interval": 0.05}
+    gateway, busy, other = make(), make(worker_id="busy", **fast), make(worker_id="o", **fast)
+    j = job()
+    await gateway.submit(j)
+    await busy.take(timeout=0)
+    for _ in range(8):  # 0.4 s of work, refreshed every 0.05 s
+        await busy.heartbeat()
+        await asyncio.sleep(0.05)
+        assert await other.take(timeout=0) is None
+    assert await other.live_workers() == 1  # only the worker that beats is alive
+
+
+async def test_images_travel_by_reference_and_everything_expires(make, redis_server):
+    gateway, worker = make(result_ttl=1), make(result_ttl=1)
+    image = ImageInput(2, 1, b"\x01\x02\x03\x04\x05\x06")
+    j = job()
+    j.request.images.append(image)
+    await gateway.submit(j)
+    raw = await gateway.redis.xrange(keys.lane_stream(gateway.model, j.lane))
+    assert image.rgb not in raw[0][1][b"job"]  # a hash, not the pixels
+    taken = await worker.take(timeout=0)
+    assert taken.request.images == [image]
+    await worker.publish(j.id, Delta("a"))
+    await worker.publish(j.id, Finish("stop", Usage(1, 1)))
+    await worker.complete(j.id)
+    assert [e for e in await events(gateway, j.id)] == [Delta("a"), Finish("stop", Usage(1, 1))]
+    await gateway.cancel(j.id)  # leaves a flag, which must expire as well
+    client = aioredis.Redis.from_url(redis_server.url)
+    await asyncio.sleep(1.2)
+    digest = hashlib.sha256(image.rgb).hexdigest()
+    per_request = [
+        keys.result_stream(j.id),
+        keys.cancel_flag(j.id),
+        keys.tries(j.id),
+        keys.image(digest),
+    ]
+    assert await client.exists(*per_request) == 0
+    await client.aclose()
+
+
+async def test_unavailable_redis_is_not_ready():
+    queue = RedisJobQueue("redis://127.0.0.1:9/0", model="m")
+    assert not await queue.ping()
+    from service import errors
+
+    with pytest.raises(errors.NotReady):
+        await queue.submit(job())
+    with pytest.raises(errors.NotReady):
+        await queue.take(timeout=0)
+    await queue.close()
+
+
+async def test_failure_events_round_trip(make):
+    gateway, worker = make(), make()
+    j = job()
+    await gateway.submit(j)
+    await worker.take(timeout=0)
+    failure = JobFailed("InvalidRequest", "too long", "context_length_exceeded", "max_tokens")
+    await worker.publish(j.id, failure)
+    started = time.monotonic()
+    assert await events(gateway, j.id) == [failure]
+    assert time.monotonic() - started < 1
