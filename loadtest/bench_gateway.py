@@ -44,12 +44,14 @@ FIRST_TEXT = re.compile(rb'"content":"[^"]')  # a chunk carrying generated text
 # --- the two servers -------------------------------------------------------------
 
 
-def gateway_app(interval: float):
+def gateway_app(interval: float, redis_url: str | None = None):
     from service.config import Settings
     from service.engines.fake import FakeEngine
     from service.server import build_embedded
 
-    settings = Settings(engine="fake", served_model_name=MODEL, queue_max_depth=4096)
+    settings = Settings(
+        engine="fake", served_model_name=MODEL, queue_max_depth=4096, redis_url=redis_url
+    )
     return build_embedded(settings, FakeEngine(token_interval=interval)).app
 
 
@@ -98,13 +100,16 @@ def thin_app(interval: float):
     return app
 
 
-def run_server(kind: str, port: int, interval: float) -> None:
+def run_server(kind: str, port: int, interval: float, redis_url: str | None) -> None:
     import logging
 
     import uvicorn
 
-    logging.disable(logging.WARNING)
-    app = gateway_app(interval) if kind == "gateway" else thin_app(interval)
+    logging.disable(logging.INFO)
+    if kind == "thin":
+        app = thin_app(interval)
+    else:
+        app = gateway_app(interval, redis_url if kind == "gateway-redis" else None)
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -237,6 +242,7 @@ def measure(kind: str, args: argparse.Namespace) -> list[Row]:
             str(port),
             "--interval",
             str(args.interval),
+            *(["--redis-url", args.redis_url] if args.redis_url else []),
         ],
         cwd=ROOT,
     )
@@ -257,7 +263,7 @@ def measure(kind: str, args: argparse.Namespace) -> list[Row]:
             result = asyncio.run(load(port, concurrency, args.seconds, args.tokens, stagger))
             rows.append(Row(concurrency, kind, **result))
             print(
-                f"  {kind:8s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
+                f"  {kind:13s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
                 f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
                 f"p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}",
                 flush=True,
@@ -269,16 +275,17 @@ def measure(kind: str, args: argparse.Namespace) -> list[Row]:
 
 
 def report(rows: list[Row], args: argparse.Namespace) -> str:
+    base, cand = args.pair
     by = {(r.server, r.concurrency): r for r in rows}
     lines = [
-        f"Gateway overhead: {args.tokens} tokens per stream, one every {args.interval * 1e3:g} ms, "
+        f"{cand} vs {base}: {args.tokens} tokens per stream, one every {args.interval * 1e3:g} ms, "
         f"{args.seconds:g} s per level, {os.cpu_count()} cores.",
         "",
         "| streams | server | req/s | TTFT p50 ms | p50 ms | p99 ms | errors |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in args.concurrency:
-        for kind in ("thin", "gateway"):
+        for kind in (base, cand):
             r = by[(kind, c)]
             lines.append(
                 f"| {c} | {kind} | {r.rps:.1f} | {r.ttft_p50_ms:.2f} | {r.p50_ms:.2f} | "
@@ -286,11 +293,11 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
             )
     lines += [
         "",
-        "| streams | throughput gateway/thin | added TTFT p50 ms | added p50 ms | added p99 ms |",
+        f"| streams | throughput {cand}/{base} | added TTFT p50 ms | added p50 ms | added p99 ms |",
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in args.concurrency:
-        g, t = by[("gateway", c)], by[("thin", c)]
+        g, t = by[(cand, c)], by[(base, c)]
         lines.append(
             f"| {c} | {g.rps / t.rps:.3f} | {g.ttft_p50_ms - t.ttft_p50_ms:+.2f} | "
             f"{g.p50_ms - t.p50_ms:+.2f} | {g.p99_ms - t.p99_ms:+.2f} |"
@@ -305,7 +312,7 @@ def plot(rows: list[Row], args: argparse.Namespace, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for kind, color in (("thin", "#888888"), ("gateway", "#1f77b4")):
+    for kind, color in zip(args.pair, ("#888888", "#1f77b4"), strict=True):
         sel = [r for r in rows if r.server == kind]
         x = [r.concurrency for r in sel]
         axes[0].plot(x, [r.rps for r in sel], "o-", color=color, label=kind)
@@ -339,21 +346,43 @@ def main() -> None:
         action="store_true",
         help="start all users together (every level's requests arrive at once)",
     )
-    parser.add_argument("--serve", choices=["gateway", "thin"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--queue",
+        action="store_true",
+        help="queue overhead instead: the same embedded server with the Redis queue "
+        "vs the in-process queue (starts its own redis-server)",
+    )
+    parser.add_argument(
+        "--serve", choices=["gateway", "gateway-redis", "thin"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        run_server(args.serve, args.port, args.interval)
+        run_server(args.serve, args.port, args.interval, args.redis_url)
         return
-    rows = measure("thin", args) + measure("gateway", args)
+    args.pair = ("gateway", "gateway-redis") if args.queue else ("thin", "gateway")
+    name = "queue_overhead" if args.queue else "gateway_overhead"
+    redis_server = None
+    if args.queue:
+        from loadtest.cluster import RedisServer
+
+        redis_server = RedisServer().start()
+        args.redis_url = redis_server.url
+    try:
+        rows = measure(args.pair[0], args) + measure(args.pair[1], args)
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
     text = report(rows, args)
     print("\n" + text)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / "gateway_overhead.json").write_text(
-        json.dumps({"args": vars(args), "rows": [asdict(r) for r in rows]}, indent=2)
+    saved = {k: v for k, v in vars(args).items() if k != "redis_url"}
+    (OUT_DIR / f"{name}.json").write_text(
+        json.dumps({"args": saved, "rows": [asdict(r) for r in rows]}, indent=2)
     )
-    plot(rows, args, OUT_DIR / "gateway_overhead.png")
-    print(f"\nwrote {OUT_DIR / 'gateway_overhead.json'} and gateway_overhead.png")
+    plot(rows, args, OUT_DIR / f"{name}.png")
+    print(f"\nwrote {OUT_DIR / (name + '.json')} and {name}.png")
 
 
 if __name__ == "__main__":

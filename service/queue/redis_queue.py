@@ -98,6 +98,7 @@ class RedisJobQueue:
         result_ttl: int = 600,
         worker_id: str | None = None,
         metrics: ServiceMetrics | None = None,
+        max_connections: int = 4096,
     ) -> None:
         self.metrics = metrics
         self.redis = aioredis.Redis.from_url(
@@ -106,6 +107,8 @@ class RedisJobQueue:
             socket_timeout=None,
             health_check_interval=5,
             retry_on_error=[],
+            # Each stream being answered holds a connection in a blocking XREAD.
+            max_connections=max_connections,
         )
         self.model = model
         self.max_depth = max_depth
@@ -123,6 +126,9 @@ class RedisJobQueue:
         self._callbacks: dict[str, list[Callable[[], None]]] = defaultdict(list)
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._outbox: list[tuple[str, str]] = []
+        self._outbox_done: asyncio.Future[None] | None = None
+        self._flush_lock = asyncio.Lock()
         self._last_reclaim = 0.0
         self._done_sample: tuple[float, int] | None = None
         self._drain_per_second = 0.0
@@ -152,6 +158,7 @@ class RedisJobQueue:
                 await pipe.execute()
         except RedisError as exc:
             self._groups_ready = False
+            log.warning("submit failed: %r", exc)
             raise errors.NotReady("The queue is unavailable; retry later.") from exc
         self._deadlines[job.id] = job.deadline
 
@@ -166,7 +173,8 @@ class RedisJobQueue:
                     reply = await self.redis.xread(
                         {stream: last}, count=1024, block=max(1, int(remaining * 1000))
                     )
-                except RedisError:
+                except RedisError as exc:
+                    log.warning("result read failed: %r", exc)
                     finished = True  # nothing to cancel through a Redis that is gone
                     yield [JobFailed("NotReady", "The queue became unavailable; retry later.")]
                     return
@@ -224,12 +232,33 @@ class RedisJobQueue:
             raise errors.NotReady("The queue is unavailable.") from exc
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
-        stream = keys.result_stream(job_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(stream, {"e": encode_event(event)})
-            if not isinstance(event, JobFailed | Restarted) or is_terminal(event):
-                pipe.expire(stream, self.result_ttl)
-            await pipe.execute()
+        """Group commit: events published in the same event-loop turn, by all of this
+        worker's jobs, go to Redis in one pipeline; each caller waits for its batch."""
+        if self._outbox_done is None or self._outbox_done.done():
+            self._outbox = []
+            self._outbox_done = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().create_task(self._flush(self._outbox, self._outbox_done))
+        self._outbox.append((keys.result_stream(job_id), encode_event(event)))
+        await asyncio.shield(self._outbox_done)
+
+    async def _flush(self, outbox: list[tuple[str, str]], done: asyncio.Future[None]) -> None:
+        await asyncio.sleep(0)  # let this turn's publishers join the batch
+        if self._outbox_done is done:
+            self._outbox_done = None  # sealed: later publishers start the next batch
+        async with self._flush_lock:  # batches reach Redis in order (the lock is FIFO)
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for stream, encoded in outbox:
+                        pipe.xadd(stream, {"e": encoded})
+                    for stream in {stream for stream, _ in outbox}:
+                        pipe.expire(stream, self.result_ttl)
+                    await pipe.execute()
+            except RedisError as exc:
+                done.set_exception(errors.NotReady("The queue is unavailable."))
+                done.exception()  # retrieved here; callers get it from await
+                log.warning("publish failed: %s", type(exc).__name__)
+                return
+        done.set_result(None)
 
     async def complete(self, job_id: str) -> None:
         where = self._inflight.pop(job_id, None)

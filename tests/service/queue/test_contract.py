@@ -216,3 +216,24 @@ async def test_deadline_on_a_running_job_cancels_it(make_queue):
     [batch] = [b async for b in q.events(j.id)]
     assert batch[-1].error == "DeadlineExceeded"
     await asyncio.wait_for(fired.wait(), 1)
+
+
+async def test_concurrent_publishers_lose_nothing_and_keep_order(make_queue):
+    q = make_queue()
+    jobs = [job() for _ in range(20)]
+    for j in jobs:
+        await q.submit(j)
+    for _ in jobs:
+        await q.take(timeout=0)
+
+    async def produce(k: int, j: Job) -> None:
+        for i in range(30):
+            for _ in range(k % 4):  # out of phase: some publish while a batch is flushing
+                await asyncio.sleep(0)
+            await q.publish(j.id, Delta(str(i)))
+        await q.publish(j.id, Finish("length", Usage(1, 30)))
+
+    await asyncio.gather(*(produce(k, j) for k, j in enumerate(jobs)))
+    for j in jobs:
+        events = [e async for batch in q.events(j.id) for e in batch]
+        assert events == [Delta(str(i)) for i in range(30)] + [Finish("length", Usage(1, 30))]

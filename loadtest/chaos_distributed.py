@@ -1,0 +1,162 @@
+"""200 requests across 2 gateways and 2 workers while a worker is killed (-9) and
+Redis is restarted; prints what every request ended as and checks for leaks.
+
+    python loadtest/chaos_distributed.py [--requests 200] [--concurrency 32]
+
+The client behaves like the OpenAI SDK: it retries 429/503 answers that came
+before any output (honouring Retry-After). A request ends as
+- answered: the exact expected text;
+- retriable stream error: a stream that had started and ended with a clean error
+  event (worker_lost / not_ready), its text a prefix of the expected one;
+- failed: anything else (garbled or duplicated text, 5xx, lost request).
+After the run it waits for the result TTL and counts per-request keys left in Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from loadtest.cluster import MODEL, Cluster  # noqa: E402
+from service.engines.fake import TOKENS  # noqa: E402
+
+RESULT_TTL = 5
+
+
+def expected(max_tokens: int) -> str:
+    return "".join(TOKENS[i % len(TOKENS)] for i in range(max_tokens))
+
+
+async def one(http: httpx.AsyncClient, gateway: str, i: int, stats: Counter) -> tuple[str, float]:
+    max_tokens, stream = 10 + i % 21, i % 2 == 1
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": f"q{i}"}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
+    started = time.perf_counter()
+    for _attempt in range(30):
+        try:
+            if not stream:
+                r = await http.post(gateway + "/v1/chat/completions", json=body)
+                if r.status_code in (429, 503):
+                    stats["client retries"] += 1
+                    await asyncio.sleep(float(r.headers.get("retry-after", "0.5")))
+                    continue
+                ok = r.status_code == 200 and r.json()["choices"][0]["message"][
+                    "content"
+                ] == expected(max_tokens)
+                return (
+                    "answered" if ok else f"failed (HTTP {r.status_code})"
+                ), time.perf_counter() - started
+            async with http.stream("POST", gateway + "/v1/chat/completions", json=body) as response:
+                if response.status_code in (429, 503):
+                    stats["client retries"] += 1
+                    await response.aread()
+                    await asyncio.sleep(float(response.headers.get("retry-after", "0.5")))
+                    continue
+                text, error = "", None
+                async for line in response.aiter_lines():
+                    if line.startswith("data: {"):
+                        event = json.loads(line.removeprefix("data: "))
+                        if "error" in event:
+                            error = event["error"]["code"]
+                        elif event["choices"]:
+                            text += event["choices"][0]["delta"].get("content") or ""
+            elapsed = time.perf_counter() - started
+            if error is None:
+                return ("answered" if text == expected(max_tokens) else "failed (garbled)"), elapsed
+            if error in ("worker_lost", "not_ready") and expected(max_tokens).startswith(text):
+                return "retriable stream error", elapsed
+            return f"failed ({error})", elapsed
+        except httpx.TransportError:
+            stats["client retries"] += 1
+            await asyncio.sleep(0.5)
+    return "failed (gave up)", time.perf_counter() - started
+
+
+async def run(args: argparse.Namespace, cluster: Cluster, gateways: list[str]) -> None:
+    stats: Counter = Counter()
+    outcomes: Counter = Counter()
+    latencies: list[float] = []
+    done = 0
+    limit = asyncio.Semaphore(args.concurrency)
+    async with httpx.AsyncClient(timeout=120) as http:
+
+        async def worker(i: int) -> None:
+            nonlocal done
+            async with limit:
+                outcome, elapsed = await one(http, gateways[i % 2], i, stats)
+            outcomes[outcome] += 1
+            latencies.append(elapsed)
+            done += 1
+
+        async def chaos() -> None:
+            while done < args.requests * 0.3:
+                await asyncio.sleep(0.01)
+            cluster.kill_worker(0)
+            print(f"  killed worker 0 (-9) after {done} answers", flush=True)
+            while done < args.requests * 0.6:
+                await asyncio.sleep(0.01)
+            cluster.redis.stop()
+            print(f"  stopped Redis after {done} answers", flush=True)
+            await asyncio.sleep(1.0)
+            cluster.redis.start()
+            print("  restarted Redis (empty, same port)", flush=True)
+
+        began = time.perf_counter()
+        await asyncio.gather(chaos(), *(worker(i) for i in range(args.requests)))
+        elapsed = time.perf_counter() - began
+    p50 = statistics.median(latencies)
+    print(f"\n{args.requests} requests in {elapsed:.1f} s, p50 {p50:.2f} s")
+    for outcome, count in sorted(outcomes.items()):
+        print(f"  {outcome:26s} {count}")
+    print(f"  {'client retries (429/503)':26s} {stats['client retries']}")
+    time.sleep(RESULT_TTL + 1)
+    client = redis.Redis.from_url(cluster.redis.url)
+    leaked = [
+        k
+        for k in client.scan_iter(match="gmaivl:*")
+        if k.split(b":")[1] in (b"res", b"cancel", b"tries", b"img")
+    ]
+    print(f"  {'per-request keys left':26s} {len(leaked)} (after the {RESULT_TTL} s TTL)")
+    failed = sum(c for o, c in outcomes.items() if o.startswith("failed"))
+    print("\nOK" if failed == 0 and not leaked else "\nPROBLEMS FOUND")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(
+            Path(tmp), GMAIVL_FAKE_TOKEN_INTERVAL="0.02", GMAIVL_RESULT_TTL=str(RESULT_TTL)
+        )
+        try:
+            cluster.add_worker(max_concurrency=16)
+            cluster.add_worker(max_concurrency=16)
+            gateways = [cluster.add_gateway(), cluster.add_gateway()]
+            for _, url in cluster.workers:
+                cluster.wait_worker_metrics(url)
+            asyncio.run(run(args, cluster, gateways))
+        finally:
+            cluster.close()
+
+
+if __name__ == "__main__":
+    main()
