@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench chaos redis-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/gmai-vl serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+# The tests start their own redis-server processes; install Debian's where missing.
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+test: $(STAMP) redis-server
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
 
@@ -31,8 +35,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/ruff format --check service training tests loadtest
 
-bench: $(STAMP)
+bench: $(STAMP) redis-server
 	$(BIN)/python loadtest/bench_gateway.py
+	$(BIN)/python loadtest/bench_gateway.py --queue --concurrency 1 32 256
+
+chaos: $(STAMP) redis-server
+	$(BIN)/python loadtest/chaos_distributed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -126,9 +126,10 @@ class RedisJobQueue:
         self._callbacks: dict[str, list[Callable[[], None]]] = defaultdict(list)
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
-        self._outbox: list[tuple[str, str]] = []
-        self._outbox_done: asyncio.Future[None] | None = None
-        self._flush_lock = asyncio.Lock()
+        self._pending: list[tuple[str, str]] = []
+        self._pending_done: asyncio.Future[None] | None = None
+        self._pending_ready = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
         self._last_reclaim = 0.0
         self._done_sample: tuple[float, int] | None = None
         self._drain_per_second = 0.0
@@ -232,33 +233,40 @@ class RedisJobQueue:
             raise errors.NotReady("The queue is unavailable.") from exc
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
-        """Group commit: events published in the same event-loop turn, by all of this
-        worker's jobs, go to Redis in one pipeline; each caller waits for its batch."""
-        if self._outbox_done is None or self._outbox_done.done():
-            self._outbox = []
-            self._outbox_done = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().create_task(self._flush(self._outbox, self._outbox_done))
-        self._outbox.append((keys.result_stream(job_id), encode_event(event)))
-        await asyncio.shield(self._outbox_done)
+        """Group commit: one flusher task sends everything published while its previous
+        pipeline was in flight, for all of this worker's jobs, in one pipeline; each
+        caller waits for its batch. Batches grow with load; order is kept."""
+        loop = asyncio.get_running_loop()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush_forever())
+        if self._pending_done is None:
+            self._pending_done = loop.create_future()
+        done = self._pending_done
+        self._pending.append((keys.result_stream(job_id), encode_event(event)))
+        self._pending_ready.set()
+        await asyncio.shield(done)
 
-    async def _flush(self, outbox: list[tuple[str, str]], done: asyncio.Future[None]) -> None:
-        await asyncio.sleep(0)  # let this turn's publishers join the batch
-        if self._outbox_done is done:
-            self._outbox_done = None  # sealed: later publishers start the next batch
-        async with self._flush_lock:  # batches reach Redis in order (the lock is FIFO)
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready.clear()
+            batch, done = self._pending, self._pending_done
+            self._pending, self._pending_done = [], None
+            if not batch or done is None:
+                continue
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for stream, encoded in outbox:
+                    for stream, encoded in batch:
                         pipe.xadd(stream, {"e": encoded})
-                    for stream in {stream for stream, _ in outbox}:
+                    for stream in {stream for stream, _ in batch}:
                         pipe.expire(stream, self.result_ttl)
                     await pipe.execute()
-            except RedisError as exc:
-                done.set_exception(errors.NotReady("The queue is unavailable."))
-                done.exception()  # retrieved here; callers get it from await
+            except Exception as exc:  # callers learn it; the flusher carries on
                 log.warning("publish failed: %s", type(exc).__name__)
-                return
-        done.set_result(None)
+                done.set_exception(errors.NotReady("The queue is unavailable."))
+                done.exception()  # retrieved here too, so no "never retrieved" warning
+                continue
+            done.set_result(None)
 
     async def complete(self, job_id: str) -> None:
         where = self._inflight.pop(job_id, None)
@@ -337,8 +345,9 @@ class RedisJobQueue:
             return False
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        for task in (self._listener, self._flusher):
+            if task is not None:
+                task.cancel()
         with contextlib.suppress(RedisError):
             await self.redis.aclose()
 
