@@ -57,5 +57,5 @@ def done_counter(model: str) -> str:
     return f"{PREFIX}:done:{model}"
 
 
-def models_pattern() -> str:
-    return f"{PREFIX}:workers:*"
+def gateway_control(gateway_id: str) -> str:
+    return f"{PREFIX}:gw:{gateway_id}"

@@ -48,8 +48,9 @@ from service import errors
 from service.metrics import ServiceMetrics
 from service.queue import redis_keys as keys
 from service.queue.base import DEADLINE_PASSED, Job, JobEvent, JobFailed, Restarted, is_terminal
-from service.queue.codec import decode_event, decode_job, encode_event, encode_job
+from service.queue.codec import decode_job, encode_event, encode_job
 from service.queue.lanes import LANE_ORDER, Lane
+from service.queue.redis_results import UNAVAILABLE, ResultStreams
 
 log = logging.getLogger("gmaivl.queue")
 
@@ -121,6 +122,7 @@ class RedisJobQueue:
         self._streams = [keys.lane_stream(model, lane) for lane in LANE_ORDER]
         self._groups_ready = False
         self._pick = self.redis.register_script(PICK_SCRIPT)
+        self._results = ResultStreams(self.redis, result_ttl)
         self._deadlines: dict[str, float] = {}  # gateway side: jobs this process submitted
         self._inflight: dict[str, tuple[str, bytes]] = {}  # worker side: job -> (stream, id)
         self._callbacks: dict[str, list[Callable[[], None]]] = defaultdict(list)
@@ -165,36 +167,29 @@ class RedisJobQueue:
 
     async def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]:
         deadline = self._deadlines.pop(job_id, time.time() + self.result_ttl)
-        stream, last = keys.result_stream(job_id), b"0-0"
         finished = False
+        try:
+            await self._results.open(job_id)
+        except RedisError:
+            yield [JobFailed("NotReady", "The queue became unavailable; retry later.")]
+            return
         try:
             while True:
                 remaining = deadline - time.time()
-                try:
-                    reply = await self.redis.xread(
-                        {stream: last}, count=1024, block=max(1, int(remaining * 1000))
-                    )
-                except RedisError as exc:
-                    log.warning("result read failed: %r", exc)
-                    finished = True  # nothing to cancel through a Redis that is gone
-                    yield [JobFailed("NotReady", "The queue became unavailable; retry later.")]
-                    return
-                if not reply:
-                    if remaining <= 0:  # one last look came back empty
+                batch = await self._results.next_batch(job_id, remaining)
+                if batch is None:
+                    if remaining <= 0:
                         yield [DEADLINE_PASSED]
                         return
                     continue
-                batch: list[JobEvent] = []
-                for entry_id, fields in reply[0][1]:
-                    last = entry_id
-                    event = decode_event(fields[b"e"])
-                    batch.append(event)
+                for i, event in enumerate(batch):
                     if is_terminal(event):
-                        finished = event is not DEADLINE_PASSED
-                        yield batch
+                        finished = event is not DEADLINE_PASSED and event is not UNAVAILABLE
+                        yield batch[: i + 1]
                         return
                 yield batch
         finally:
+            self._results.close(job_id)
             if not finished:
                 with contextlib.suppress(RedisError):
                     await self.cancel(job_id)
@@ -345,6 +340,7 @@ class RedisJobQueue:
             return False
 
     async def close(self) -> None:
+        await self._results.stop()
         for task in (self._listener, self._flusher):
             if task is not None:
                 task.cancel()
