@@ -51,38 +51,9 @@ from service.queue.base import DEADLINE_PASSED, Job, JobEvent, JobFailed, Restar
 from service.queue.codec import decode_job, encode_event, encode_job
 from service.queue.lanes import LANE_ORDER, Lane
 from service.queue.redis_results import UNAVAILABLE, ResultStreams
+from service.queue.redis_scripts import PICK_SCRIPT
 
 log = logging.getLogger("gmaivl.queue")
-
-PICK_SCRIPT = """
-local best, best_key, best_t = nil, nil, nil
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
-    local last = '0-0'
-    for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
-      local name, lastid
-      for j = 1, #g, 2 do
-        if g[j] == 'name' then name = g[j + 1] end
-        if g[j] == 'last-delivered-id' then lastid = g[j + 1] end
-      end
-      if name == ARGV[3] then last = lastid end
-    end
-    local nxt = redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', 1)
-    if #nxt > 0 then
-      local fields, t = nxt[1][2], 0
-      for j = 1, #fields, 2 do
-        if fields[j] == 't' then t = tonumber(fields[j + 1]) end
-      end
-      local rank = (i - 1) - (tonumber(ARGV[1]) - t) / tonumber(ARGV[2])
-      if best == nil or rank < best or (rank == best and t < best_t) then
-        best, best_key, best_t = rank, key, t
-      end
-    end
-  end
-end
-if best_key == nil then return nil end
-return redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[4], 'COUNT', 1, 'STREAMS', best_key, '>')
-"""
 
 
 class RedisJobQueue:
