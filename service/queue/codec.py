@@ -73,10 +73,6 @@ def decode_job(document: str, image_bytes: list[bytes]) -> Job:
     )
 
 
-def image_refs_of(document: str) -> list[str]:
-    return [spec["ref"] for spec in json.loads(document)["images"]]
-
-
 def encode_event(event: JobEvent) -> str:
     body: dict[str, Any]
     if isinstance(event, Delta):
