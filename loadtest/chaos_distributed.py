@@ -9,7 +9,8 @@ before any output (honouring Retry-After). A request ends as
 - retriable stream error: a stream that had started and ended with a clean error
   event (worker_lost / not_ready), its text a prefix of the expected one;
 - failed: anything else (garbled or duplicated text, 5xx, lost request).
-After the run it waits for the result TTL and counts per-request keys left in Redis.
+After the run it waits for the result TTL and counts per-request keys (and gateway
+inboxes) left in Redis.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ async def run(args: argparse.Namespace, cluster: Cluster, gateways: list[str]) -
     leaked = [
         k
         for k in client.scan_iter(match="gmaivl:*")
-        if k.split(b":")[1] in (b"res", b"cancel", b"tries", b"img")
+        if k.split(b":")[1] in (b"inbox", b"cancel", b"tries", b"img")
     ]
     print(f"  {'per-request keys left':26s} {len(leaked)} (after the {RESULT_TTL} s TTL)")
     failed = sum(c for o, c in outcomes.items() if o.startswith("failed"))

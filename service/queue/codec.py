@@ -73,26 +73,36 @@ def decode_job(document: str, image_bytes: list[bytes]) -> Job:
     )
 
 
-def encode_event(event: JobEvent) -> str:
-    body: dict[str, Any]
+def encode_events(events: list[tuple[str, JobEvent]]) -> str:
+    """(job id, event) pairs as one JSON document: a worker's whole flush for one
+    gateway travels as a single stream entry."""
+    return json.dumps(
+        [[job_id, _event_body(event)] for job_id, event in events],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def decode_events(text: str | bytes) -> list[tuple[str, JobEvent]]:
+    return [(job_id, _event_from_body(body)) for job_id, body in json.loads(text)]
+
+
+def _event_body(event: JobEvent) -> dict[str, Any]:
     if isinstance(event, Delta):
-        body = {"t": "d", "text": event.text}
-    elif isinstance(event, Finish):
-        body = {
+        return {"t": "d", "text": event.text}
+    if isinstance(event, Finish):
+        return {
             "t": "f",
             "reason": event.finish_reason,
             "prompt": event.usage.prompt_tokens,
             "completion": event.usage.completion_tokens,
         }
-    elif isinstance(event, JobFailed):
-        body = {"t": "x", **asdict(event)}
-    else:
-        body = {"t": "r", "attempt": event.attempt}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(event, JobFailed):
+        return {"t": "x", **asdict(event)}
+    return {"t": "r", "attempt": event.attempt}
 
 
-def decode_event(text: str | bytes) -> JobEvent:
-    raw = json.loads(text)
+def _event_from_body(raw: dict[str, Any]) -> JobEvent:
     kind = raw.pop("t")
     if kind == "d":
         return Delta(raw["text"])

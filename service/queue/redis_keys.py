@@ -1,7 +1,7 @@
 """Every Redis key and channel the queue uses, in one place.
 
 gmaivl:q:{model}:{lane}      stream of jobs, one per lane; consumer group "workers"
-gmaivl:res:{job}             stream of one job's events (TTL)
+gmaivl:inbox:{gateway}       stream of the events of a gateway's jobs, tagged by job id (TTL)
 gmaivl:cancel:{job}          set when a job is cancelled (TTL); also published below
 gmaivl:cancel                pub/sub channel: job ids cancelled
 gmaivl:img:{sha256}          an image's raw RGB bytes, stored once per content (TTL)
@@ -25,8 +25,8 @@ def lane_stream(model: str, lane: Lane) -> str:
     return f"{PREFIX}:q:{model}:{lane.value}"
 
 
-def result_stream(job_id: str) -> str:
-    return f"{PREFIX}:res:{job_id}"
+def inbox(gateway_id: str) -> str:
+    return f"{PREFIX}:inbox:{gateway_id}"
 
 
 def cancel_flag(job_id: str) -> str:
@@ -55,7 +55,3 @@ def workers(model: str) -> str:
 
 def done_counter(model: str) -> str:
     return f"{PREFIX}:done:{model}"
-
-
-def gateway_control(gateway_id: str) -> str:
-    return f"{PREFIX}:gw:{gateway_id}"

@@ -3,25 +3,30 @@
 Semantics are those of `service.queue.base`, plus what crossing processes needs
 (every key is listed in `redis_keys`):
 
-- Submit: admission counts the lane's *waiting* jobs (stream length minus
-  entries delivered and not yet acked) against `max_depth`; the job document
-  goes into the lane's stream, each image once under its content hash (TTL),
-  and a token is pushed on the model's wake list.
-- Take: a Lua script looks at the next undelivered entry of every lane, picks
-  the best by `lanes.effective_rank` (aging) and delivers it with XREADGROUP,
-  atomically, so concurrent workers never race for the same head. With nothing
-  to take, workers block on the wake list. Before new work, a worker reclaims
-  entries idle longer than `visibility_timeout` (XAUTOCLAIM): their worker died.
-- Delivery: a per-job counter counts deliveries. Past `max_deliveries` the job
-  goes to the dead-letter stream and its client gets an error. A redelivered
-  job publishes `Restarted` first: a non-stream reader starts over
-  (transparent retry), a stream that already sent text ends with a retriable error.
+- Submit (one Lua call, `ADMIT_SCRIPT`): admission counts the lane's *waiting*
+  jobs (stream length minus entries delivered and not yet acked) against
+  `max_depth`; the job document goes into the lane's stream with the gateway's
+  inbox as its reply-to, each image once under its content hash (TTL), and a
+  token is pushed on the model's wake list.
+- Take (one Lua call, `TAKE_SCRIPT`): the next undelivered entry of every lane,
+  the best by `lanes.effective_rank` (aging), delivered with XREADGROUP,
+  atomically, so concurrent workers never race for the same head; the same call
+  counts the delivery, reads the cancel flag and returns the images. With
+  nothing to take, workers block on the wake list. About once per
+  `heartbeat_interval` the call first reclaims an entry idle longer than
+  `visibility_timeout` (XAUTOCLAIM): its worker died.
+- Delivery: past `max_deliveries` the job goes to the dead-letter stream and
+  its client gets an error. A redelivered job publishes `Restarted` first: a
+  non-stream reader starts over (transparent retry), a stream that already
+  sent text ends with a retriable error.
 - Liveness: workers refresh the idle time of their in-flight entries and their
   heartbeat (zset per model) every `heartbeat_interval`; gateways are ready
   when Redis answers and a worker's heartbeat is fresh.
-- Results: the worker appends events to the job's result stream; the gateway
-  reads it with blocking XREAD, bounded by the job's deadline. Result streams,
-  cancel flags, delivery counters and images all expire (`result_ttl`).
+- Results: the worker appends events, tagged with the job id, to the inbox
+  stream of the gateway that submitted the job (`redis_inbox`); the gateway
+  reads its inbox with one blocking XREAD for all its requests, each bounded by
+  its job's deadline. Inboxes, cancel flags, delivery counters and images all
+  expire (`result_ttl`).
 - Cancel: a flag (checked when a job is taken, so queued jobs never run) and a
   pub/sub message (so a running job's worker aborts at once).
 - Ack: XACK + XDEL on completion, so a lane's length is waiting + running.
@@ -48,12 +53,14 @@ from service import errors
 from service.metrics import ServiceMetrics
 from service.queue import redis_keys as keys
 from service.queue.base import DEADLINE_PASSED, Job, JobEvent, JobFailed, Restarted, is_terminal
-from service.queue.codec import decode_job, encode_event, encode_job
+from service.queue.codec import decode_job, encode_events, encode_job
 from service.queue.lanes import LANE_ORDER, Lane
-from service.queue.redis_results import UNAVAILABLE, ResultStreams
-from service.queue.redis_scripts import PICK_SCRIPT
+from service.queue.redis_inbox import UNAVAILABLE, GatewayInbox
+from service.queue.redis_scripts import ADMIT_SCRIPT, TAKE_SCRIPT
 
 log = logging.getLogger("gmaivl.queue")
+
+CANCELS_KEPT = 4096
 
 
 class RedisJobQueue:
@@ -92,14 +99,20 @@ class RedisJobQueue:
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
         self._streams = [keys.lane_stream(model, lane) for lane in LANE_ORDER]
         self._groups_ready = False
-        self._pick = self.redis.register_script(PICK_SCRIPT)
-        self._results = ResultStreams(self.redis, result_ttl)
+        self._admit = self.redis.register_script(ADMIT_SCRIPT)
+        self._take = self.redis.register_script(TAKE_SCRIPT)
+        self._inbox = GatewayInbox(self.redis, result_ttl)
         self._deadlines: dict[str, float] = {}  # gateway side: jobs this process submitted
         self._inflight: dict[str, tuple[str, bytes]] = {}  # worker side: job -> (stream, id)
+        self._reply_to: dict[str, str] = {}  # worker side: job -> its gateway's inbox
         self._callbacks: dict[str, list[Callable[[], None]]] = defaultdict(list)
+        # Cancel messages seen lately (bounded, oldest dropped first): a callback
+        # registered after its job's message, which can even overtake take()'s
+        # reply, still fires.
+        self._cancels_seen: dict[str, None] = {}
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
-        self._pending: list[tuple[str, str]] = []
+        self._pending: list[tuple[str, str, JobEvent]] = []
         self._pending_done: asyncio.Future[None] | None = None
         self._pending_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -112,42 +125,49 @@ class RedisJobQueue:
     # gateway side
 
     async def submit(self, job: Job) -> None:
+        images = job.request.images
+        refs = [hashlib.sha256(image.rgb).hexdigest() for image in images]
+        self._inbox.open(job.id)
         try:
             await self._ensure_groups()
-            stream = keys.lane_stream(self.model, job.lane)
-            waiting = await self._waiting(stream)
-            if waiting >= self.max_depth:
-                raise errors.Overloaded(
-                    f"The {job.lane.value} queue is full; retry later.",
-                    retry_after=await self._retry_after(waiting),
-                )
-            refs = [hashlib.sha256(image.rgb).hexdigest() for image in job.request.images]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for ref, image in zip(refs, job.request.images, strict=True):
-                    pipe.set(keys.image(ref), image.rgb, ex=self.result_ttl, nx=True)
-                    pipe.expire(keys.image(ref), self.result_ttl)
-                pipe.xadd(stream, {"job": encode_job(job, refs), "t": repr(job.enqueued_at)})
-                pipe.lpush(keys.wake(self.model), b"1")
-                pipe.ltrim(keys.wake(self.model), 0, 1023)
-                await pipe.execute()
+            waiting = await self._admit(
+                keys=[
+                    keys.lane_stream(self.model, job.lane),
+                    keys.wake(self.model),
+                    *(keys.image(ref) for ref in refs),
+                ],
+                args=[
+                    keys.GROUP,
+                    self.max_depth,
+                    self.result_ttl,
+                    encode_job(job, refs),
+                    repr(job.enqueued_at),
+                    job.id,
+                    " ".join(refs),
+                    self._inbox.key,
+                    *(image.rgb for image in images),
+                ],
+            )
         except RedisError as exc:
+            self._inbox.close(job.id)
             self._groups_ready = False
-            log.warning("submit failed: %r", exc)
+            log.warning("submit failed: %s", type(exc).__name__)
             raise errors.NotReady("The queue is unavailable; retry later.") from exc
+        if waiting >= 0:
+            self._inbox.close(job.id)
+            raise errors.Overloaded(
+                f"The {job.lane.value} queue is full; retry later.",
+                retry_after=await self._retry_after(waiting),
+            )
         self._deadlines[job.id] = job.deadline
 
     async def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]:
         deadline = self._deadlines.pop(job_id, time.time() + self.result_ttl)
         finished = False
         try:
-            await self._results.open(job_id)
-        except RedisError:
-            yield [JobFailed("NotReady", "The queue became unavailable; retry later.")]
-            return
-        try:
             while True:
                 remaining = deadline - time.time()
-                batch = await self._results.next_batch(job_id, remaining)
+                batch = await self._inbox.next_batch(job_id, remaining)
                 if batch is None:
                     if remaining <= 0:
                         yield [DEADLINE_PASSED]
@@ -160,7 +180,7 @@ class RedisJobQueue:
                         return
                 yield batch
         finally:
-            self._results.close(job_id)
+            self._inbox.close(job_id)
             if not finished:
                 with contextlib.suppress(RedisError):
                     await self.cancel(job_id)
@@ -184,9 +204,12 @@ class RedisJobQueue:
             # No cancel message may be missed once we run a job.
             await asyncio.wait_for(self._subscribed.wait(), max(timeout, 1.0))
             while True:
-                job = await self._reclaim() or await self._pick_one()
-                if job is not None:
-                    return job
+                reply = await self._take_entry()
+                if reply is not None:
+                    job = await self._deliver(*reply)
+                    if job is not None:
+                        return job
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
@@ -200,15 +223,15 @@ class RedisJobQueue:
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
         """Group commit: one flusher task sends everything published while its previous
-        pipeline was in flight, for all of this worker's jobs, in one pipeline; each
-        caller waits for its batch. Batches grow with load; order is kept."""
+        pipeline was in flight, for all of this worker's jobs, as one inbox entry per
+        gateway; each caller waits for its batch. Batches grow with load; order is kept."""
         loop = asyncio.get_running_loop()
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_forever())
         if self._pending_done is None:
             self._pending_done = loop.create_future()
         done = self._pending_done
-        self._pending.append((keys.result_stream(job_id), encode_event(event)))
+        self._pending.append((self._reply_to[job_id], job_id, event))
         self._pending_ready.set()
         await asyncio.shield(done)
 
@@ -221,11 +244,13 @@ class RedisJobQueue:
             if not batch or done is None:
                 continue
             try:
+                by_inbox: dict[str, list[tuple[str, JobEvent]]] = defaultdict(list)
+                for inbox, job_id, event in batch:
+                    by_inbox[inbox].append((job_id, event))
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for stream, encoded in batch:
-                        pipe.xadd(stream, {"e": encoded})
-                    for stream in {stream for stream, _ in batch}:
-                        pipe.expire(stream, self.result_ttl)
+                    for inbox, events in by_inbox.items():
+                        pipe.xadd(inbox, {"e": encode_events(events)})
+                        pipe.expire(inbox, self.result_ttl)
                     await pipe.execute()
             except Exception as exc:  # callers learn it; the flusher carries on
                 log.warning("publish failed: %s", type(exc).__name__)
@@ -236,7 +261,9 @@ class RedisJobQueue:
 
     async def complete(self, job_id: str) -> None:
         where = self._inflight.pop(job_id, None)
+        self._reply_to.pop(job_id, None)
         self._callbacks.pop(job_id, None)
+        self._cancels_seen.pop(job_id, None)
         if where is None:
             return
         stream, entry_id = where
@@ -248,14 +275,10 @@ class RedisJobQueue:
             await pipe.execute()
 
     def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        if job_id in self._cancels_seen:
+            asyncio.get_running_loop().call_soon(callback)
+            return lambda: None
         self._callbacks[job_id].append(callback)
-
-        async def check_flag() -> None:  # cancelled before we subscribed to its message
-            with contextlib.suppress(RedisError):
-                if await self.redis.exists(keys.cancel_flag(job_id)):
-                    self._fire(job_id)
-
-        asyncio.get_running_loop().create_task(check_flag())
 
         def unregister() -> None:
             if callback in self._callbacks.get(job_id, ()):
@@ -311,7 +334,7 @@ class RedisJobQueue:
             return False
 
     async def close(self) -> None:
-        await self._results.stop()
+        await self._inbox.stop()
         for task in (self._listener, self._flusher):
             if task is not None:
                 task.cancel()
@@ -359,56 +382,40 @@ class RedisJobQueue:
             return 5
         return min(max(1, math.ceil(waiting / self._drain_per_second)), 60)
 
-    async def _pick_one(self) -> Job | None:
-        reply = await self._pick(
-            keys=self._streams,
-            args=[repr(time.time()), repr(self.aging_seconds), keys.GROUP, self.worker_id],
-        )
-        if not reply:
-            return None
-        stream, entries = reply[0]
-        entry_id, fields = entries[0]
-        return await self._deliver(stream.decode(), entry_id, _pairs(fields))
-
-    async def _reclaim(self) -> Job | None:
-        """Take over one entry whose worker stopped refreshing it (rate-limited)."""
+    async def _take_entry(self) -> list[Any] | None:
+        """One TAKE_SCRIPT call; reclaiming first about once per heartbeat interval."""
         now = time.monotonic()
-        if now - self._last_reclaim < self.heartbeat_interval:
-            return None
-        self._last_reclaim = now
-        for stream in self._streams:
-            _, claimed, *_ = await self.redis.xautoclaim(
-                stream,
-                keys.GROUP,
-                self.worker_id,
-                int(self.visibility_timeout * 1000),
-                start_id="0-0",
-                count=1,
-            )
-            for entry_id, fields in claimed:
-                if fields is None:
-                    continue
-                self.redeliveries += 1
-                if self.metrics is not None:
-                    self.metrics.redeliveries.inc()
-                job = await self._deliver(stream, entry_id, fields)
-                if job is not None:
-                    return job
-        return None
+        reclaim_idle_ms = 0
+        if now - self._last_reclaim >= self.heartbeat_interval:
+            self._last_reclaim = now
+            reclaim_idle_ms = int(self.visibility_timeout * 1000)
+        args = [repr(time.time()), repr(self.aging_seconds), keys.GROUP, self.worker_id]
+        return await self._take(
+            keys=self._streams,
+            args=[*args, reclaim_idle_ms, self.result_ttl, keys.PREFIX],
+        )
 
     async def _deliver(
-        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]
+        self,
+        stream: bytes,
+        entry_id: bytes,
+        document_bytes: bytes,
+        reply_to: bytes,
+        tries: int,
+        cancelled: int,
+        reclaimed: int,
+        images: list[bytes | None],
     ) -> Job | None:
         """Checks on a delivered entry; the job to run, or None when it must not run."""
-        document = fields[b"job"].decode()
+        if reclaimed:
+            self.redeliveries += 1
+            if self.metrics is not None:
+                self.metrics.redeliveries.inc()
+        document = document_bytes.decode()
         raw = json.loads(document)
         job_id = raw["id"]
-        self._inflight[job_id] = (stream, entry_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(keys.tries(job_id))
-            pipe.expire(keys.tries(job_id), self.result_ttl)
-            pipe.exists(keys.cancel_flag(job_id))
-            tries, _, cancelled = await pipe.execute()
+        self._inflight[job_id] = (stream.decode(), entry_id)
+        self._reply_to[job_id] = reply_to.decode()
         failure: JobFailed | None = None
         if cancelled:
             await self.complete(job_id)
@@ -429,15 +436,13 @@ class RedisJobQueue:
             await self.publish(job_id, failure)
             await self.complete(job_id)
             return None
-        refs = [spec["ref"] for spec in raw["images"]]
-        images = await self.redis.mget([keys.image(ref) for ref in refs]) if refs else []
         if any(data is None for data in images):
             await self.publish(job_id, JobFailed("NotReady", "The request's images expired."))
             await self.complete(job_id)
             return None
         if tries > 1:
             await self.publish(job_id, Restarted(tries))
-        return decode_job(document, images)
+        return decode_job(document, images)  # type: ignore[arg-type]  # None checked above
 
     async def _start_listener(self) -> None:
         if self._listener is None or self._listener.done():
@@ -450,7 +455,7 @@ class RedisJobQueue:
                 pubsub = self.redis.pubsub()
                 await pubsub.subscribe(keys.CANCEL_CHANNEL)
                 self._subscribed.set()
-                for job_id in list(self._callbacks):  # cancelled while we were not listening
+                for job_id in list(self._inflight):  # cancelled while we were not listening
                     if await self.redis.exists(keys.cancel_flag(job_id)):
                         self._fire(job_id)
                 async for message in pubsub.listen():
@@ -461,9 +466,8 @@ class RedisJobQueue:
                 await asyncio.sleep(0.5)
 
     def _fire(self, job_id: str) -> None:
+        self._cancels_seen[job_id] = None
+        if len(self._cancels_seen) > CANCELS_KEPT:
+            del self._cancels_seen[next(iter(self._cancels_seen))]
         for callback in self._callbacks.pop(job_id, []):
             callback()
-
-
-def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
-    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}

@@ -1,13 +1,72 @@
-"""Lua run inside Redis by the queue.
+"""Lua run inside Redis by the queue: one round trip for each side of a job's entry.
 
-PICK_SCRIPT (KEYS: the lane streams, highest lane first; ARGV: now, aging
-seconds, group, consumer): look at the next undelivered entry of every lane,
-choose the best by `lane rank - waited / aging_seconds` (ties: the older), and
-deliver it to the consumer with XREADGROUP, all in one atomic step, so two
-workers never race for the same head. Returns XREADGROUP's reply, or nil.
+ADMIT_SCRIPT (gateway, per request)
+  KEYS: lane stream, wake list, then one key per image.
+  ARGV: group, max depth, ttl, job document, enqueued-at, job id, image refs
+        (space-separated), reply-to inbox, then the images' bytes.
+  Counts the lane's waiting entries (length minus delivered-and-unacked); at
+  `max depth` it returns that count and stores nothing. Otherwise it stores each
+  image once (SET NX, TTL refreshed), appends the entry, pushes a wake token and
+  returns -1.
+
+TAKE_SCRIPT (worker, per job)
+  KEYS: the lane streams, highest lane first.
+  ARGV: now, aging seconds, group, consumer, reclaim idle ms (0: don't),
+        ttl, key prefix.
+  First, when asked, takes over one entry idle longer than the visibility
+  timeout (XAUTOCLAIM: its worker died). Otherwise looks at the next
+  undelivered entry of every lane, chooses the best by
+  `lane rank - waited / aging_seconds` (ties: the older), and delivers it with
+  XREADGROUP, atomically, so two workers never race for the same head.
+  Then, still atomically, counts the delivery, reads the cancel flag and fetches
+  the images. Returns {stream, entry id, job document, reply-to, deliveries,
+  cancelled, reclaimed, {image bytes or false}} or nil.
+
+The take script builds per-job key names from the prefix (see `redis_keys`);
+that is fine on a single Redis or a replicated one, not on Redis Cluster.
 """
 
-PICK_SCRIPT = """
+ADMIT_SCRIPT = """
+local waiting = redis.call('XLEN', KEYS[1]) - redis.call('XPENDING', KEYS[1], ARGV[1])[1]
+if waiting >= tonumber(ARGV[2]) then return waiting end
+for i = 3, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 6], 'EX', ARGV[3], 'NX')
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[4], 't', ARGV[5], 'id', ARGV[6],
+           'img', ARGV[7], 'reply', ARGV[8])
+redis.call('LPUSH', KEYS[2], '1')
+redis.call('LTRIM', KEYS[2], 0, 1023)
+return -1
+"""
+
+TAKE_SCRIPT = """
+local group, consumer, ttl, prefix = ARGV[3], ARGV[4], ARGV[6], ARGV[7]
+
+local function deliver(key, entry, reclaimed)
+  local f = {}
+  for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
+  local tries_key = prefix .. ':tries:' .. f['id']
+  local tries = redis.call('INCR', tries_key)
+  redis.call('EXPIRE', tries_key, ttl)
+  local cancelled = redis.call('EXISTS', prefix .. ':cancel:' .. f['id'])
+  local images = {}
+  for ref in string.gmatch(f['img'], '%S+') do
+    images[#images + 1] = redis.call('GET', prefix .. ':img:' .. ref)
+  end
+  return {key, entry[1], f['job'], f['reply'], tries, cancelled, reclaimed, images}
+end
+
+if tonumber(ARGV[5]) > 0 then
+  for _, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then
+      local claimed = redis.call('XAUTOCLAIM', key, group, consumer, ARGV[5], '0-0', 'COUNT', 1)
+      local entry = claimed[2][1]
+      if entry and entry[2] then return deliver(key, entry, 1) end
+    end
+  end
+end
+
 local best, best_key, best_t = nil, nil, nil
 for i, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
@@ -18,7 +77,7 @@ for i, key in ipairs(KEYS) do
         if g[j] == 'name' then name = g[j + 1] end
         if g[j] == 'last-delivered-id' then lastid = g[j + 1] end
       end
-      if name == ARGV[3] then last = lastid end
+      if name == group then last = lastid end
     end
     local nxt = redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', 1)
     if #nxt > 0 then
@@ -34,5 +93,7 @@ for i, key in ipairs(KEYS) do
   end
 end
 if best_key == nil then return nil end
-return redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[4], 'COUNT', 1, 'STREAMS', best_key, '>')
+local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
+                        'STREAMS', best_key, '>')
+return deliver(best_key, read[1][2][1], 0)
 """

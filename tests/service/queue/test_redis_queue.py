@@ -87,7 +87,7 @@ async def test_images_travel_by_reference_and_everything_expires(make, redis_ser
     await asyncio.sleep(1.2)
     digest = hashlib.sha256(image.rgb).hexdigest()
     per_request = [
-        keys.result_stream(j.id),
+        gateway._inbox.key,
         keys.cancel_flag(j.id),
         keys.tries(j.id),
         keys.image(digest),

@@ -1,0 +1,109 @@
+"""Gateway side of the results: one inbox stream per gateway, read by one task.
+
+Every job names its gateway's inbox (`reply_to`); workers append the job's
+events there, tagged with the job id: one entry per worker flush, holding the
+events of all that gateway's jobs published since the previous flush. A gateway
+therefore reads exactly one stream however many requests it is answering: one
+blocking `XREAD` returns the events of all of them, and a new request costs no
+Redis command here; it only registers its job id before the job is enqueued, so
+no event can arrive for a job the gateway does not know yet.
+
+The gateway trims what it has read (XTRIM MINID) about once a second; the
+inbox has a TTL that workers refresh when they write and that lets the inbox of
+a gateway that died expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service.queue import redis_keys as keys
+from service.queue.base import JobEvent, JobFailed
+from service.queue.codec import decode_events
+
+log = logging.getLogger("gmaivl.queue")
+
+UNAVAILABLE = JobFailed("NotReady", "The queue became unavailable; retry later.")
+TRIM_INTERVAL = 1.0
+
+
+class _Subscription:
+    __slots__ = ("buffer", "waiter")
+
+    def __init__(self) -> None:
+        self.buffer: list[JobEvent] = []
+        self.waiter: asyncio.Future[None] | None = None
+
+    def push(self, events: list[JobEvent]) -> None:
+        self.buffer.extend(events)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class GatewayInbox:
+    def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self.key = keys.inbox(uuid.uuid4().hex[:12])
+        self._last = b"0-0"
+        self._trimmed_at = 0.0
+        self._subs: dict[str, _Subscription] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    def open(self, job_id: str) -> None:
+        """Accept events for `job_id` from now on (call before enqueueing the job)."""
+        self._subs[job_id] = _Subscription()
+
+    def close(self, job_id: str) -> None:
+        self._subs.pop(job_id, None)
+
+    async def next_batch(self, job_id: str, timeout: float) -> list[JobEvent] | None:
+        """The events that arrived for the job, waiting up to `timeout`; None on timeout."""
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+        sub = self._subs[job_id]
+        if not sub.buffer:
+            sub.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(sub.waiter), max(timeout, 0.001))
+            except TimeoutError:
+                return None
+        batch, sub.buffer = sub.buffer, []
+        return batch
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def _read_forever(self) -> None:
+        while self._subs:
+            try:
+                reply = await self.redis.xread({self.key: self._last}, count=4096, block=1000)
+                if time.monotonic() - self._trimmed_at > TRIM_INTERVAL:
+                    self._trimmed_at = time.monotonic()
+                    await self.redis.xtrim(self.key, minid=self._last)
+            except RedisError as exc:
+                log.warning("inbox read failed: %s", type(exc).__name__)
+                for sub in self._subs.values():
+                    sub.push([UNAVAILABLE])
+                await asyncio.sleep(0.2)
+                continue
+            for _, entries in reply or []:
+                self._last = entries[-1][0]
+                self._dispatch(entries)
+
+    def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Group the entries by job, so each waiting request wakes once per read."""
+        by_job: dict[str, list[JobEvent]] = {}
+        for _, fields in entries:
+            for job_id, event in decode_events(fields[b"e"]):
+                if job_id in self._subs:  # else: the request has gone; its events are void
+                    by_job.setdefault(job_id, []).append(event)
+        for job_id, events in by_job.items():
+            self._subs[job_id].push(events)
