@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 
@@ -25,7 +26,7 @@ from service.api.state import AppState
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.queue.redis_queue import RedisJobQueue
-from service.server import make_engine, make_queue
+from service.server import make_engine, make_queue, redis_queue_gauges
 from service.worker import Worker
 
 log = logging.getLogger("gmaivl.distributed")
@@ -47,12 +48,6 @@ def build_gateway(settings: Settings) -> FastAPI:
     async def served_models() -> list[str]:
         return [model_id] if all((await readiness()).values()) else []
 
-    async def queue_gauges() -> None:
-        if await queue.ping():
-            for lane, age in (await queue.oldest_ages()).items():
-                metrics.queue_oldest_age.labels(lane.value).set(age)
-            metrics.live_workers.set(await queue.live_workers())
-
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
@@ -66,7 +61,7 @@ def build_gateway(settings: Settings) -> FastAPI:
         chat=chat,
         readiness=readiness,
         served_models=served_models,
-        before_scrape=queue_gauges,
+        before_scrape=functools.partial(redis_queue_gauges, queue, metrics),
     )
     return create_app(state, lifespan=lifespan)
 

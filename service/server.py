@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from service.engines.base import Engine
 from service.metrics import ServiceMetrics
 from service.queue.base import JobQueue
 from service.queue.memory import InProcessJobQueue
+from service.queue.redis_queue import RedisJobQueue
 from service.worker import Worker
 
 log = logging.getLogger("gmaivl.server")
@@ -63,8 +65,6 @@ def make_queue(
         return InProcessJobQueue(
             max_depth=settings.queue_max_depth, aging_seconds=settings.aging_seconds
         )
-    from service.queue.redis_queue import RedisJobQueue
-
     return RedisJobQueue(
         settings.redis_url,
         model=model_id,
@@ -76,6 +76,14 @@ def make_queue(
         result_ttl=settings.result_ttl,
         metrics=metrics,
     )
+
+
+async def redis_queue_gauges(queue: RedisJobQueue, metrics: ServiceMetrics) -> None:
+    """Gauges only Redis can answer, refreshed when /metrics is scraped."""
+    if await queue.ping():
+        for lane, age in (await queue.oldest_ages()).items():
+            metrics.queue_oldest_age.labels(lane.value).set(age)
+        metrics.live_workers.set(await queue.live_workers())
 
 
 def build_embedded(settings: Settings, engine: Engine | None = None) -> EmbeddedService:
@@ -118,6 +126,11 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
         metrics=metrics,
         chat=chat,
         readiness=readiness,
+        before_scrape=(
+            functools.partial(redis_queue_gauges, queue, metrics)
+            if isinstance(queue, RedisJobQueue)
+            else None
+        ),
     )
     app = create_app(state, lifespan=lifespan)
     return EmbeddedService(app=app, engine=engine, queue=queue, worker=worker, metrics=metrics)

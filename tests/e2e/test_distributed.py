@@ -266,6 +266,9 @@ def test_serve_all_in_one_on_redis(tmp_path, redis_server):
             model="solo", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
         )
         assert r.choices[0].message.content == expected_text(4)
+        scrape = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert "gmaivl_live_workers 1.0" in scrape  # gauges only Redis can answer
+        assert 'gmaivl_queue_oldest_age_seconds{lane="stat"} 0.0' in scrape
     finally:
         process.terminate()
         process.wait(timeout=10)

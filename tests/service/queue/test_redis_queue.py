@@ -118,3 +118,15 @@ async def test_failure_events_round_trip(make):
     started = time.monotonic()
     assert await events(gateway, j.id) == [failure]
     assert time.monotonic() - started < 1
+
+
+async def test_oldest_age_per_lane_is_the_autoscaling_signal(make):
+    gateway = make()
+    waiting = job()
+    await gateway.submit(waiting)
+    await asyncio.sleep(0.05)
+    ages = await gateway.oldest_ages()
+    assert ages[waiting.lane] >= 0.05
+    assert all(age == 0 for lane, age in ages.items() if lane != waiting.lane)
+    await make().take(timeout=0)  # delivered: no longer waiting
+    assert (await gateway.oldest_ages())[waiting.lane] == 0
