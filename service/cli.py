@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from service.config import Settings
+from service.config import Settings, VllmSettings
 
 log = logging.getLogger("gmaivl.cli")
 
@@ -64,9 +64,25 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", choices=["transformers", "fake"], help="engine")
+    parser.add_argument(
+        "--engine", choices=["transformers", "vllm", "openai", "fake"], help="engine"
+    )
     parser.add_argument("--device", help="torch device of the transformers engine (cpu, cuda)")
-    parser.add_argument("--max-concurrency", type=int, help="requests the engine runs at once")
+    parser.add_argument(
+        "--max-concurrency", type=int, help="requests the engine runs at once (vllm: max_num_seqs)"
+    )
+    vllm = parser.add_argument_group("vllm engine (vLLM's own argument names)")
+    vllm.add_argument("--dtype", help="auto | float16 | bfloat16 | float32")
+    vllm.add_argument("--max-model-len", type=int)
+    vllm.add_argument("--tensor-parallel-size", type=int)
+    vllm.add_argument("--gpu-memory-utilization", type=float)
+    vllm.add_argument("--kv-cache-memory-bytes", type=int, help="KV cache size (set it on CPU)")
+    vllm.add_argument("--enforce-eager", action="store_true", default=None)
+    upstream = parser.add_argument_group("openai engine")
+    upstream.add_argument(
+        "--upstream-url", help="OpenAI-compatible base URL, e.g. http://h:8000/v1"
+    )
+    upstream.add_argument("--upstream-model", help="model id upstream (default: served name)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -82,8 +98,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "redis_url",
         "metrics_port",
         "drain_grace",
+        "upstream_url",
+        "upstream_model",
     )
     overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
+    vllm_flags = (
+        "dtype",
+        "max_model_len",
+        "tensor_parallel_size",
+        "gpu_memory_utilization",
+        "kv_cache_memory_bytes",
+        "enforce_eager",
+    )
+    vllm = {f: getattr(args, f) for f in vllm_flags if getattr(args, f, None) is not None}
+    if vllm:
+        overrides["vllm"] = VllmSettings(**vllm)
     return Settings(**overrides)
 
 
@@ -105,7 +134,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def _with_demo_model(settings: Settings) -> Settings:
-    if settings.model is None and settings.engine != "fake":
+    if settings.model is None and settings.engine not in ("fake", "openai"):
         settings.model = ensure_demo_model(settings.cache_dir)
         settings.served_model_name = settings.served_model_name or "gmai-vl-demo"
     return settings

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.queue.lanes import Lane
@@ -36,6 +36,24 @@ class ImageLimits(BaseSettings):
     )
 
 
+class VllmSettings(BaseSettings):
+    """vLLM engine arguments (`GMAIVL_VLLM_*`); vLLM's names. Its max_num_seqs is
+    `Settings.max_concurrency`, so the worker never takes more than vLLM will batch."""
+
+    model_config = SettingsConfigDict(env_prefix="GMAIVL_VLLM_", extra="ignore")
+
+    dtype: str = Field("auto", description="auto | float16 | bfloat16 | float32.")
+    max_model_len: int | None = Field(None, ge=1, description="Context; default: the model's.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split across.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="GPU memory fraction for weights + KV cache."
+    )
+    kv_cache_memory_bytes: int | None = Field(
+        None, ge=1, description="Explicit KV cache size (required in practice on CPU)."
+    )
+    enforce_eager: bool = Field(False, description="No CUDA graphs / compilation.")
+
+
 class Settings(BaseSettings):
     """Everything `gmai-vl serve` needs; each field is also `GMAIVL_<NAME>`."""
 
@@ -47,7 +65,7 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
-    engine: str = Field("transformers", description="Engine: transformers | fake.")
+    engine: str = Field("transformers", description="Engine: transformers | vllm | openai | fake.")
     fake_token_interval: float = Field(
         0.01, ge=0, description="Seconds between tokens of the fake engine (tests, benchmarks)."
     )
@@ -67,6 +85,13 @@ class Settings(BaseSettings):
     )
     metrics_port: int | None = Field(None, description="Worker: serve /metrics on this port.")
     device: str = Field("cpu", description="torch device of the transformers engine.")
+    upstream_url: str | None = Field(
+        None, description="openai engine: base URL of the server to forward to (…/v1)."
+    )
+    upstream_model: str | None = Field(
+        None, description="openai engine: model id upstream; default: the served name."
+    )
+    upstream_api_key: SecretStr | None = Field(None, description="openai engine: bearer key.")
     max_concurrency: int = Field(4, ge=1, description="Requests one engine runs at once.")
     queue_max_depth: int = Field(256, ge=1, description="Queued requests per lane before 429.")
     aging_seconds: float = Field(
@@ -83,6 +108,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     log_level: str = "info"
     images: ImageLimits = Field(default_factory=ImageLimits)
+    vllm: VllmSettings = Field(default_factory=VllmSettings)
 
     def model_id(self) -> str:
         if self.served_model_name:

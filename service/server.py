@@ -54,7 +54,38 @@ def make_engine(settings: Settings) -> Engine:
         return TransformersEngine(
             settings.model, device=settings.device, max_concurrency=settings.max_concurrency
         )
-    raise ValueError(f"unknown engine {settings.engine!r} (transformers | fake)")
+    if settings.engine == "vllm":
+        from service.engines.vllm_engine import VllmEngine, VllmOptions
+
+        if settings.model is None:
+            raise ValueError("the vllm engine needs a checkpoint (--model)")
+        v = settings.vllm
+        return VllmEngine(
+            settings.model,
+            VllmOptions(
+                dtype=v.dtype,
+                max_model_len=v.max_model_len,
+                max_num_seqs=settings.max_concurrency,
+                tensor_parallel_size=v.tensor_parallel_size,
+                gpu_memory_utilization=v.gpu_memory_utilization,
+                kv_cache_memory_bytes=v.kv_cache_memory_bytes,
+                limit_images_per_prompt=max(1, settings.images.max_images_per_request),
+                enforce_eager=v.enforce_eager,
+            ),
+        )
+    if settings.engine == "openai":
+        from service.engines.openai_engine import OpenAIForwardEngine
+
+        if settings.upstream_url is None:
+            raise ValueError("the openai engine needs --upstream-url")
+        key = settings.upstream_api_key
+        return OpenAIForwardEngine(
+            settings.upstream_url,
+            settings.upstream_model or settings.model_id(),
+            api_key=key.get_secret_value() if key is not None else None,
+            max_concurrency=settings.max_concurrency,
+        )
+    raise ValueError(f"unknown engine {settings.engine!r} (transformers | vllm | openai | fake)")
 
 
 def make_queue(

@@ -38,6 +38,9 @@ class Worker:
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
         self.drain_grace = drain_grace
+        if metrics is not None:
+            for collector in engine.collectors():  # e.g. vllm:* next to gmaivl_* series
+                metrics.registry.register(collector)
         self._slots = asyncio.Semaphore(engine.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False

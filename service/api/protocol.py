@@ -6,7 +6,7 @@ Unknown fields are ignored, as the OpenAI SDK may send newer ones.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,20 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JSONSchema(BaseModel):
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """`text`, `json_object`, or `json_schema` (structured output, engine permitting)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchema | None = None
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -58,6 +72,7 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
     user: str | None = None
+    response_format: ResponseFormat | None = None
     priority: Lane | None = Field(None, description="Extension: the priority lane.")
 
     def stop_sequences(self) -> tuple[str, ...]:

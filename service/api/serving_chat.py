@@ -150,6 +150,7 @@ class ChatCompletions:
             top_p=1.0 if body.top_p is None else body.top_p,
             seed=body.seed,
             stop=body.stop_sequences(),
+            response_format=response_format(body),
         )
 
     async def _resolve_messages(
@@ -302,3 +303,21 @@ async def _first_batch(batches: AsyncIterator[list[JobEvent]]) -> list[JobEvent]
     if isinstance(batch[0], JobFailed):
         raise batch[0].to_exception()
     return batch
+
+
+def response_format(body: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The structured-output constraint in the engine-neutral form engines receive
+    (`{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {..., "schema"}}`);
+    None for plain text."""
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "json_object"}
+    if fmt.json_schema is None or not fmt.json_schema.schema_:
+        raise errors.InvalidRequest(
+            "response_format of type json_schema needs json_schema.schema.",
+            param="response_format",
+            code="invalid_response_format",
+        )
+    return {"type": "json_schema", "json_schema": fmt.json_schema.model_dump(by_alias=True)}

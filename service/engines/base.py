@@ -21,6 +21,9 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    response_format: dict[str, Any] | None = None
+    """Structured output: {"type": "json_object"} or {"type": "json_schema", "json_schema":
+    {"name", "schema", ...}} (the OpenAI shape); None for free text."""
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,20 @@ class Engine(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def collectors(self) -> list[Any]:
+        """Prometheus collectors of the engine's own series, shown on the worker's /metrics."""
+        ...
+
+
+def refuse_structured_output(request: GenerationRequest, engine: str) -> None:
+    """For engines without constrained decoding: a clear 400 rather than free text."""
+    if request.sampling.response_format is not None:
+        from service import errors
+
+        raise errors.InvalidRequest(
+            f"response_format {request.sampling.response_format['type']!r} needs the vllm "
+            f"engine; this model is served by the {engine} engine.",
+            param="response_format",
+            code="unsupported_response_format",
+        )

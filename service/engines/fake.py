@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
-from service.engines.base import Delta, Finish, GenerationEvent, GenerationRequest, Usage
+from service.engines.base import (
+    Delta,
+    Finish,
+    GenerationEvent,
+    GenerationRequest,
+    Usage,
+    refuse_structured_output,
+)
 
 TOKENS = ("The", " image", " shows", " no", " acute", " abnormality", ".")
 
@@ -42,6 +50,7 @@ class FakeEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Yield `max_tokens` tokens cycling through TOKENS; one prompt token per word."""
+        refuse_structured_output(request, self.name)
         rid = request.request_id
         self.running.add(rid)
         try:
@@ -79,3 +88,6 @@ class FakeEngine:
 
     async def stop(self) -> None:
         self._ready = False
+
+    def collectors(self) -> list[Any]:
+        return []

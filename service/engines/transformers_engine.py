@@ -30,6 +30,7 @@ from service.engines.base import (
     GenerationRequest,
     SamplingParams,
     Usage,
+    refuse_structured_output,
 )
 from service.engines.detokenize import IncrementalDetokenizer
 
@@ -79,6 +80,7 @@ class TransformersEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         if not self._ready:
             raise errors.NotReady("The model is still loading.")
+        refuse_structured_output(request, self.name)
         inputs = await asyncio.to_thread(self._encode, request)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         params = request.sampling
@@ -178,6 +180,9 @@ class TransformersEngine:
             event.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._ready = False
+
+    def collectors(self) -> list[Any]:
+        return []
 
 
 def sample_token(logits: Any, params: SamplingParams, generator: Any) -> int:

@@ -59,6 +59,7 @@ def decode_job(document: str, image_bytes: list[bytes]) -> Job:
             sampling["top_p"],
             sampling["seed"],
             tuple(sampling["stop"]),
+            sampling["response_format"],
         ),
         images,
     )

@@ -1,0 +1,193 @@
+"""The production engine: vLLM's in-process async engine (AsyncLLM) inside the worker.
+
+vLLM brings continuous batching and the paged KV cache; this module only
+translates: our chat (with the checkpoint's own chat template) and normalized
+images in, text deltas and usage out, `abort` through to the engine. The
+engine core runs in vLLM's own subprocess, so the worker's event loop stays free.
+
+Readiness comes only after a real warm-up request with an image succeeded: an
+unsupported configuration (on CPU, an attention head size the backend lacks)
+passes vLLM's start-up and then kills the engine at the first request.
+
+vllm is imported lazily: `service` must import without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service import errors
+from service.engines.base import (
+    Delta,
+    Finish,
+    GenerationEvent,
+    GenerationRequest,
+    ImageInput,
+    SamplingParams,
+    Usage,
+)
+
+log = logging.getLogger("gmaivl.engine")
+
+WARMUP_REQUEST_ID = "gmaivl-warmup"
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """vLLM engine arguments we pass through (names as vLLM spells them)."""
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int = 8
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    kv_cache_memory_bytes: int | None = None
+    limit_images_per_prompt: int = 4
+    enforce_eager: bool = False
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, model_dir: Path, options: VllmOptions) -> None:
+        self.model_dir = Path(model_dir)
+        self.options = options
+        self.max_concurrency = options.max_num_seqs
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._ready = False
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        o = self.options
+        args = AsyncEngineArgs(
+            model=str(self.model_dir),
+            dtype=o.dtype,
+            max_model_len=o.max_model_len,
+            max_num_seqs=o.max_num_seqs,
+            tensor_parallel_size=o.tensor_parallel_size,
+            gpu_memory_utilization=o.gpu_memory_utilization,
+            kv_cache_memory_bytes=o.kv_cache_memory_bytes,
+            limit_mm_per_prompt={"image": o.limit_images_per_prompt},
+            enforce_eager=o.enforce_eager,
+            disable_log_stats=False,  # keeps the vllm:* Prometheus series up to date
+        )
+        # Construction loads the weights and starts the engine core (seconds to minutes).
+        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        self._tokenizer = self._engine.get_tokenizer()
+        if getattr(self._tokenizer, "chat_template", None) is None:
+            raise errors.NotReady("The checkpoint has no chat template.")
+        await self._warm_up()
+        self._ready = True
+
+    async def _warm_up(self) -> None:
+        image = ImageInput(32, 32, bytes(32 * 32 * 3))
+        request = GenerationRequest(
+            WARMUP_REQUEST_ID,
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "ok"}]}],
+            SamplingParams(max_tokens=2, temperature=0),
+            [image],
+        )
+        async for _ in self._generate(request):
+            pass
+        log.info("vllm warm-up with an image succeeded")
+
+    def ready(self) -> bool:
+        return self._ready
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        if not self._ready:
+            raise errors.NotReady("The model is still loading.")
+        async for event in self._generate(request):
+            yield event
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        from vllm.exceptions import VLLMValidationError
+
+        prompt = self._tokenizer.apply_chat_template(
+            request.messages, tokenize=False, add_generation_prompt=True
+        )
+        inputs: dict[str, Any] = {"prompt": prompt}
+        if request.images:
+            inputs["multi_modal_data"] = {"image": [image.to_pil() for image in request.images]}
+        stream = self._engine.generate(inputs, vllm_sampling(request.sampling), request.request_id)
+        completion_tokens = 0
+        try:
+            async for output in stream:
+                completion = output.outputs[0]
+                completion_tokens += len(completion.token_ids)
+                if completion.text:
+                    yield Delta(completion.text)
+                if output.finished:
+                    if completion.finish_reason not in ("stop", "length"):
+                        return  # aborted: no Finish (engines/base.py)
+                    prompt_tokens = len(output.prompt_token_ids or ())
+                    yield Finish(completion.finish_reason, Usage(prompt_tokens, completion_tokens))
+                    return
+        except VLLMValidationError as exc:
+            # vLLM's message may quote the request; ours never does.
+            raise errors.InvalidRequest(
+                "The prompt (text plus image tokens) does not fit the model's context.",
+                param="messages",
+                code="context_length_exceeded",
+            ) from exc
+        except (ValueError, TypeError) as exc:
+            raise errors.InvalidRequest(
+                "The request cannot be run by this model.", code="invalid_request"
+            ) from exc
+
+    async def abort(self, request_id: str) -> None:
+        if self._engine is not None:
+            await self._engine.abort(request_id)
+
+    async def stop(self) -> None:
+        self._ready = False
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+    def collectors(self) -> list[Any]:
+        """vLLM's own `vllm:*` series (on prometheus_client's global registry)."""
+        return [VllmMetricsCollector()]
+
+
+def vllm_sampling(params: SamplingParams) -> Any:
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+    from vllm.sampling_params import SamplingParams as VllmSamplingParams
+
+    structured = None
+    if params.response_format is not None:
+        kind = params.response_format["type"]
+        if kind == "json_schema":
+            structured = StructuredOutputsParams(
+                json=params.response_format["json_schema"]["schema"]
+            )
+        elif kind == "json_object":
+            structured = StructuredOutputsParams(json_object=True)
+    return VllmSamplingParams(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        seed=params.seed,
+        stop=list(params.stop) or None,
+        output_kind=RequestOutputKind.DELTA,
+        structured_outputs=structured,
+    )
+
+
+class VllmMetricsCollector:
+    """Re-exports the `vllm:*` families of the global registry on a worker's registry."""
+
+    def collect(self) -> Any:
+        from prometheus_client import REGISTRY
+
+        for family in REGISTRY.collect():
+            if family.name.startswith("vllm:"):
+                yield family
