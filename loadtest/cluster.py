@@ -24,13 +24,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(base_url: str, timeout: float = 120.0, process: subprocess.Popen | None = None):
+def wait_ready(
+    base_url: str,
+    timeout: float = 120.0,
+    process: subprocess.Popen | None = None,
+    path: str = "/health/ready",
+):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(f"{base_url}/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{base_url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -105,7 +110,9 @@ class Cluster:
             stderr=subprocess.STDOUT,
         )
 
-    def add_worker(self, max_concurrency: int = 8) -> str:
+    def add_worker(self, max_concurrency: int = 8, engine: tuple[str, ...] = ("fake",)) -> str:
+        """A worker process; `engine` is the engine name and its flags, e.g.
+        ("vllm", "--model", DIR, "--kv-cache-memory-bytes", "268435456")."""
         port = free_port()
         process = self._spawn(
             [
@@ -113,7 +120,7 @@ class Cluster:
                 "--redis-url",
                 self.redis.url,
                 "--engine",
-                "fake",
+                *engine,
                 "--served-model-name",
                 MODEL,
                 "--metrics-port",
@@ -129,7 +136,7 @@ class Cluster:
         self.workers.append((process, url))
         return url
 
-    def add_gateway(self) -> str:
+    def add_gateway(self, ready_timeout: float = 60) -> str:
         port = free_port()
         process = self._spawn(
             [
@@ -145,7 +152,7 @@ class Cluster:
         )
         url = f"http://127.0.0.1:{port}"
         self.gateways.append((process, url))
-        wait_ready(url, process=process, timeout=60)
+        wait_ready(url, process=process, timeout=ready_timeout)
         return url
 
     def worker_metric(self, url: str, series: str) -> float:

@@ -63,6 +63,7 @@ class VllmEngine:
         self._ready = False
 
     async def start(self) -> None:
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -77,6 +78,11 @@ class VllmEngine:
             kv_cache_memory_bytes=o.kv_cache_memory_bytes,
             limit_mm_per_prompt={"image": o.limit_images_per_prompt},
             enforce_eager=o.enforce_eager,
+            # Compact JSON for response_format: whitespace between tokens is legal JSON,
+            # and a weak model can spend its whole budget on it.
+            structured_outputs_config=StructuredOutputsConfig(
+                backend="xgrammar", disable_any_whitespace=True
+            ),
             disable_log_stats=False,  # keeps the vllm:* Prometheus series up to date
         )
         # Construction loads the weights and starts the engine core (seconds to minutes).
@@ -111,13 +117,9 @@ class VllmEngine:
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         from vllm.exceptions import VLLMValidationError
 
-        prompt = self._tokenizer.apply_chat_template(
-            request.messages, tokenize=False, add_generation_prompt=True
+        stream = self._engine.generate(
+            self.prompt_inputs(request), vllm_sampling(request.sampling), request.request_id
         )
-        inputs: dict[str, Any] = {"prompt": prompt}
-        if request.images:
-            inputs["multi_modal_data"] = {"image": [image.to_pil() for image in request.images]}
-        stream = self._engine.generate(inputs, vllm_sampling(request.sampling), request.request_id)
         completion_tokens = 0
         try:
             async for output in stream:
@@ -142,6 +144,17 @@ class VllmEngine:
             raise errors.InvalidRequest(
                 "The request cannot be run by this model.", code="invalid_request"
             ) from exc
+
+    def prompt_inputs(self, request: GenerationRequest) -> dict[str, Any]:
+        """The checkpoint's chat template over our messages (one `<image>` per image part;
+        vLLM's processor expands each to the model's image tokens), and the images."""
+        prompt = self._tokenizer.apply_chat_template(
+            request.messages, tokenize=False, add_generation_prompt=True
+        )
+        inputs: dict[str, Any] = {"prompt": prompt}
+        if request.images:
+            inputs["multi_modal_data"] = {"image": [image.to_pil() for image in request.images]}
+        return inputs
 
     async def abort(self, request_id: str) -> None:
         if self._engine is not None:
