@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from service.api.app import create_app
 from service.api.serving_chat import ChatCompletions
 from service.api.state import AppState
+from service.audit import open_audit_sink
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.queue.redis_queue import RedisJobQueue
@@ -37,6 +38,7 @@ def build_gateway(settings: Settings) -> FastAPI:
     assert isinstance(queue, RedisJobQueue), "a gateway needs --redis-url"
     metrics = ServiceMetrics()
     chat = ChatCompletions(settings, queue, metrics, model_id)
+    audit = open_audit_sink(settings.audit_log)
 
     async def readiness() -> dict[str, bool]:
         reachable = await queue.ping()
@@ -57,6 +59,9 @@ def build_gateway(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         yield
         await queue.close()
+        await chat.aclose()
+        if audit is not None:
+            audit.close()
 
     state = AppState(
         settings=settings,
@@ -67,6 +72,7 @@ def build_gateway(settings: Settings) -> FastAPI:
         readiness=readiness,
         served_models=served_models,
         before_scrape=queue_gauges,
+        audit=audit,
     )
     return create_app(state, lifespan=lifespan)
 

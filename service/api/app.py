@@ -38,6 +38,7 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
         metrics=state.metrics,
         model_id=state.model_id,
         max_body_bytes=state.settings.max_body_bytes,
+        audit=state.audit,
     )
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -64,8 +65,16 @@ def error_json(exc: errors.ServiceError) -> JSONResponse:
     return JSONResponse(response.body, status_code=response.status_code, headers=response.headers)
 
 
+def _note_outcome(request: Request, outcome: str) -> None:
+    """The error's code on the request's audit event (when the route is audited)."""
+    event = getattr(request.state, "audit", None)
+    if event is not None:
+        event.outcome = outcome
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ServiceError)
+    _note_outcome(request, exc.code or exc.type)
     return error_json(exc)
 
 
@@ -80,6 +89,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         message, param = "The request body is not valid JSON.", None
     elif param:
         message = f"{message} (at {param})"
+    _note_outcome(request, "invalid_request")
     return error_json(errors.InvalidRequest(message, param=param, code="invalid_request"))
 
 
@@ -95,4 +105,5 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         getattr(request.state, "request_id", "?"),
         errors.redacted_traceback(exc),
     )
+    _note_outcome(request, "server_error")
     return error_json(errors.ServiceError("Internal server error."))
