@@ -57,10 +57,13 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
         y = np.float32(255.0) / (np.float32(1.0) + np.exp(np.float32(-4.0) * (x - c) / w))
     elif window.function == "LINEAR_EXACT":
         y = ((x - c) / w + np.float32(0.5)) * np.float32(255.0)
+    elif w <= 1:
+        # DICOM: width 1 (its minimum) is a threshold at c - 0.5; the ramp has no width.
+        return np.where(x > c - np.float32(0.5), 255, 0).astype(np.uint8)
     else:
-        # DICOM requires width >= 1 for LINEAR; a width of exactly 1 is a threshold.
-        span = max(w - np.float32(1.0), np.float32(1e-6))
-        y = ((x - (c - np.float32(0.5))) / span + np.float32(0.5)) * np.float32(255.0)
+        y = ((x - (c - np.float32(0.5))) / (w - np.float32(1.0)) + np.float32(0.5)) * np.float32(
+            255.0
+        )
     # Round half up, as a display LUT does; clip before the cast so nothing wraps.
     return np.clip(y + np.float32(0.5), 0, 255).astype(np.uint8)
 
