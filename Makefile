@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint bench chaos redis-server clean
+.PHONY: install run test lint bench bench-dicom chaos redis-server orthanc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,13 @@ run: $(STAMP)
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
-test: $(STAMP) redis-server
+# A real PACS for the DICOMweb tests: Debian's Orthanc with its DICOMweb and GDCM plugins.
+orthanc:
+	@command -v Orthanc >/dev/null && test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			orthanc orthanc-dicomweb orthanc-gdcm; }
+
+test: $(STAMP) redis-server orthanc
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
 
@@ -38,6 +44,9 @@ lint: $(STAMP)
 bench: $(STAMP) redis-server
 	$(BIN)/python loadtest/bench_gateway.py
 	$(BIN)/python loadtest/bench_gateway.py --queue --concurrency 1 32 256
+
+bench-dicom: $(STAMP)
+	$(BIN)/python loadtest/bench_dicom.py
 
 chaos: $(STAMP) redis-server
 	$(BIN)/python loadtest/chaos_distributed.py

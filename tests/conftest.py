@@ -21,6 +21,7 @@ import uvicorn
 from PIL import Image
 
 from loadtest.cluster import RedisServer, free_port, wait_ready
+from tests.orthanc import OrthancServer
 
 
 def png_data_url(width: int = 64, height: int = 48, color=(200, 20, 20)) -> str:
@@ -126,6 +127,18 @@ def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """A real Orthanc PACS on loopback (auth on, DICOMweb plugin), loaded with pydicom's
+    test files through its REST API."""
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
+    try:
+        server.upload_testdata()
         yield server
     finally:
         server.stop()

@@ -27,7 +27,8 @@ from service.media.windowing import Window
 # our decoders handle the compressed syntaxes.
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 INSTANCE_TYPES = frozenset({"multipart/related", "application/dicom"})
-RENDERED_ACCEPT = "image/png, image/jpeg;q=0.9"
+# One type: Orthanc's DICOMweb plugin (1.7) answers a list of types with 400. PNG is lossless.
+RENDERED_ACCEPT = "image/png"
 RENDERED_TYPES = frozenset({"image/png", "image/jpeg"})
 
 _UID = r"[0-9.]{1,64}"
@@ -103,7 +104,9 @@ async def fetch_rendered(
     """The PACS's rendering; an explicit window is passed as the standard `window` query."""
     if window is not None:
         function = window.function.lower().replace("linear_exact", "linear-exact")
-        url = url.copy_merge_params({"window": f"{window.center:g},{window.width:g},{function}"})
+        # Commas unescaped: they are legal in a query, and Orthanc does not decode %2C.
+        query = f"window={window.center:g},{window.width:g},{function}".encode()
+        url = url.copy_with(query=url.query + b"&" + query if url.query else query)
     return await fetcher.fetch(
         str(url),
         policy=pacs.policy,

@@ -42,9 +42,16 @@ def test_lung_preset_by_hand():
 
 
 def test_presets_cover_the_issue_list():
-    assert {"lung", "mediastinum", "abdomen", "liver", "bone", "brain", "subdural", "stroke"} <= set(
-        PRESETS
-    )
+    assert {
+        "lung",
+        "mediastinum",
+        "abdomen",
+        "liver",
+        "bone",
+        "brain",
+        "subdural",
+        "stroke",
+    } <= set(PRESETS)
 
 
 def test_percentile_window_ignores_outliers():
