@@ -80,9 +80,10 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
+    # The deepest error: for a union (content: str | list of parts) pydantic reports every
+    # branch, and the deepest one is the field the client actually got wrong.
+    first = max(exc.errors(), key=lambda e: len(e.get("loc", ())), default={})
+    param = _param_path(first.get("loc", ()))
     # pydantic's `msg` never echoes the input (the `input` field does; we drop it: PHI).
     message = first.get("msg", "Invalid request.")
     if first.get("type") == "json_invalid":
@@ -91,6 +92,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"{message} (at {param})"
     _note_outcome(request, "invalid_request")
     return error_json(errors.InvalidRequest(message, param=param, code="invalid_request"))
+
+
+def _param_path(loc: tuple[object, ...]) -> str | None:
+    """pydantic's location as the field path a client sent: without the union branch
+    names (`str`, `list[...]`, `tagged-union[...]`) and the discriminator value that
+    repeats the field name (`image_url.image_url`)."""
+    path: list[str] = []
+    for part in (str(p) for p in loc):
+        if part == "body" or "[" in part or (path and part == path[-1]):
+            continue
+        if part == "str" and path and path[-1] == "content":
+            continue
+        path.append(part)
+    return ".".join(path) or None
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
