@@ -80,6 +80,7 @@ def build_gateway(settings: Settings) -> FastAPI:
 def serve_gateway(settings: Settings) -> None:
     import uvicorn
 
+    logging.getLogger().setLevel(settings.log_level.upper())  # ours too, not only uvicorn's
     uvicorn.run(
         build_gateway(settings),
         host=settings.host,

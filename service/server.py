@@ -132,6 +132,7 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    logging.getLogger().setLevel(settings.log_level.upper())  # ours too, not only uvicorn's
     service = build_embedded(settings)
     uvicorn.run(
         service.app,

@@ -8,6 +8,7 @@ the official `openai` SDK.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import subprocess
@@ -89,11 +90,14 @@ class ThreadedServer:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
-    """`gmai-vl serve --model <tiny>` as a child process; yields its base URL."""
+@contextlib.contextmanager
+def serve_tiny(
+    checkpoint: Path, env: dict[str, str] | None = None, log_path: Path | None = None
+) -> Iterator[str]:
+    """`gmai-vl serve --model <tiny>` as a child process, stopped by PID; yields its base
+    URL. Its output goes to `log_path` (all of it: the PHI test reads it), else nowhere."""
     port = free_port()
-    env = {**os.environ, "GMAIVL_REQUEST_TIMEOUT": "60"}
+    log = log_path.open("wb") if log_path is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         [
             sys.executable,
@@ -101,14 +105,14 @@ def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
             "service.cli",
             "serve",
             "--model",
-            str(tiny_checkpoint),
+            str(checkpoint),
             "--served-model-name",
             "tiny",
             "--port",
             str(port),
         ],
-        env=env,
-        stdout=subprocess.PIPE,
+        env={**os.environ, "GMAIVL_REQUEST_TIMEOUT": "60", **(env or {})},
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
@@ -121,6 +125,14 @@ def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        if log_path is not None:
+            log.close()
+
+
+@pytest.fixture(scope="session")
+def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
+    with serve_tiny(tiny_checkpoint) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from dataclasses import dataclass
 import httpx
 
 from service import errors
+
+# httpx logs every request URL at INFO; image URLs carry study and instance UIDs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
