@@ -23,6 +23,7 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from pydicom import dcmread
@@ -94,8 +95,14 @@ class WindowUsed:
 @dataclass(frozen=True)
 class RenderedFrame:
     number: int  # 1-based
-    rgb: np.ndarray  # (rows, columns, 3) uint8
+    pixels: np.ndarray  # uint8: (rows, columns) for greyscale, (rows, columns, 3) for colour
     window: WindowUsed | None  # None for colour images: no window applies
+
+    @cached_property
+    def rgb(self) -> np.ndarray:
+        """(rows, columns, 3) uint8. Greyscale stays one channel until asked: resizing
+        one channel costs a third of three."""
+        return to_rgb(self.pixels) if self.pixels.ndim == 2 else self.pixels
 
 
 @dataclass(frozen=True)
@@ -226,7 +233,8 @@ def decode_frame(ds: Dataset, index: int, param: str) -> np.ndarray:
 def render_frame(
     ds: Dataset, pixels: np.ndarray, options: DicomOptions, index: int = 0
 ) -> tuple[np.ndarray, WindowUsed | None]:
-    """Stored values -> (rows, columns, 3) uint8, and the window used (None for colour)."""
+    """Stored values -> uint8 display pixels ((rows, columns) grey or (rows, columns, 3)
+    colour), and the window used (None for colour)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(pixels, ds)
@@ -239,7 +247,7 @@ def render_frame(
     grey = apply_window(values, Window(used.center, used.width, used.function))  # type: ignore[arg-type]
     if photometric == "MONOCHROME1":  # low values are white in MONOCHROME1
         np.subtract(255, grey, out=grey)
-    return to_rgb(grey), used
+    return grey, used
 
 
 def _modality_values(ds: Dataset, pixels: np.ndarray, index: int) -> np.ndarray:

@@ -136,5 +136,5 @@ def decode_payload(
             for frame in rendered.frames
         ],
     }
-    images = [fit_array(frame.rgb, limits.max_side) for frame in rendered.frames]
+    images = [fit_array(frame.pixels, limits.max_side) for frame in rendered.frames]
     return ResolvedImage(images, info, rendered.sop_instance_uid)
