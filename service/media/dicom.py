@@ -117,6 +117,22 @@ def dicom_to_rgb(
     data: bytes, options: DicomOptions, limits: ImageLimits, param: str = "image"
 ) -> RenderedDicom:
     """Decode a DICOM Part 10 file into display-ready RGB frames (see the module docstring)."""
+    try:
+        return _dicom_to_rgb(data, options, limits, param)
+    except errors.ServiceError:
+        raise
+    except Exception as exc:
+        # The file is untrusted: pydicom converts elements lazily and may fail anywhere
+        # (unknown VRs, missing required elements, odd lengths). Any such failure is the
+        # file's, so it is a 422 here, never a 500 further up.
+        raise errors.UnprocessableImage(
+            "DICOM data is corrupt or inconsistent.", param=param
+        ) from exc
+
+
+def _dicom_to_rgb(
+    data: bytes, options: DicomOptions, limits: ImageLimits, param: str
+) -> RenderedDicom:
     ds = read_dataset(data, param)
     indices = check_image(ds, options, limits, param)
     frames = [
@@ -217,8 +233,16 @@ def decode_frame(ds: Dataset, index: int, param: str) -> np.ndarray:
     """One frame's values as stored (colour as RGB). Only that frame is decompressed."""
     try:
         return pixel_array(ds, index=index)
-    except (ValueError, RuntimeError, EOFError, KeyError, TypeError, IndexError) as exc:
-        # Includes a missing decoder, truncated pixel data, and corrupt compressed frames.
+    except (
+        ValueError,
+        RuntimeError,
+        EOFError,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+    ) as exc:
+        # A missing decoder or required element, truncated pixel data, corrupt frames.
         raise errors.UnprocessableImage(
             "DICOM pixel data could not be decoded.", param=param
         ) from exc

@@ -259,8 +259,14 @@ async def checked_address(target: httpx.URL, policy: HostPolicy, param: str) -> 
 
 
 def _redirect_target(current: httpx.URL, response: httpx.Response, param: str) -> httpx.URL:
-    location = response.headers.get("location", "")
-    target = current.join(location)
+    try:
+        target = current.join(response.headers.get("location", ""))
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise errors.ImageFetchFailed(
+            "The image server redirected to an invalid URL.",
+            param=param,
+            code="image_url_redirect_refused",
+        ) from exc
     if (target.scheme, target.host, target.port) != (current.scheme, current.host, current.port):
         raise errors.ImageFetchFailed(
             "The image server redirected to another host; that is not followed.",

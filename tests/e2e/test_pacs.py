@@ -42,6 +42,17 @@ def phi_dicom() -> bytes:
     return buf.getvalue()
 
 
+def invalid_phi_dicom() -> bytes:
+    """The marker inside values pydicom finds invalid when it reads them (a UID, a date):
+    its warnings quote such values, so they must never reach a log."""
+    ds = dcmread(io.BytesIO(phi_dicom()))
+    ds.SOPInstanceUID = f"1.2.{MARKER}"
+    ds.StudyDate = MARKER
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 PHI_DICOM = phi_dicom()
 PHI_UID = str(dcmread(io.BytesIO(PHI_DICOM), stop_before_pixels=True).SOPInstanceUID)
 
@@ -171,8 +182,10 @@ def test_phi_marker_appears_nowhere(served, orthanc):
     truncated = "data:application/dicom;base64," + base64.b64encode(PHI_DICOM[:-3000]).decode()
     instance = orthanc.instance_url(PHI_DICOM)
     prompt = f"Patient {MARKER}, born 1970: any fracture?"
+    invalid = "data:application/dicom;base64," + base64.b64encode(invalid_phi_dicom()).decode()
     ok = [
         parts(inline, text=prompt),
+        parts(invalid, text=prompt),
         parts(instance, {"window": "bone"}, text=prompt),
         parts(instance + "/rendered", text=prompt),
     ]

@@ -259,3 +259,29 @@ def test_sop_instance_uid_is_reported_for_auditing():
 def test_every_preset_renders():
     for name in PRESETS:
         assert render(raw("CT_small.dcm"), window=name).frames[0].window.preset == name
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "693_J2KI.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_corrupt_headers_are_our_errors_never_foreign_ones(name):
+    """Random bytes in the header (unknown VRs, broken lengths, odd values) and missing
+    required elements: each file renders or is refused with a service error (4xx)."""
+    data = raw(name)
+    pixel_data_at = data.find(b"\xe0\x7f\x10\x00")
+    rng = np.random.default_rng(0)
+    refused = 0
+    for _ in range(100):
+        mutated = bytearray(data)
+        for position in rng.integers(132, pixel_data_at, size=4):
+            mutated[position] = int(rng.integers(0, 256))
+        try:
+            render(bytes(mutated))
+        except errors.ServiceError as exc:
+            assert 400 <= exc.status_code < 500
+            refused += 1
+    for keyword in ("BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation", "Rows"):
+        ds = dcmread(io.BytesIO(data))
+        delattr(ds, keyword)
+        with pytest.raises(errors.ServiceError) as info:
+            render(written(ds))
+        assert 400 <= info.value.status_code < 500
+    assert refused > 0  # the mutations did reach the checks
