@@ -285,3 +285,34 @@ def test_corrupt_headers_are_our_errors_never_foreign_ones(name):
             render(written(ds))
         assert 400 <= info.value.status_code < 500
     assert refused > 0  # the mutations did reach the checks
+
+
+def test_enhanced_objects_take_rescale_and_window_from_functional_groups():
+    from pydicom.sequence import Sequence
+
+    ds = dcmread(get_testdata_file("MR_small.dcm"))
+    del ds.WindowCenter, ds.WindowWidth
+    transform, voi, group = Dataset(), Dataset(), Dataset()
+    transform.RescaleSlope, transform.RescaleIntercept = 2, -100
+    voi.WindowCenter, voi.WindowWidth = 1500, 3000
+    group.PixelValueTransformationSequence = Sequence([transform])
+    group.FrameVOILUTSequence = Sequence([voi])
+    ds.SharedFunctionalGroupsSequence = Sequence([group])
+    frame = render(written(ds)).frames[0]
+    assert (frame.window.center, frame.window.width, frame.window.source) == (1500, 3000, "file")
+    values = ds.pixel_array.astype(np.float64) * 2 - 100
+    assert np.array_equal(grey(frame), linear(values, 1500, 3000))
+
+
+def test_modality_lut_sequence_is_applied_before_the_window():
+    from pydicom.sequence import Sequence
+
+    ds = dcmread(get_testdata_file("MR_small.dcm"))
+    lut = Dataset()
+    lut.LUTDescriptor = [4096, 0, 16]
+    lut.ModalityLUTType = "US"
+    lut.add_new("LUTData", "US", [2 * v for v in range(4096)])  # doubles every value
+    ds.ModalityLUTSequence = Sequence([lut])
+    frame = render(written(ds)).frames[0]
+    assert frame.window.source == "file"
+    assert np.array_equal(grey(frame), linear(ds.pixel_array.astype(np.float64) * 2, 600, 1600))
