@@ -82,17 +82,28 @@ class Pacs:
             )
         return "rendered" if match["rendered"] else "instance"
 
+    async def get(
+        self,
+        fetcher: SafeFetcher,
+        url: httpx.URL,
+        accept: str,
+        content_types: frozenset[str],
+        param: str,
+    ) -> Fetched:
+        """A safe fetch limited to this PACS's host, with its credentials."""
+        return await fetcher.fetch(
+            str(url),
+            policy=self.policy,
+            accept=accept,
+            content_types=content_types,
+            headers=self.headers,
+            param=param,
+        )
+
 
 async def fetch_instance(fetcher: SafeFetcher, pacs: Pacs, url: httpx.URL, param: str) -> bytes:
     """The instance as a DICOM Part 10 file."""
-    fetched = await fetcher.fetch(
-        str(url),
-        policy=pacs.policy,
-        accept=INSTANCE_ACCEPT,
-        content_types=INSTANCE_TYPES,
-        headers=pacs.headers,
-        param=param,
-    )
+    fetched = await pacs.get(fetcher, url, INSTANCE_ACCEPT, INSTANCE_TYPES, param)
     if fetched.media_type == "application/dicom":
         return fetched.body
     return first_dicom_part(fetched, param)
@@ -107,14 +118,7 @@ async def fetch_rendered(
         # Commas unescaped: they are legal in a query, and Orthanc does not decode %2C.
         query = f"window={window.center:g},{window.width:g},{function}".encode()
         url = url.copy_with(query=url.query + b"&" + query if url.query else query)
-    return await fetcher.fetch(
-        str(url),
-        policy=pacs.policy,
-        accept=RENDERED_ACCEPT,
-        content_types=RENDERED_TYPES,
-        headers=pacs.headers,
-        param=param,
-    )
+    return await pacs.get(fetcher, url, RENDERED_ACCEPT, RENDERED_TYPES, param)
 
 
 def first_dicom_part(fetched: Fetched, param: str) -> bytes:

@@ -22,10 +22,11 @@ Messages name the host at most, never the path or query (they hold study UIDs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -135,18 +136,8 @@ class SafeFetcher:
                 headers={**headers, "Accept": accept, "Host": _host_header(target)},
                 extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
             )
-            try:
+            with _transport_errors(target.host, "while connecting", param):
                 response = await self._client.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                raise errors.ImageFetchFailed(
-                    f"The image server {target.host} did not answer in time.",
-                    param=param,
-                    code="image_fetch_timeout",
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise errors.ImageFetchFailed(
-                    f"The image server {target.host} could not be reached.", param=param
-                ) from exc
             try:
                 if response.is_redirect:
                     target = _redirect_target(target, response, param)
@@ -189,24 +180,29 @@ class SafeFetcher:
                 f"Image is larger than the limit of {cap} bytes.", param=param
             )
         body = bytearray()
-        try:
+        with _transport_errors(target.host, "while sending the image", param):
             async for chunk in response.aiter_bytes():  # decoded: gzip bombs count too
                 body += chunk
                 if len(body) > cap:
                     raise errors.ImageTooLarge(
                         f"Image is larger than the limit of {cap} bytes.", param=param
                     )
-        except httpx.TimeoutException as exc:
-            raise errors.ImageFetchFailed(
-                f"The image server {target.host} stopped sending.",
-                param=param,
-                code="image_fetch_timeout",
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise errors.ImageFetchFailed(
-                f"The image server {target.host} broke off the transfer.", param=param
-            ) from exc
         return Fetched(content_type=content_type, media_type=media_type, body=bytes(body))
+
+
+@contextlib.contextmanager
+def _transport_errors(host: str, stage: str, param: str) -> Iterator[None]:
+    """httpx's transport errors as ours; the message names the host and the stage only."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise errors.ImageFetchFailed(
+            f"The image server {host} timed out {stage}.", param=param, code="image_fetch_timeout"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise errors.ImageFetchFailed(
+            f"The image server {host} failed {stage}.", param=param
+        ) from exc
 
 
 def parse_url(url: str, param: str) -> httpx.URL:
