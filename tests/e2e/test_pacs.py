@@ -176,6 +176,7 @@ def test_inline_dicom_over_the_sdk(served):
     assert r.model_extra["dicom"][0]["frames"][0]["window"]["source"] == "file"
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the test writes invalid values on purpose
 def test_phi_marker_appears_nowhere(served, orthanc):
     """Runs last in this module: it reads the whole log and audit trail of the server."""
     inline = "data:application/dicom;base64," + base64.b64encode(PHI_DICOM).decode()
