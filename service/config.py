@@ -5,9 +5,10 @@ CLI flags override the environment; the environment overrides these defaults.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.queue.lanes import Lane
@@ -52,6 +53,41 @@ class VllmSettings(BaseSettings):
         None, ge=1, description="Explicit KV cache size (required in practice on CPU)."
     )
     enforce_eager: bool = Field(False, description="No CUDA graphs / compilation.")
+
+
+class FetchSettings(BaseSettings):
+    """Remote image URLs (plain http(s) images; PACS entries add their own host)."""
+
+    model_config = SettingsConfigDict(env_prefix="GMAIVL_FETCH_", extra="ignore")
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (names or IP literals) plain image URLs may point to; JSON list.",
+    )
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs where private/loopback addresses are allowed for those hosts.",
+    )
+    connect_timeout: float = Field(3.0, gt=0, description="Seconds to connect.")
+    read_timeout: float = Field(10.0, gt=0, description="Seconds between received bytes.")
+    total_timeout: float = Field(20.0, gt=0, description="Seconds for a whole fetch.")
+    max_redirects: int = Field(3, ge=0, description="Same-host redirects followed.")
+
+
+class PacsEntry(BaseModel):
+    """A PACS reachable over DICOMweb. Image URLs under `base_url` are fetched with
+    these credentials; its host is allow-listed for those URLs only."""
+
+    name: str
+    base_url: str = Field(description="The DICOMweb root, e.g. https://pacs.example/dicom-web")
+    username: str | None = None
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs the PACS host may resolve into (a hospital LAN); an IP literal "
+        "in base_url needs none.",
+    )
 
 
 class Settings(BaseSettings):
@@ -109,6 +145,23 @@ class Settings(BaseSettings):
     log_level: str = "info"
     images: ImageLimits = Field(default_factory=ImageLimits)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    pacs: list[PacsEntry] = Field(
+        default_factory=list, description="DICOMweb PACS entries (JSON list; see docs/pacs.md)."
+    )
+    pacs_file: Path | None = Field(
+        None, description="A JSON file with more PACS entries (keeps credentials out of env)."
+    )
+    audit_log: str | None = Field(
+        None, description="Audit sink: a JSON-lines file path, or '-' for stdout; unset: off."
+    )
+
+    def pacs_entries(self) -> list[PacsEntry]:
+        entries = list(self.pacs)
+        if self.pacs_file is not None:
+            raw = json.loads(Path(self.pacs_file).read_text())
+            entries += [PacsEntry.model_validate(item) for item in raw]
+        return entries
 
     def model_id(self) -> str:
         if self.served_model_name:

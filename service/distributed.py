@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from service.api.app import create_app
 from service.api.serving_chat import ChatCompletions
 from service.api.state import AppState
+from service.audit import open_audit_sink
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.queue.redis_queue import RedisJobQueue
@@ -38,6 +39,7 @@ def build_gateway(settings: Settings) -> FastAPI:
     assert isinstance(queue, RedisJobQueue), "a gateway needs --redis-url"
     metrics = ServiceMetrics()
     chat = ChatCompletions(settings, queue, metrics, model_id)
+    audit = open_audit_sink(settings.audit_log)
 
     async def readiness() -> dict[str, bool]:
         reachable = await queue.ping()
@@ -52,6 +54,9 @@ def build_gateway(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         yield
         await queue.close()
+        await chat.aclose()
+        if audit is not None:
+            audit.close()
 
     state = AppState(
         settings=settings,
@@ -62,6 +67,7 @@ def build_gateway(settings: Settings) -> FastAPI:
         readiness=readiness,
         served_models=served_models,
         before_scrape=functools.partial(redis_queue_gauges, queue, metrics),
+        audit=audit,
     )
     return create_app(state, lifespan=lifespan)
 
@@ -69,6 +75,7 @@ def build_gateway(settings: Settings) -> FastAPI:
 def serve_gateway(settings: Settings) -> None:
     import uvicorn
 
+    logging.getLogger().setLevel(settings.log_level.upper())  # ours too, not only uvicorn's
     uvicorn.run(
         build_gateway(settings),
         host=settings.host,

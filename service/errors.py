@@ -3,6 +3,7 @@
     ServiceError                      (500, "server_error")
     ├── InvalidRequest                 400 invalid_request_error
     │   ├── ImageTooLarge              413 (bytes or pixels over the limit)
+    │   ├── ImageFetchFailed           400 (image URL refused, unreachable, slow, HTTP error)
     │   └── RequestTooLarge            413 (body over the limit)
     ├── UnprocessableImage             422 (decodes badly, truncated, wrong kind)
     ├── AuthenticationFailed           401
@@ -13,7 +14,7 @@
     ├── Cancelled                      499 (client went away; nobody reads it)
     └── EngineError                    500 (the engine failed on a valid request)
 
-Foreign errors (PIL, torch, transformers, redis) are converted where they are
+Foreign errors (PIL, pydicom, httpx, torch, transformers, redis) are converted where they are
 caught, with `raise ... from exc`, so callers only ever see this tree.
 Messages never contain request content (PHI stays out of errors).
 """
@@ -46,6 +47,12 @@ class InvalidRequest(ServiceError):
 class ImageTooLarge(InvalidRequest):
     status_code = 413
     code = "image_too_large"
+
+
+class ImageFetchFailed(InvalidRequest):
+    """The client's image URL could not be fetched: its fault (the URL), so a 4xx."""
+
+    code = "image_fetch_failed"
 
 
 class RequestTooLarge(InvalidRequest):

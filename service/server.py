@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from service.api.app import create_app
 from service.api.serving_chat import ChatCompletions
 from service.api.state import AppState
+from service.audit import open_audit_sink
 from service.config import Settings
 from service.engines.base import Engine
 from service.metrics import ServiceMetrics
@@ -124,6 +125,7 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
     queue = make_queue(settings, model_id, metrics)
     worker = Worker(queue, engine, metrics, heartbeat_interval=settings.heartbeat_interval)
     chat = ChatCompletions(settings, queue, metrics, model_id)
+    audit = open_audit_sink(settings.audit_log)
 
     async def readiness() -> dict[str, bool]:
         return {"model_loaded": engine.ready(), "queue": await queue.ping(), "worker": worker.alive}
@@ -146,6 +148,9 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
         finally:
             worker.stop()
             await queue.close()
+            await chat.aclose()
+            if audit is not None:
+                audit.close()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(running, 5)
             await engine.stop()
@@ -162,6 +167,7 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
             if isinstance(queue, RedisJobQueue)
             else None
         ),
+        audit=audit,
     )
     app = create_app(state, lifespan=lifespan)
     return EmbeddedService(app=app, engine=engine, queue=queue, worker=worker, metrics=metrics)
@@ -170,6 +176,7 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    logging.getLogger().setLevel(settings.log_level.upper())  # ours too, not only uvicorn's
     service = build_embedded(settings)
     uvicorn.run(
         service.app,

@@ -8,6 +8,7 @@ the official `openai` SDK.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import subprocess
@@ -21,6 +22,7 @@ import uvicorn
 from PIL import Image
 
 from loadtest.cluster import RedisServer, free_port, wait_ready
+from tests.orthanc import OrthancServer
 
 
 def png_data_url(width: int = 64, height: int = 48, color=(200, 20, 20)) -> str:
@@ -88,11 +90,14 @@ class ThreadedServer:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
-    """`gmai-vl serve --model <tiny>` as a child process; yields its base URL."""
+@contextlib.contextmanager
+def serve_tiny(
+    checkpoint: Path, env: dict[str, str] | None = None, log_path: Path | None = None
+) -> Iterator[str]:
+    """`gmai-vl serve --model <tiny>` as a child process, stopped by PID; yields its base
+    URL. Its output goes to `log_path` (all of it: the PHI test reads it), else nowhere."""
     port = free_port()
-    env = {**os.environ, "GMAIVL_REQUEST_TIMEOUT": "60"}
+    log = log_path.open("wb") if log_path is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         [
             sys.executable,
@@ -100,14 +105,14 @@ def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
             "service.cli",
             "serve",
             "--model",
-            str(tiny_checkpoint),
+            str(checkpoint),
             "--served-model-name",
             "tiny",
             "--port",
             str(port),
         ],
-        env=env,
-        stdout=subprocess.PIPE,
+        env={**os.environ, "GMAIVL_REQUEST_TIMEOUT": "60", **(env or {})},
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
@@ -120,12 +125,32 @@ def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        if log_path is not None:
+            log.close()
+
+
+@pytest.fixture(scope="session")
+def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
+    with serve_tiny(tiny_checkpoint) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """A real Orthanc PACS on loopback (auth on, DICOMweb plugin), loaded with pydicom's
+    test files through its REST API."""
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
+    try:
+        server.upload_testdata()
         yield server
     finally:
         server.stop()

@@ -38,6 +38,7 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
         metrics=state.metrics,
         model_id=state.model_id,
         max_body_bytes=state.settings.max_body_bytes,
+        audit=state.audit,
     )
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -64,23 +65,47 @@ def error_json(exc: errors.ServiceError) -> JSONResponse:
     return JSONResponse(response.body, status_code=response.status_code, headers=response.headers)
 
 
+def _note_outcome(request: Request, outcome: str) -> None:
+    """The error's code on the request's audit event (when the route is audited)."""
+    event = getattr(request.state, "audit", None)
+    if event is not None:
+        event.outcome = outcome
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ServiceError)
+    _note_outcome(request, exc.code or exc.type)
     return error_json(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
+    # The deepest error: for a union (content: str | list of parts) pydantic reports every
+    # branch, and the deepest one is the field the client actually got wrong.
+    first = max(exc.errors(), key=lambda e: len(e.get("loc", ())), default={})
+    param = _param_path(first.get("loc", ()))
     # pydantic's `msg` never echoes the input (the `input` field does; we drop it: PHI).
     message = first.get("msg", "Invalid request.")
     if first.get("type") == "json_invalid":
         message, param = "The request body is not valid JSON.", None
     elif param:
         message = f"{message} (at {param})"
+    _note_outcome(request, "invalid_request")
     return error_json(errors.InvalidRequest(message, param=param, code="invalid_request"))
+
+
+def _param_path(loc: tuple[object, ...]) -> str | None:
+    """pydantic's location as the field path a client sent: without the union branch
+    names (`str`, `list[...]`, `tagged-union[...]`) and the discriminator value that
+    repeats the field name (`image_url.image_url`)."""
+    path: list[str] = []
+    for part in (str(p) for p in loc):
+        if part == "body" or "[" in part or (path and part == path[-1]):
+            continue
+        if part == "str" and path and path[-1] == "content":
+            continue
+        path.append(part)
+    return ".".join(path) or None
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -95,4 +120,5 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         getattr(request.state, "request_id", "?"),
         errors.redacted_traceback(exc),
     )
+    _note_outcome(request, "server_error")
     return error_json(errors.ServiceError("Internal server error."))

@@ -38,7 +38,8 @@ class ChunkWriter:
         self._content_head = "data: " + head + ',"choices":[{"index":0,"delta":{"content":'
         self._content_tail = '},"finish_reason":null,"logprobs":null}]' + usage + "}\n\n"
 
-    def role(self) -> str:
+    def role(self, extra: dict[str, Any] | None = None) -> str:
+        """The first chunk; `extra` adds top-level extension fields (e.g. `dicom`)."""
         return self._chunk(
             [
                 {
@@ -47,7 +48,8 @@ class ChunkWriter:
                     "finish_reason": None,
                     "logprobs": None,
                 }
-            ]
+            ],
+            extra=extra,
         )
 
     def content(self, text: str) -> str:
@@ -64,8 +66,15 @@ class ChunkWriter:
     def error(self, exc: errors.ServiceError) -> str:
         return sse({"error": errors.to_error_response(exc).body["error"]})
 
-    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
+    def _chunk(
+        self,
+        choices: list[dict[str, Any]],
+        usage: dict[str, int] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
         body: dict[str, Any] = {**self.base, "choices": choices}
         if self.include_usage:
             body["usage"] = usage
+        if extra:
+            body.update(extra)
         return sse(body)

@@ -1,5 +1,5 @@
 """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): request ids,
-body size limit, and the per-request metrics."""
+body size limit, the per-request metrics, and the audit event of audited routes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
+from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -19,6 +20,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 ROUTES = frozenset(
     {"/v1/chat/completions", "/v1/models", "/health/live", "/health/ready", "/metrics"}
 )
+AUDITED_ROUTES = frozenset({"/v1/chat/completions"})
 
 
 def route_label(path: str) -> str:
@@ -41,12 +43,18 @@ def request_id_from(header: bytes | None) -> str:
 
 class GatewayMiddleware:
     def __init__(
-        self, app: ASGIApp, metrics: ServiceMetrics, model_id: str, max_body_bytes: int
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        model_id: str,
+        max_body_bytes: int,
+        audit: AuditSink | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.model_id = model_id
         self.max_body_bytes = max_body_bytes
+        self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,6 +69,10 @@ class GatewayMiddleware:
         route = route_label(scope["path"])
         in_flight = self.metrics.in_flight.labels(route)
         in_flight.inc()
+        event: AuditEvent | None = None
+        if self.audit is not None and route in AUDITED_ROUTES:
+            event = AuditEvent(request_id=request_id, route=route, model=self.model_id)
+            scope["state"]["audit"] = event
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -84,9 +96,18 @@ class GatewayMiddleware:
             in_flight.dec()
             model = self.model_id if route.startswith("/v1/") else ""
             self.metrics.requests.labels(route, status_class(status), model).inc()
-            self.metrics.request_duration.labels(route, model).observe(
-                time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            self.metrics.request_duration.labels(route, model).observe(elapsed)
+            if event is not None and self.audit is not None:
+                self._write_audit(self.audit, event, status, elapsed)
+
+    @staticmethod
+    def _write_audit(sink: AuditSink, event: AuditEvent, status: int, elapsed: float) -> None:
+        event.status = status
+        event.latency_ms = round(elapsed * 1000, 3)
+        if status >= 400 and event.outcome == "ok":
+            event.outcome = f"http_{status}"  # refused before a handler named the error
+        sink.write(event)
 
     def _capped(self, receive: Receive) -> Receive:
         received = 0

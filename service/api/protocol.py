@@ -1,6 +1,7 @@
 """Request and response models of the OpenAI chat API, field names verbatim.
 
-Extensions are few and named as such: `priority` (a lane) on the request.
+Extensions are few and named as such: `priority` (a lane) on the request, and
+`image_url.dicom` (window, frames) on an image part (docs/pacs.md).
 Unknown fields are ignored, as the OpenAI SDK may send newer ones.
 """
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.media.dicom import DicomOptions
+from service.media.windowing import PRESETS, Window
 from service.queue.lanes import Lane
 
 
@@ -18,9 +21,45 @@ class TextPart(BaseModel):
     text: str
 
 
+class WindowSpec(BaseModel):
+    """An explicit window in modality units (HU for CT)."""
+
+    center: float
+    width: float = Field(ge=1.0)
+    function: Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"] = "LINEAR"
+
+
+class DicomImageOptions(BaseModel):
+    """Extension: how a DICOM image is rendered. `window` is a preset name or
+    {center, width}; `frames` are 1-based frame numbers (default: the middle frame)."""
+
+    window: str | WindowSpec | None = None
+    frames: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1, max_length=64)
+
+    @field_validator("window")
+    @classmethod
+    def known_preset(cls, value: str | WindowSpec | None) -> str | WindowSpec | None:
+        if isinstance(value, str) and value.strip().lower() not in PRESETS:
+            raise ValueError("unknown window preset; presets: " + ", ".join(PRESETS))
+        return value.strip().lower() if isinstance(value, str) else value
+
+    def to_options(self) -> DicomOptions:
+        window: str | Window | None
+        if isinstance(self.window, WindowSpec):
+            window = Window(self.window.center, self.window.width, self.window.function)
+        else:
+            window = self.window
+        return DicomOptions(window=window, frames=tuple(self.frames or ()))
+
+
 class ImageURL(BaseModel):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
+    dicom: DicomImageOptions | None = Field(None, description="Extension: DICOM rendering.")
+
+    def image_count(self) -> int:
+        """Images this part becomes: one per requested frame."""
+        return len(self.dicom.frames) if self.dicom and self.dicom.frames else 1
 
 
 class ImagePart(BaseModel):

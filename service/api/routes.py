@@ -47,6 +47,7 @@ async def chat_completions(request: Request) -> Response:
         priority=request.headers.get("x-priority"),
         timeout=request.headers.get("x-request-timeout"),
         started=request.state.started,
+        audit=getattr(request.state, "audit", None),
     )
     watch = ClientWatch(request.receive).start()
     try:

@@ -18,6 +18,7 @@ from service import errors
 from service.api.chunks import DONE, ChunkWriter
 from service.api.disconnect import ClientWatch
 from service.api.protocol import ChatCompletionRequest, ChatMessage, ImagePart
+from service.audit import AuditEvent
 from service.config import Settings
 from service.engines.base import (
     Delta,
@@ -25,7 +26,7 @@ from service.engines.base import (
     ImageInput,
     SamplingParams,
 )
-from service.media.images import image_from_data_url
+from service.media.resolve import ImageRequest, MediaResolver
 from service.metrics import ServiceMetrics
 from service.queue.base import Job, JobEvent, JobFailed, JobQueue, Restarted
 from service.queue.lanes import Lane
@@ -39,6 +40,14 @@ class RequestContext:
     priority: str | None  # X-Priority header
     timeout: str | None  # X-Request-Timeout header, seconds
     started: float  # time.perf_counter() at arrival
+    audit: AuditEvent | None = None  # filled in as the request is served
+
+
+@dataclass(frozen=True)
+class ResolvedMessages:
+    messages: list[dict[str, Any]]  # template form, one {"type": "image"} per image
+    images: list[ImageInput]
+    dicom: list[dict[str, Any]]  # extension: frames and window per DICOM image part
 
 
 class ChatCompletions:
@@ -49,6 +58,10 @@ class ChatCompletions:
         self.queue = queue
         self.metrics = metrics
         self.model_id = model_id
+        self.media = MediaResolver(settings.images, settings.fetch, settings.pacs_entries())
+
+    async def aclose(self) -> None:
+        await self.media.aclose()
 
     async def create(
         self,
@@ -67,7 +80,7 @@ class ChatCompletions:
         lane = self._lane(body, ctx)
         deadline = time.time() + self._timeout(ctx)
         sampling = self._sampling(body)
-        messages, images = await self._resolve_messages(body.messages)
+        resolved = await self._resolve_messages(body.messages, ctx.audit)
         # The job id is ours, never the client's X-Request-Id: clients reuse ids, and a
         # job id keys the result stream and the engine's abort.
         job_id = uuid.uuid4().hex
@@ -75,7 +88,7 @@ class ChatCompletions:
             id=job_id,
             model=self.model_id,
             lane=lane,
-            request=GenerationRequest(job_id, messages, sampling, images),
+            request=GenerationRequest(job_id, resolved.messages, sampling, resolved.images),
             deadline=deadline,
         )
         try:
@@ -87,7 +100,10 @@ class ChatCompletions:
         if not body.stream:
             try:
                 with watch.guard():
-                    return await self._collect(job, batches, lane, ctx)
+                    answer = await self._collect(job, batches, lane, ctx)
+                if resolved.dicom:
+                    answer["dicom"] = resolved.dicom
+                return answer
             except BaseException:
                 await self.queue.cancel(job.id)  # gone, failed or late: stop the work
                 raise
@@ -102,7 +118,8 @@ class ChatCompletions:
             raise
         self._observe_ttft(lane, ctx)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return self._stream(job, first, batches, include_usage)  # it owns job and batches now
+        # it owns job and batches now
+        return self._stream(job, first, batches, include_usage, resolved.dicom, ctx.audit)
 
     # validation
 
@@ -154,47 +171,65 @@ class ChatCompletions:
         )
 
     async def _resolve_messages(
-        self, messages: list[ChatMessage]
-    ) -> tuple[list[dict[str, Any]], list[ImageInput]]:
-        """Messages in template form, and their images decoded concurrently off the loop."""
+        self, messages: list[ChatMessage], audit: AuditEvent | None
+    ) -> ResolvedMessages:
+        """Messages in template form, their images resolved concurrently: fetches are
+        async I/O, decoding runs in threads, so the event loop stays free."""
         limits = self.settings.images
-        out: list[dict[str, Any]] = []
-        image_urls: list[tuple[str, str]] = []
+        requests: list[ImageRequest] = []
+        counted = 0
         for i, message in enumerate(messages):
+            if isinstance(message.content, list):
+                for j, part in enumerate(message.content):
+                    if isinstance(part, ImagePart):
+                        options = part.image_url.dicom
+                        requests.append(
+                            ImageRequest(
+                                part.image_url.url,
+                                options.to_options() if options else None,
+                                f"messages[{i}].content[{j}]",
+                            )
+                        )
+                        counted += part.image_url.image_count()
+        if counted > limits.max_images_per_request:
+            raise errors.InvalidRequest(
+                f"The request has {counted} images (DICOM frames count one each); the limit "
+                f"is {limits.max_images_per_request}.",
+                param="messages",
+                code="too_many_images",
+            )
+        started = time.perf_counter()
+        try:
+            resolved = await asyncio.gather(*(self.media.resolve(r) for r in requests))
+        except errors.ServiceError as exc:
+            self.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
+            raise
+        if requests:
+            self.metrics.image_preprocess.observe(time.perf_counter() - started)
+        out: list[dict[str, Any]] = []
+        next_image = iter(resolved)
+        for message in messages:
             content = message.content
             if content is None or isinstance(content, str):
                 parts = [{"type": "text", "text": content or ""}]
             else:
                 parts = []
-                for j, part in enumerate(content):
+                for part in content:
                     if isinstance(part, ImagePart):
-                        image_urls.append((part.image_url.url, f"messages[{i}].content[{j}]"))
-                        parts.append({"type": "image"})
+                        parts += [{"type": "image"}] * len(next(next_image).images)
                     else:
                         parts.append({"type": "text", "text": part.text})
             out.append({"role": message.role, "content": parts})
-        if len(image_urls) > limits.max_images_per_request:
-            raise errors.InvalidRequest(
-                f"The request has {len(image_urls)} images; the limit is "
-                f"{limits.max_images_per_request}.",
-                param="messages",
-                code="too_many_images",
-            )
-        if not image_urls:
-            return out, []
-        started = time.perf_counter()
-        try:
-            images = await asyncio.gather(
-                *(
-                    asyncio.to_thread(image_from_data_url, url, limits, param)
-                    for url, param in image_urls
-                )
-            )
-        except errors.ServiceError as exc:
-            self.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
-            raise
-        self.metrics.image_preprocess.observe(time.perf_counter() - started)
-        return out, list(images)
+        if audit is not None:
+            for item in resolved:
+                audit.images += len(item.images)
+                if item.sop_instance_uid:
+                    audit.note_sop_instance_uid(item.sop_instance_uid)
+        return ResolvedMessages(
+            messages=out,
+            images=[image for item in resolved for image in item.images],
+            dicom=[item.info for item in resolved if item.info is not None],
+        )
 
     # answering
 
@@ -240,6 +275,8 @@ class ChatCompletions:
         first: list[JobEvent],
         batches: AsyncGenerator[list[JobEvent], None],
         include_usage: bool,
+        dicom: list[dict[str, Any]],
+        audit: AuditEvent | None,
     ) -> AsyncGenerator[str, None]:
         """One write per batch: when a stream falls behind, its pending tokens leave in
         one write instead of one per token. Once headers are sent, a failure travels
@@ -248,7 +285,7 @@ class ChatCompletions:
             f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id, include_usage
         )
         try:
-            out = [chunks.role()]
+            out = [chunks.role({"dicom": dicom} if dicom else None)]
             batch = first
             sent_text = False
             while True:
@@ -270,6 +307,8 @@ class ChatCompletions:
                     if isinstance(event, JobFailed):
                         error = event.to_exception()
                         self.metrics.rejections.labels(error.code or event.error).inc()
+                        if audit is not None:  # the status stays 200: the outcome says it
+                            audit.outcome = error.code or event.error
                         out.append(chunks.error(error))
                     else:
                         out.append(chunks.finish(event.finish_reason))

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from service.api.serving_chat import ChatCompletions
+from service.audit import AuditSink
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.queue.base import JobQueue
@@ -24,6 +25,7 @@ class AppState:
     readiness: Readiness
     served_models: Callable[[], Awaitable[list[str]]] | None = None  # default: [model_id]
     before_scrape: Callable[[], Awaitable[None]] | None = None  # refresh gauges for /metrics
+    audit: AuditSink | None = None  # one event per audited request
     created: int = field(default_factory=lambda: int(time.time()))
 
     async def models(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""Decode and normalize raster images from `data:` URLs, refusing hostile ones early.
+"""Decode and normalize raster images (PNG, JPEG, WebP), refusing hostile ones early;
+split `data:` URLs (DICOM ones included; `dicom.py` decodes those).
 
 Order of checks, cheapest first, so a hostile input costs almost nothing:
 1. the URL scheme and media type (400);
@@ -29,6 +30,8 @@ from service.engines.base import ImageInput
 
 # MIME type declared in the data URL -> the PIL format it must decode as.
 RASTER_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP"}
+DICOM_TYPE = "application/dicom"
+ACCEPTED_TYPES = frozenset({*RASTER_TYPES, DICOM_TYPE})
 
 
 def parse_data_url(url: str, limits: ImageLimits, param: str) -> tuple[str, bytes]:
@@ -49,10 +52,10 @@ def parse_data_url(url: str, limits: ImageLimits, param: str) -> tuple[str, byte
             code="invalid_image_url",
         )
     mime = header[len("data:") : -len(";base64")].strip().lower()
-    if mime not in RASTER_TYPES:
+    if mime not in ACCEPTED_TYPES:
         raise errors.InvalidRequest(
             f"Unsupported image type {mime[:64]!r}; supported: "
-            + ", ".join(sorted(set(RASTER_TYPES) - {"image/jpg"}))
+            + ", ".join(sorted(ACCEPTED_TYPES - {"image/jpg"}))
             + ".",
             param=param,
             code="unsupported_image_type",
@@ -95,9 +98,27 @@ def decode_image(mime: str, data: bytes, limits: ImageLimits, param: str) -> Ima
         image.load()
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise errors.UnprocessableImage("Image data is truncated or corrupt.", param=param) from exc
-    rgb = to_rgb8(image)
-    rgb.thumbnail((limits.max_side, limits.max_side), Image.Resampling.BICUBIC)
+    return fit(to_rgb8(image), limits.max_side)
+
+
+def fit(rgb: Image.Image, max_side: int) -> ImageInput:
+    """An RGB image with its long side capped at `max_side` (aspect kept), as engines take it."""
+    rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return ImageInput(width=rgb.width, height=rgb.height, rgb=rgb.tobytes())
+
+
+def fit_array(pixels: np.ndarray, max_side: int) -> ImageInput:
+    """`fit` for uint8 pixels, (rows, columns) grey or (rows, columns, 3) RGB. Grey is
+    resized before it becomes RGB (a third of the work); no resize when it fits."""
+    rows, columns = pixels.shape[:2]
+    if max(rows, columns) > max_side:
+        image = Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
+        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+        pixels = np.asarray(image)
+        rows, columns = pixels.shape[:2]
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    return ImageInput(width=columns, height=rows, rgb=np.ascontiguousarray(pixels).tobytes())
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
@@ -113,8 +134,3 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
-
-
-def image_from_data_url(url: str, limits: ImageLimits, param: str) -> ImageInput:
-    mime, data = parse_data_url(url, limits, param)
-    return decode_image(mime, data, limits, param)

@@ -28,3 +28,32 @@ def test_cli_has_serve_and_the_training_commands():
     assert (args.model, args.served_model_name, args.port) == (Path("/m"), "n", 1)
     args = parser.parse_args(["model", "init", "--out", "/tmp/o", "--seed", "3"])
     assert (args.preset, args.seed) == ("tiny", 3)
+
+
+def test_pacs_entries_from_env_and_file(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setenv(
+        "GMAIVL_PACS", json.dumps([{"name": "a", "base_url": "http://10.0.0.5/dicom-web"}])
+    )
+    secrets_file = tmp_path / "pacs.json"
+    secrets_file.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "b",
+                    "base_url": "https://pacs.example/wado",
+                    "username": "u",
+                    "password": "pw",
+                }
+            ]
+        )
+    )
+    monkeypatch.setenv("GMAIVL_PACS_FILE", str(secrets_file))
+    monkeypatch.setenv("GMAIVL_FETCH_ALLOWED_HOSTS", '["images.example"]')
+    settings = Settings()
+    entries = settings.pacs_entries()
+    assert [e.name for e in entries] == ["a", "b"]
+    assert entries[1].password.get_secret_value() == "pw"
+    assert "pw" not in repr(settings)  # credentials never in a repr (logs, tracebacks)
+    assert settings.fetch.allowed_hosts == ["images.example"]

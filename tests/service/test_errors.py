@@ -8,6 +8,7 @@ from service import errors
     [
         (errors.InvalidRequest("m"), 400, "invalid_request_error", None),
         (errors.ImageTooLarge("m"), 413, "invalid_request_error", "image_too_large"),
+        (errors.ImageFetchFailed("m"), 400, "invalid_request_error", "image_fetch_failed"),
         (errors.RequestTooLarge("m"), 413, "invalid_request_error", "request_too_large"),
         (errors.UnprocessableImage("m"), 422, "invalid_request_error", "unprocessable_image"),
         (errors.AuthenticationFailed("m"), 401, "authentication_error", "invalid_api_key"),

@@ -112,10 +112,10 @@ CASES = [
         None,
     ),
     (
-        "remote url",
+        "remote url, host not allow-listed",
         chat(messages=image_message("http://10.0.0.1/secret.png")),
         400,
-        "invalid_image_url",
+        "image_url_not_allowed",
         "messages[0].content[0]",
     ),
     ("malformed json", b'{"model": "tiny", "messages": [', 400, "invalid_request", None),

@@ -13,7 +13,7 @@ from PIL import Image
 
 from service import errors
 from service.config import ImageLimits
-from service.media.images import image_from_data_url
+from service.media.images import decode_image, parse_data_url
 
 LIMITS = ImageLimits(
     max_images_per_request=4, max_bytes=1_000_000, max_pixels=4_000_000, max_side=256
@@ -51,7 +51,9 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def decode(url: str):
-    return image_from_data_url(url, LIMITS, "messages[0].content[0]")
+    param = "messages[0].content[0]"
+    mime, data = parse_data_url(url, LIMITS, param)
+    return decode_image(mime, data, LIMITS, param)
 
 
 @pytest.mark.parametrize(
@@ -105,7 +107,8 @@ def test_wrong_mime_is_400():
     )
 
 
-def test_remote_url_is_400_until_fetching_is_supported():
+def test_data_url_parser_refuses_other_schemes():
+    # http(s) URLs take the fetch path (service/media/fetch.py), never this parser.
     exc = expect(
         errors.InvalidRequest, "http://169.254.169.254/latest/meta-data", "invalid_image_url"
     )

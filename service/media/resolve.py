@@ -1,0 +1,140 @@
+"""One image part of a request -> model-ready images, whatever the client sent:
+
+    data:image/{png,jpeg,webp}     decoded here (images.py)
+    data:application/dicom         dicom.py: frames, modality LUT, window
+    http(s) under a PACS base URL  DICOMweb (dicomweb.py): instance or /rendered
+    other http(s)                  fetched when the host is on GMAIVL_FETCH_ALLOWED_HOSTS
+
+Network I/O is async (the event loop stays free); decoding is CPU work and runs
+in a thread. A DICOM part may yield several images (the frames the client named).
+Its `info` is the response's extension entry: which frames and window were used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from service import errors
+from service.config import FetchSettings, ImageLimits, PacsEntry
+from service.engines.base import ImageInput
+from service.media.dicom import DicomOptions, dicom_to_rgb
+from service.media.dicomweb import Pacs, fetch_instance, fetch_rendered
+from service.media.fetch import FetchLimits, HostPolicy, SafeFetcher, parse_url
+from service.media.images import (
+    DICOM_TYPE,
+    RASTER_TYPES,
+    decode_image,
+    fit_array,
+    parse_data_url,
+)
+from service.media.windowing import PRESETS
+
+_PLAIN_ACCEPT = "image/png, image/jpeg, image/webp, application/dicom;q=0.9"
+_PLAIN_TYPES = frozenset({*RASTER_TYPES, DICOM_TYPE})
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    url: str
+    dicom: DicomOptions | None
+    param: str  # where the part is, e.g. messages[0].content[1]
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    images: list[ImageInput]
+    info: dict[str, Any] | None = None  # DICOM only: frames and window used
+    sop_instance_uid: str | None = field(default=None, repr=False)
+
+
+class MediaResolver:
+    def __init__(self, limits: ImageLimits, fetch: FetchSettings, pacs: list[PacsEntry]) -> None:
+        self.limits = limits
+        self.pacs = [Pacs.from_entry(entry) for entry in pacs]
+        self.plain_policy = HostPolicy.of(fetch.allowed_hosts, fetch.allowed_networks)
+        self.fetcher = SafeFetcher(
+            FetchLimits(
+                max_bytes=limits.max_bytes,
+                connect_timeout=fetch.connect_timeout,
+                read_timeout=fetch.read_timeout,
+                total_timeout=fetch.total_timeout,
+                max_redirects=fetch.max_redirects,
+            )
+        )
+
+    async def aclose(self) -> None:
+        await self.fetcher.aclose()
+
+    async def resolve(self, request: ImageRequest) -> ResolvedImage:
+        options = request.dicom or DicomOptions()
+        if request.url.startswith("data:"):
+            mime, data = parse_data_url(request.url, self.limits, request.param)
+            return await asyncio.to_thread(
+                decode_payload, mime, data, options, self.limits, request.param
+            )
+        url = parse_url(request.url, request.param)
+        pacs = next((p for p in self.pacs if p.owns(url)), None)
+        if pacs is None:
+            fetched = await self.fetcher.fetch(
+                request.url,
+                policy=self.plain_policy,
+                accept=_PLAIN_ACCEPT,
+                content_types=_PLAIN_TYPES,
+                param=request.param,
+            )
+            mime, data = fetched.media_type, fetched.body
+        elif pacs.kind(url, request.param) == "instance":
+            mime, data = DICOM_TYPE, await fetch_instance(self.fetcher, pacs, url, request.param)
+        else:
+            return await self._rendered(pacs, url, options, request.param)
+        return await asyncio.to_thread(
+            decode_payload, mime, data, options, self.limits, request.param
+        )
+
+    async def _rendered(
+        self, pacs: Pacs, url: httpx.URL, options: DicomOptions, param: str
+    ) -> ResolvedImage:
+        """The PACS renders; we pass the client's window as numbers (a preset too)."""
+        if options.frames:
+            raise errors.InvalidRequest(
+                "dicom.frames does not apply to a /rendered URL; reference the instance.",
+                param=f"{param}.image_url.dicom.frames",
+                code="invalid_frame",
+            )
+        window = PRESETS[options.window] if isinstance(options.window, str) else options.window
+        fetched = await fetch_rendered(self.fetcher, pacs, url, window, param)
+        resolved = await asyncio.to_thread(
+            decode_payload, fetched.media_type, fetched.body, options, self.limits, param
+        )
+        used = None
+        if window is not None:
+            used = {"center": window.center, "width": window.width, "function": window.function}
+            used["source"] = "preset" if isinstance(options.window, str) else "request"
+            if isinstance(options.window, str):
+                used["preset"] = options.window
+        return ResolvedImage(
+            resolved.images, {"param": param, "rendered_by": "pacs", "window": used}
+        )
+
+
+def decode_payload(
+    mime: str, data: bytes, options: DicomOptions, limits: ImageLimits, param: str
+) -> ResolvedImage:
+    """Bytes of a declared type -> images (CPU work: call it in a thread)."""
+    if mime != DICOM_TYPE:
+        return ResolvedImage([decode_image(mime, data, limits, param)])
+    rendered = dicom_to_rgb(data, options, limits, param)
+    info = {
+        "param": param,
+        "frame_count": rendered.frame_count,
+        "frames": [
+            {"number": frame.number, "window": frame.window.as_dict() if frame.window else None}
+            for frame in rendered.frames
+        ],
+    }
+    images = [fit_array(frame.pixels, limits.max_side) for frame in rendered.frames]
+    return ResolvedImage(images, info, rendered.sop_instance_uid)

@@ -1,0 +1,120 @@
+"""A real PACS for the tests: Debian's Orthanc with its DICOMweb plugin, on a free
+loopback port, authentication on, storage in a temporary folder, stopped by PID.
+
+Orthanc 1.10 binds every interface; `RemoteAccessAllowed: false` makes it refuse
+anything but loopback, and the DICOM (C-STORE) server stays off.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from loadtest.cluster import free_port
+
+PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
+PLUGINS = ("libOrthancDicomWeb.so", "libOrthancGdcm.so")
+USER, PASSWORD = "gmaivl-test", "pacs-secret-not-for-logs"
+# Files loaded into every test Orthanc (pydicom ships them).
+LOADED = ("CT_small.dcm", "MR_small.dcm", "693_J2KI.dcm", "examples_ybr_color.dcm")
+
+
+def plugin_paths() -> list[str]:
+    found = []
+    for name in PLUGINS:
+        paths = [d / name for d in PLUGIN_DIRS if (d / name).exists()]
+        if not paths:
+            raise RuntimeError(f"Orthanc plugin {name} not found: `make orthanc` installs it")
+        found.append(str(paths[0]))
+    return found
+
+
+class OrthancServer:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dicomweb = self.url + "/dicom-web"
+        self.auth = (USER, PASSWORD)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> OrthancServer:
+        binary = shutil.which("Orthanc")
+        if binary is None:
+            raise RuntimeError("Orthanc is not installed: `make orthanc` installs it")
+        storage = self.workdir / "storage"
+        storage.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "gmaivl-test",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage),
+            "Plugins": plugin_paths(),
+            "HttpPort": self.port,
+            "RemoteAccessAllowed": False,
+            "DicomServerEnabled": False,
+            "AuthenticationEnabled": True,
+            "RegisteredUsers": {USER: PASSWORD},
+            "OrthancExplorerEnabled": False,
+            "WebDavEnabled": False,
+            "HttpCompressionEnabled": False,
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
+        }
+        path = self.workdir / "orthanc.json"
+        path.write_text(json.dumps(config))
+        self.process = subprocess.Popen(
+            [binary, str(path)],
+            cwd=self.workdir,
+            stdout=(self.workdir / "orthanc.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = (self.workdir / "orthanc.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"Orthanc exited with {self.process.returncode}:\n{log}")
+            try:
+                if httpx.get(self.url + "/system", auth=self.auth, timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError("Orthanc did not answer /system in 30 s")
+
+    def upload(self, data: bytes) -> None:
+        r = httpx.post(self.url + "/instances", content=data, auth=self.auth, timeout=30)
+        r.raise_for_status()
+        assert r.json()["Status"] in ("Success", "AlreadyStored")
+
+    def upload_testdata(self, names: tuple[str, ...] = LOADED) -> None:
+        for name in names:
+            self.upload(Path(get_testdata_file(name)).read_bytes())
+
+    def instance_url(self, data: bytes, base: str | None = None) -> str:
+        """The WADO-RS URL of a DICOM file's instance (UIDs read from the file)."""
+        import io
+
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+        return (
+            f"{base or self.dicomweb}/studies/{ds.StudyInstanceUID}/series/"
+            f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        )
+
+    def pacs_entry(self, name: str = "test-pacs") -> dict[str, str]:
+        return {"name": name, "base_url": self.dicomweb, "username": USER, "password": PASSWORD}
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
