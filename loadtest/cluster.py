@@ -43,6 +43,16 @@ def wait_ready(
     raise TimeoutError(f"{base_url} not ready after {timeout}s")
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it does not exit within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class RedisServer:
     """A real redis-server on a free loopback port, owned (and killable) by the tests."""
 

@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from loadtest.cluster import Cluster, free_port, wait_ready
+from loadtest.cluster import Cluster, free_port, stop_process, wait_ready
 from tests.conftest import image_message, png_data_url
 
 VLLM_FLAGS = ["--dtype", "float32", "--kv-cache-memory-bytes", str(256 << 20), "--enforce-eager"]
@@ -35,15 +35,6 @@ def start(args: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=os.environ
     )
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +66,7 @@ def served_vllm(tiny_checkpoint: Path, tmp_path_factory) -> Iterator[str]:
         wait_ready(base_url, process=process, timeout=300)
         yield base_url
     finally:
-        stop(process)
+        stop_process(process)
 
 
 def ask(client: openai.OpenAI, image: str, question: str = "What modality is this?", **kw):
@@ -276,5 +267,5 @@ def test_openai_engine_forwards_to_vllms_own_server(tmp_path, tiny_checkpoint):
         assert refused.value.body["code"] == "upstream_rejected"
     finally:
         if gateway is not None:
-            stop(gateway)
-        stop(upstream)
+            stop_process(gateway)
+        stop_process(upstream)
