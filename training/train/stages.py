@@ -5,7 +5,8 @@ stage's modules trainable and the rest frozen.
     OUT/stage1/final/          the stage's export; its presence means "stage done"
     OUT/stage1/log.json        the Trainer's log history (loss per logging step)
 
-Stage n starts from OUT/stage{n-1}/final (stage 1 from the run's `model`).
+Stage n starts from the previous configured stage's OUT/stage{k}/final (the first
+from the run's `model`).
 Distributed runs (DeepSpeed ZeRO, FSDP) are the Trainer's own: launch this
 under `torchrun` or `accelerate launch` with the config's `deepspeed`/`fsdp`.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from training.train.collator import LlavaCollator
 from training.train.config import StageConfig, TrainConfig
 from training.train.dataset import LlavaDataset, describe, load_examples
 from training.train.export import export_checkpoint, read_metadata
+from training.train.plot import plot_losses
 
 log = logging.getLogger("gmaivl.train")
 
@@ -121,7 +124,10 @@ def training_arguments(config: TrainConfig, stage: StageConfig, out: Path) -> Tr
 
 
 def stage_input(config: TrainConfig, number: int, out: Path) -> Path:
-    return Path(config.model) if number == 1 else out / f"stage{number - 1}" / "final"
+    """The previous configured stage's export; the first configured stage starts from `model`
+    (so a config with only stage 3 fine-tunes `model` directly, as the ablation does)."""
+    earlier = [n for n in config.stages if n < number]
+    return out / f"stage{max(earlier)}" / "final" if earlier else Path(config.model)
 
 
 def run_stage(config: TrainConfig, number: int, out: Path) -> Path:
@@ -175,6 +181,18 @@ def run_stages(config: TrainConfig, stages: list[int], out: Path) -> Path:
         last = run_stage(config, number, out)
     assert last is not None
     return last
+
+
+def finish_run(
+    out: Path, last: Path, curves: dict[str, list[tuple[int, float]]], title: str
+) -> Path:
+    """OUT/final: the last stage's export with the loss curves (all phases) as loss.png."""
+    final = out / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(last, final)
+    plot_losses({**curves, **stage_losses(out)}, final / "loss.png", title)
+    shutil.copy(final / "loss.png", out / "loss.png")
+    return final
 
 
 def stage_losses(out: Path) -> dict[str, list[tuple[int, float]]]:
