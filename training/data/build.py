@@ -170,7 +170,8 @@ def build(config: BuildConfig, out: Path, progress: bool = True) -> dict[str, An
             todo.append(spec)
         else:
             summaries[spec.name] = done
-    counter = multiprocessing.Value("q", 0)
+    context = multiprocessing.get_context("spawn")  # no forked torch/tokenizer state
+    counter = context.Value("q", 0)
     sources_bar = tqdm(
         total=len(config.sources),
         initial=len(summaries),
@@ -189,7 +190,6 @@ def build(config: BuildConfig, out: Path, progress: bool = True) -> dict[str, An
             sources_bar.update()
             records_bar.update(counter.value - records_bar.n)
     else:
-        context = multiprocessing.get_context("spawn")  # no forked torch/tokenizer state
         with ProcessPoolExecutor(
             config.workers, mp_context=context, initializer=_init_worker, initargs=(counter,)
         ) as pool:

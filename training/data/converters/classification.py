@@ -42,7 +42,7 @@ class ClassificationConverter:
         return spec.root
 
     def classes(self, items: list[tuple[str, str]]) -> list[str]:
-        return sorted({label for _, label in items})
+        return sorted({label for _, label in items if label})
 
     def convert(self, spec: SourceSpec, item: tuple[str, str], out: Path) -> list[Record]:
         image, label = item
