@@ -45,6 +45,26 @@ GROUP_PREFIXES = {
 }
 
 
+class StageTrainer(Trainer):
+    """The Trainer, resuming with the checkpoint's weights.
+
+    transformers 5.19 writes LLaVA checkpoints in the original key layout
+    (`language_model.model.*`) but resumes with a plain `load_state_dict`, which
+    matches no key and silently keeps the stage's starting weights. Loading
+    through `from_pretrained` maps the keys. DeepSpeed, FSDP and PEFT checkpoints
+    keep the Trainer's own loaders."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        model = model if model is not None else self.model
+        plain = isinstance(model, LlavaForConditionalGeneration)
+        if not plain or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        saved = LlavaForConditionalGeneration.from_pretrained(resume_from_checkpoint,
+                                                              dtype=model.dtype)  # fmt: skip
+        model.load_state_dict(saved.state_dict())
+
+
 def group_of(name: str) -> str:
     for group, prefixes in GROUP_PREFIXES.items():
         if name.startswith(prefixes):
@@ -150,7 +170,7 @@ def run_stage(config: TrainConfig, number: int, out: Path) -> Path:
     examples = load_examples(Path(stage.data or config.data), config.image_root, config.seed)
     log.info("stage %d (%s): trainable %s; data %s", number, stage.name, counts, describe(examples))
     collator = LlavaCollator(processor, model.config.image_seq_length, config.max_length)
-    trainer = Trainer(
+    trainer = StageTrainer(
         model=model,
         args=training_arguments(config, stage, stage_dir),
         train_dataset=LlavaDataset(examples),
