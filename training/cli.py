@@ -136,8 +136,14 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     build.set_defaults(func=run_data_build, parser=build)
     demo = data_sub.add_parser("demo", help="write the procedural demo corpus (train + held-out)")
     demo.add_argument("--out", type=Path, required=True)
-    demo.add_argument("--train-per-modality", type=int, default=400)
-    demo.add_argument("--heldout-per-modality", type=int, default=40)
+    demo.add_argument(
+        "--preset",
+        choices=["demo", "demo-smoke"],
+        default="demo",
+        help="corpus size for the training recipe of the same name",
+    )
+    demo.add_argument("--train-per-modality", type=int, help="training studies per modality")
+    demo.add_argument("--heldout-per-modality", type=int, help="held-out studies per modality")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=run_data_demo)
@@ -165,10 +171,15 @@ def run_data_build(args: argparse.Namespace) -> int:
 
 def run_data_demo(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import replace
 
-    from training.data.demo import DemoConfig, make_demo
+    from training.data.demo import DEMO_CORPORA, make_demo
 
-    config = DemoConfig(args.train_per_modality, args.heldout_per_modality, seed=args.seed)
+    config = replace(DEMO_CORPORA[args.preset], seed=args.seed)
+    if args.train_per_modality:
+        config = replace(config, train_per_modality=args.train_per_modality)
+    if args.heldout_per_modality:
+        config = replace(config, heldout_per_modality=args.heldout_per_modality)
     counts = make_demo(args.out, config, progress=not args.no_progress)
     print(json.dumps(counts))
     return 0

@@ -42,6 +42,13 @@ class DemoConfig:
     seed: int = 0
 
 
+# Corpus sizes for the training recipes of the same name (training/train/demo.py).
+DEMO_CORPORA = {
+    "demo": DemoConfig(),
+    "demo-smoke": DemoConfig(train_per_modality=60, heldout_per_modality=6),
+}
+
+
 def write_split(out: Path, split: str, count: int, config: DemoConfig, progress: bool) -> None:
     seed = config.seed * 2 + SPLITS.index(split)  # held-out images never repeat training ones
     rng = np.random.default_rng(seed)
