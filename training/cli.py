@@ -16,15 +16,31 @@ def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     model_sub = model.add_subparsers(dest="model_command", required=True)
     init = model_sub.add_parser(
         "init",
-        help="assemble an untrained LLaVA checkpoint (CLIP + projector + Llama) from a preset",
+        help="assemble a LLaVA checkpoint (CLIP + projector + LM): untrained from a preset, "
+        "or from pretrained local parts (--vision-tower and --llm)",
     )
     init.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    init.add_argument("--vision-tower", type=Path, help="a local CLIP (vision) checkpoint")
+    init.add_argument("--llm", type=Path, help="a local causal LM checkpoint with its tokenizer")
     init.add_argument("--out", type=Path, required=True, help="output directory")
     init.add_argument("--seed", type=int, default=0, help="weights are a function of the seed")
-    init.set_defaults(func=run_model_init)
+    init.set_defaults(func=run_model_init, parser=init)
 
 
 def run_model_init(args: argparse.Namespace) -> int:
+    if bool(args.vision_tower) != bool(args.llm):
+        args.parser.error("--vision-tower and --llm go together")
+    if args.vision_tower:
+        missing = [
+            str(p) for p in (args.vision_tower, args.llm) if not (p / "config.json").is_file()
+        ]
+        if missing:
+            args.parser.error("no Hugging Face checkpoint (config.json) at " + ", ".join(missing))
+        from training.model.pretrained import assemble_from_pretrained
+
+        out = assemble_from_pretrained(args.vision_tower, args.llm, args.out, seed=args.seed)
+        log.info("assembled %s from %s and %s", out, args.vision_tower, args.llm)
+        return 0
     from training.model.assemble import assemble_checkpoint
     from training.model.presets import PRESETS
 
