@@ -34,6 +34,35 @@ def read_metadata(checkpoint: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def export_from_trainer(trainer: Any, processor: Any, out: Path, metadata: dict[str, Any]) -> Path:
+    """Export at the end of a stage, on every launcher: the Trainer gathers sharded weights
+    (DeepSpeed ZeRO-3, FSDP) in `save_model`; the main process alone writes the checkpoint.
+    LoRA runs (ZeRO-2 or DDP: full weights on every rank) are merged on the main process."""
+    from peft import PeftModel
+
+    tmp = out.with_name(out.name + ".trainer")
+    if not isinstance(trainer.model, PeftModel):
+        trainer.save_model(str(tmp))
+    if trainer.is_world_process_zero():
+        if isinstance(trainer.model, PeftModel):
+            export_checkpoint(trainer.model, processor, out, metadata)
+        else:
+            finish_export(tmp, processor, out, metadata)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def finish_export(saved: Path, processor: Any, out: Path, metadata: dict[str, Any]) -> Path:
+    """A folder `save_pretrained` wrote -> the export: vLLM keys, processor, gmaivl.json."""
+    to_vllm_layout(saved)
+    processor.save_pretrained(saved)
+    record = {**metadata, "chat_template": processor.chat_template}
+    (saved / METADATA_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    saved.rename(out)
+    return out
+
+
 def export_checkpoint(
     model: torch.nn.Module, processor: Any, out: Path, metadata: dict[str, Any]
 ) -> Path:
@@ -42,10 +71,4 @@ def export_checkpoint(
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    to_vllm_layout(tmp)
-    processor.save_pretrained(tmp)
-    record = {**metadata, "chat_template": processor.chat_template}
-    (tmp / METADATA_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    return finish_export(tmp, processor, out, metadata)

@@ -32,7 +32,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from training.train.collator import LlavaCollator
 from training.train.config import StageConfig, TrainConfig
 from training.train.dataset import LlavaDataset, describe, load_examples
-from training.train.export import export_checkpoint, read_metadata
+from training.train.export import export_from_trainer, read_metadata
 from training.train.plot import plot_losses
 
 log = logging.getLogger("gmaivl.train")
@@ -180,7 +180,8 @@ def run_stage(config: TrainConfig, number: int, out: Path) -> Path:
     if last:
         log.info("stage %d resumes from %s", number, last)
     trainer.train(resume_from_checkpoint=last)
-    (stage_dir / "log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    if trainer.is_world_process_zero():
+        (stage_dir / "log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     metadata = {
         **read_metadata(source),
         "stage": number,
@@ -190,7 +191,7 @@ def run_stage(config: TrainConfig, number: int, out: Path) -> Path:
         "source": str(source),
         "data": stage.data or config.data,
     }
-    export_checkpoint(trainer.model, processor, final, metadata)
+    export_from_trainer(trainer, processor, final, metadata)
     return final
 
 

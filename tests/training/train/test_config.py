@@ -1,5 +1,10 @@
-import pytest
+import json
+from pathlib import Path
 
+import pytest
+import yaml
+
+import training
 from training.train.config import PAPER_STAGES, LoraSettings, config_from_dict, load_train_config
 
 
@@ -43,3 +48,19 @@ def test_a_yaml_file_overrides_single_fields_and_resolves_paths(tmp_path):
 def test_bad_configs_are_refused_with_the_reason(raw, message):
     with pytest.raises(ValueError, match=message):
         config_from_dict(raw)
+
+
+def test_the_shipped_run_and_launcher_configs_load():
+    configs = Path(training.__file__).parent / "configs"
+    run = load_train_config(configs / "gmai_vl_7b.yaml")
+    assert run.deepspeed == str(configs / "ds_zero2.json")
+    assert [s.learning_rate for s in run.stages.values()] == [1e-3, 1e-4, 1e-5]
+    for name, stage in (("ds_zero2.json", 2), ("ds_zero3.json", 3)):
+        assert json.loads((configs / name).read_text())["zero_optimization"]["stage"] == stage
+    assert (
+        "LlamaDecoderLayer"
+        in json.loads((configs / "fsdp.json").read_text())["transformer_layer_cls_to_wrap"]
+    )
+    assert yaml.safe_load((configs / "accelerate_fsdp.yaml").read_text())["distributed_type"] == (
+        "FSDP"
+    )
