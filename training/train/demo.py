@@ -42,13 +42,15 @@ from training.train.stages import finish_run, run_stages
 log = logging.getLogger("gmaivl.train")
 
 
-def _stages(steps: tuple[int, int, int], batch: int) -> dict[int, StageConfig]:
+def _stages(
+    steps: tuple[int, int, int], batch: int, rates: tuple[float, float, float] = (1e-3, 5e-4, 3e-4)
+) -> dict[int, StageConfig]:
     return {
-        1: StageConfig("I: projector", ("projector",), 1e-3, max_steps=steps[0],
+        1: StageConfig("I: projector", ("projector",), rates[0], max_steps=steps[0],
                        batch_size=batch),
-        2: StageConfig("II: projector + vision", ("projector", "vision"), 5e-4,
+        2: StageConfig("II: projector + vision", ("projector", "vision"), rates[1],
                        max_steps=steps[1], batch_size=batch),
-        3: StageConfig("III: full model", ("projector", "vision", "llm"), 3e-4,
+        3: StageConfig("III: full model", ("projector", "vision", "llm"), rates[2],
                        max_steps=steps[2], batch_size=batch),
     }  # fmt: skip
 
@@ -87,7 +89,7 @@ RECIPES: dict[str, DemoRecipe] = {
         preset="tiny",
         lm=PretrainConfig(steps=60, learning_rate=2e-3, batch_size=16),
         vision=PretrainConfig(steps=40, learning_rate=1e-3, batch_size=32),
-        stages=_stages((30, 30, 120), batch=16),
+        stages=_stages((30, 30, 300), batch=16, rates=(1e-3, 1e-3, 1e-3)),
         eval_limit=60,
     ),
 }
