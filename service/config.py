@@ -6,6 +6,7 @@ CLI flags override the environment; the environment overrides these defaults.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,7 +82,7 @@ class Settings(BaseSettings):
     max_tokens_limit: int = Field(4096, ge=1, description="Largest max_tokens accepted.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Request body size limit.")
     cache_dir: Path = Field(default_factory=default_cache_dir)
-    demo_recipe: str = Field(
+    demo_recipe: Literal["demo", "demo-smoke"] = Field(
         "demo",
         description="Without --model, serve trains the demo model once with this recipe "
         "(demo; demo-smoke: seconds, for tests).",

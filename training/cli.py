@@ -216,6 +216,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data", type=Path, help="the demo corpus (`gmai-vl data demo`)")
     train.add_argument("--stage-three-only", action="store_true",
                        help="demo ablation: stage III alone on the same step budget")  # fmt: skip
+    train.add_argument("--seed", type=int, default=0, help="demo: weights, pretraining, data order")
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=run_train, parser=train)
@@ -231,7 +232,9 @@ def run_train(args: argparse.Namespace) -> int:
             args.parser.error("--preset needs --data (the corpus `gmai-vl data demo` wrote)")
         from training.train.demo import run_demo
 
-        run_demo(args.data, args.out, args.preset, args.stage_three_only, not args.no_progress)
+        run_demo(
+            args.data, args.out, args.preset, args.stage_three_only, not args.no_progress, args.seed
+        )
         return 0
     from training.train.config import load_train_config
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -148,10 +148,13 @@ def run_demo(
     recipe_name: str = "demo",
     stage_three_only: bool = False,
     progress: bool = True,
+    seed: int = 0,
 ) -> dict[str, float]:
     """The whole demo; returns held-out accuracy per question type."""
     recipe = RECIPES[recipe_name]
     recipe = recipe.stage_three_only() if stage_three_only else recipe
+    recipe = replace(recipe, lm=replace(recipe.lm, seed=seed),
+                     vision=replace(recipe.vision, seed=seed))  # fmt: skip
     mixture, heldout = data / "example_list.json", data / "heldout" / "annotations.json"
     for needed in (mixture, heldout):
         if not needed.is_file():
@@ -161,7 +164,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     init = out / "init"
     if not (init / "config.json").is_file():
-        clock.run("assemble", assemble_checkpoint, PRESETS[recipe.preset], init)
+        clock.run("assemble", assemble_checkpoint, PRESETS[recipe.preset], init, seed)
     pretrained = out / "pretrained"
     curves = clock.run("pretrain components", pretrain_components, recipe, init, mixture,
                        pretrained, progress)  # fmt: skip
@@ -173,6 +176,7 @@ def run_demo(
         logging_steps=10,
         save_steps=500,
         progress=progress,
+        seed=seed,
     )
     last = clock.run("stages " + "+".join(map(str, recipe.stages)), run_stages, config,
                      sorted(recipe.stages), out)  # fmt: skip
@@ -181,7 +185,12 @@ def run_demo(
     summary, scored = clock.run("held-out evaluation", evaluate_heldout, final, heldout,
                                 progress, recipe.eval_limit)  # fmt: skip
     write_scores(summary, scored, out / "heldout.json")
-    metadata = {**read_metadata(final), "recipe": recipe_name, "heldout_accuracy": summary}
+    metadata = {
+        **read_metadata(final),
+        "recipe": recipe_name,
+        "seed": seed,
+        "heldout_accuracy": summary,
+    }
     (final / "gmaivl.json").write_text(json.dumps(metadata, indent=2) + "\n")
     timing = {"phases": clock.phases, "total": clock.total(), "threads": torch.get_num_threads()}
     (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")

@@ -5,7 +5,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from training.train.config import StageConfig
+from training.train.config import LoraSettings, StageConfig
 from training.train.export import export_checkpoint, read_metadata
 from training.train.stages import apply_lora, set_trainable
 
@@ -49,10 +49,7 @@ def test_export_reloads_with_identical_logits_in_the_vllm_layout(tiny_checkpoint
 def test_lora_is_merged_into_the_exported_weights(tiny_checkpoint, tmp_path):
     processor = AutoProcessor.from_pretrained(tiny_checkpoint)
     model = LlavaForConditionalGeneration.from_pretrained(tiny_checkpoint)
-    stage = StageConfig("III", ("projector", "llm"), 1e-4, lora=None)
-    set_trainable(model, stage.train)
-    from training.train.config import LoraSettings
-
+    set_trainable(model, ("projector", "llm"))
     peft_model = apply_lora(model, StageConfig("III", ("projector", "llm"), 1e-4,
                                                lora=LoraSettings(r=4, alpha=8)))  # fmt: skip
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
