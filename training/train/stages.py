@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,7 @@ def run_stage(config: TrainConfig, number: int, out: Path) -> Path:
 
 
 def run_stages(config: TrainConfig, stages: list[int], out: Path) -> Path:
-    """Stages in order; the last one's export is also written to OUT/final."""
+    """Stages in order; returns the last one's export."""
     last = None
     for number in stages:
         last = run_stage(config, number, out)
@@ -207,8 +208,11 @@ def run_stages(config: TrainConfig, stages: list[int], out: Path) -> Path:
 def finish_run(
     out: Path, last: Path, curves: dict[str, list[tuple[int, float]]], title: str
 ) -> Path:
-    """OUT/final: the last stage's export with the loss curves (all phases) as loss.png."""
+    """OUT/final: the last stage's export with the loss curves (all phases) as loss.png.
+    Under torchrun/accelerate only the main process (RANK 0) writes."""
     final = out / "final"
+    if int(os.environ.get("RANK", "0")) != 0:
+        return final
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(last, final)
     plot_losses({**curves, **stage_losses(out)}, final / "loss.png", title)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.train.config import StageConfig, TrainConfig
+from training.train.config import LoraSettings, StageConfig, TrainConfig
 from training.train.stages import run_stage, run_stages, set_trainable, stage_losses
 
 GROUPS = {"projector": "multi_modal_projector.", "vision": "vision_tower.",
@@ -93,3 +93,12 @@ def test_full_training_lowers_the_loss(tiny_checkpoint, demo_corpus, tmp_path):
     losses = [loss for _, loss in stage_losses(tmp_path)["stage 3"]]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_a_lora_stage_exports_merged_weights(tiny_checkpoint, demo_corpus, tmp_path):
+    stage = {3: StageConfig("III", ("projector", "llm"), 1e-3, max_steps=2, batch_size=4,
+                            lora=LoraSettings(r=4, alpha=8))}  # fmt: skip
+    final = run_stages(config_for(tiny_checkpoint, demo_corpus, stage), [3], tmp_path)
+    after = weights(final)
+    assert not any("lora" in k for k in after)
+    assert changed_groups(weights(tiny_checkpoint), after) == {"projector", "llm"}
