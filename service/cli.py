@@ -18,8 +18,6 @@ from service.config import Settings, VllmSettings
 
 log = logging.getLogger("gmaivl.cli")
 
-DEMO_DIR_NAME = "demo-tiny"
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmai-vl", description="Train and serve GMAI-VL.")
@@ -135,7 +133,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def _with_demo_model(settings: Settings) -> Settings:
     if settings.model is None and settings.engine not in ("fake", "openai"):
-        settings.model = ensure_demo_model(settings.cache_dir)
+        settings.model = ensure_demo_model(settings.cache_dir, settings.demo_recipe)
         settings.served_model_name = settings.served_model_name or "gmai-vl-demo"
     return settings
 
@@ -148,35 +146,29 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def ensure_demo_model(cache_dir: Path) -> Path:
-    """The demo checkpoint under the user cache, created on first use.
+def ensure_demo_model(cache_dir: Path, recipe: str = "demo") -> Path:
+    """The trained demo checkpoint under the user cache, built on first use.
 
-    It is built by `gmai-vl model init` in a child process: the training code
-    stays out of this process, and its memory is returned when it exits.
+    `gmai-vl data demo` writes the procedural corpus and `gmai-vl train --preset`
+    trains on it (minutes on 2 cores), each in a child process: the training code
+    stays out of this process, and its memory is returned when it exits. Both
+    resume, so an interrupted first run continues where it stopped.
     """
-    path = cache_dir / DEMO_DIR_NAME
-    if not (path / "config.json").exists():
-        log.info("no demo model at %s: assembling one (gmai-vl model init --preset tiny)", path)
+    data = cache_dir / f"demo-data-{recipe}"
+    out = cache_dir / f"demo-{recipe}"
+    final = out / "final"
+    if not (final / "config.json").exists():
+        cli = [sys.executable, "-m", "service.cli"]
+        if not (data / "example_list.json").exists():
+            log.info("no demo corpus at %s: writing it (gmai-vl data demo)", data)
+            subprocess.run([*cli, "data", "demo", "--preset", recipe, "--out", str(data)],
+                           check=True)  # fmt: skip
+        log.info("no demo model at %s: training it (gmai-vl train --preset %s)", final, recipe)
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "model",
-                "init",
-                "--preset",
-                "tiny",
-                "--out",
-                str(path),
-            ],
-            check=True,
+            [*cli, "train", "--preset", recipe, "--data", str(data), "--out", str(out)], check=True
         )
-    log.warning(
-        "serving the demo model at %s: it is UNTRAINED (assembled, random weights); its "
-        "answers are noise. Train or pass --model for a real checkpoint.",
-        path,
-    )
-    return path
+    log.info("serving the demo model trained on the procedural corpus: %s", final)
+    return final
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -142,6 +143,11 @@ class Settings(BaseSettings):
     max_tokens_limit: int = Field(4096, ge=1, description="Largest max_tokens accepted.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Request body size limit.")
     cache_dir: Path = Field(default_factory=default_cache_dir)
+    demo_recipe: Literal["demo", "demo-smoke"] = Field(
+        "demo",
+        description="Without --model, serve trains the demo model once with this recipe "
+        "(demo; demo-smoke: seconds, for tests).",
+    )
     log_level: str = "info"
     images: ImageLimits = Field(default_factory=ImageLimits)
     vllm: VllmSettings = Field(default_factory=VllmSettings)

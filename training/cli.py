@@ -16,15 +16,31 @@ def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     model_sub = model.add_subparsers(dest="model_command", required=True)
     init = model_sub.add_parser(
         "init",
-        help="assemble an untrained LLaVA checkpoint (CLIP + projector + Llama) from a preset",
+        help="assemble a LLaVA checkpoint (CLIP + projector + LM): untrained from a preset, "
+        "or from pretrained local parts (--vision-tower and --llm)",
     )
     init.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    init.add_argument("--vision-tower", type=Path, help="a local CLIP (vision) checkpoint")
+    init.add_argument("--llm", type=Path, help="a local causal LM checkpoint with its tokenizer")
     init.add_argument("--out", type=Path, required=True, help="output directory")
     init.add_argument("--seed", type=int, default=0, help="weights are a function of the seed")
-    init.set_defaults(func=run_model_init)
+    init.set_defaults(func=run_model_init, parser=init)
 
 
 def run_model_init(args: argparse.Namespace) -> int:
+    if bool(args.vision_tower) != bool(args.llm):
+        args.parser.error("--vision-tower and --llm go together")
+    if args.vision_tower:
+        missing = [
+            str(p) for p in (args.vision_tower, args.llm) if not (p / "config.json").is_file()
+        ]
+        if missing:
+            args.parser.error("no Hugging Face checkpoint (config.json) at " + ", ".join(missing))
+        from training.model.pretrained import assemble_from_pretrained
+
+        out = assemble_from_pretrained(args.vision_tower, args.llm, args.out, seed=args.seed)
+        log.info("assembled %s from %s and %s", out, args.vision_tower, args.llm)
+        return 0
     from training.model.assemble import assemble_checkpoint
     from training.model.presets import PRESETS
 
@@ -120,4 +136,118 @@ def run_eval(args: argparse.Namespace) -> int:
     paths = write_results(results, out_dir)
     print(markdown_table(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="build training data from annotated datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    build = data_sub.add_parser(
+        "build", help="convert the sources of a YAML/JSON config into sharded LLaVA JSONL"
+    )
+    build.add_argument("--config", type=Path, required=True, help="build config (YAML/JSON)")
+    build.add_argument("--out", type=Path, required=True, help="output directory")
+    build.add_argument("--workers", type=int, help="worker processes (overrides the config)")
+    build.add_argument("--no-progress", action="store_true")
+    build.set_defaults(func=run_data_build, parser=build)
+    demo = data_sub.add_parser("demo", help="write the procedural demo corpus (train + held-out)")
+    demo.add_argument("--out", type=Path, required=True)
+    demo.add_argument(
+        "--preset",
+        choices=["demo", "demo-smoke"],
+        default="demo",
+        help="corpus size for the training recipe of the same name",
+    )
+    demo.add_argument("--train-per-modality", type=int, help="training studies per modality")
+    demo.add_argument("--heldout-per-modality", type=int, help="held-out studies per modality")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=run_data_demo)
+
+
+def run_data_build(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from training.data.build import build, load_build_config
+
+    try:
+        config = load_build_config(args.config)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        args.parser.error(f"{args.config}: {exc}")
+    if args.workers:
+        config = replace(config, workers=args.workers)
+    manifest = build(config, args.out, progress=not args.no_progress)
+    print(json.dumps({k: manifest[k] for k in ("records", "bad_files", "failed")}))
+    if manifest["bad_files"]:
+        log.warning("%d source files skipped; see %s", manifest["bad_files"],
+                    args.out / "bad_files.jsonl")  # fmt: skip
+    return 1 if manifest["failed"] else 0
+
+
+def run_data_demo(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from training.data.demo import DEMO_CORPORA, make_demo
+
+    config = replace(DEMO_CORPORA[args.preset], seed=args.seed)
+    if args.train_per_modality:
+        config = replace(config, train_per_modality=args.train_per_modality)
+    if args.heldout_per_modality:
+        config = replace(config, heldout_per_modality=args.heldout_per_modality)
+    counts = make_demo(args.out, config, progress=not args.no_progress)
+    print(json.dumps(counts))
+    return 0
+
+
+def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
+    from training.train.config import DEMO_RECIPES
+
+    train = subparsers.add_parser(
+        "train",
+        help="three-stage training (I projector, II +vision, III full) or the demo recipe",
+        description="gmai-vl train --config FILE --stage 1|2|3|all --out DIR | "
+        "gmai-vl train --preset demo --data D --out OUT",
+    )
+    train.add_argument("--config", type=Path, help="run config (YAML/JSON), see docs/training.md")
+    train.add_argument("--stage", choices=["1", "2", "3", "all"], default="all")
+    train.add_argument("--preset", choices=DEMO_RECIPES, help="a built-in recipe instead")
+    train.add_argument("--data", type=Path, help="the demo corpus (`gmai-vl data demo`)")
+    train.add_argument("--stage-three-only", action="store_true",
+                       help="demo ablation: stage III alone on the same step budget")  # fmt: skip
+    train.add_argument("--seed", type=int, default=0, help="demo: weights, pretraining, data order")
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=run_train, parser=train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    if bool(args.config) == bool(args.preset):
+        args.parser.error("give either --config FILE or --preset NAME")
+    if args.preset:
+        if not args.data:
+            args.parser.error("--preset needs --data (the corpus `gmai-vl data demo` wrote)")
+        from training.train.demo import run_demo
+
+        run_demo(
+            args.data, args.out, args.preset, args.stage_three_only, not args.no_progress, args.seed
+        )
+        return 0
+    from training.train.config import load_train_config
+
+    try:
+        config = load_train_config(args.config)
+    except (OSError, ValueError, TypeError) as exc:
+        args.parser.error(f"{args.config}: {exc}")
+    config = replace(config, progress=not args.no_progress)
+    from training.train.stages import finish_run, run_stages
+
+    stages = [1, 2, 3] if args.stage == "all" else [int(args.stage)]
+    last = run_stages(config, stages, args.out)
+    if max(stages) == max(config.stages):
+        last = finish_run(args.out, last, {}, f"GMAI-VL training ({args.config.name})")
+    log.info("stage %s done: %s", args.stage, last)
     return 0

@@ -91,16 +91,23 @@ def build_processor(preset: ModelPreset, tokenizer) -> LlavaProcessor:
     )
 
 
-def to_vllm_layout(weights_path: Path) -> None:
-    """Rename `vision_tower.X` to `vision_tower.vision_model.X` in place (see module doc)."""
-    state = load_file(weights_path)
-    renamed = {
-        ("vision_tower.vision_model." + k.removeprefix("vision_tower."))
-        if k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.")
-        else k: v
-        for k, v in state.items()
-    }
-    save_file(renamed, weights_path, metadata={"format": "pt"})
+def to_vllm_layout(checkpoint: Path) -> None:
+    """Rename `vision_tower.X` to `vision_tower.vision_model.X` in place (see module doc),
+    in every weights file of `checkpoint` and in the shard index when there is one."""
+
+    def rename(key: str) -> str:
+        if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+            return "vision_tower.vision_model." + key.removeprefix("vision_tower.")
+        return key
+
+    for weights in sorted(checkpoint.glob("*.safetensors")):
+        state = load_file(weights)
+        save_file({rename(k): v for k, v in state.items()}, weights, metadata={"format": "pt"})
+    index = checkpoint / (WEIGHTS_FILE + ".index.json")
+    if index.is_file():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {rename(k): v for k, v in data["weight_map"].items()}
+        index.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def assemble_checkpoint(preset: ModelPreset, out: Path, seed: int = 0) -> Path:
@@ -121,7 +128,7 @@ def assemble_checkpoint(preset: ModelPreset, out: Path, seed: int = 0) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    to_vllm_layout(out / WEIGHTS_FILE)
+    to_vllm_layout(out)
     processor = build_processor(preset, tokenizer)
     processor.save_pretrained(out)
     metadata = {
