@@ -109,14 +109,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def load(base_url: str, concurrency: int, seconds: float, tokens: int) -> dict:
+async def load(
+    base_url: str, concurrency: int, seconds: float, tokens: int, headers: dict | None = None
+) -> dict:
     payload = body(tokens)
     ttfts: list[float] = []
     itls: list[float] = []
     generated = 0
     errors = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=120, limits=limits, headers=headers
+    ) as client:
         stop_at = time.perf_counter() + seconds
 
         async def user() -> None:
@@ -153,11 +157,13 @@ def start(command: list[str], log: Path, env: dict | None = None) -> subprocess.
     )
 
 
-def measure(name: str, base_url: str, args: argparse.Namespace) -> list[Row]:
-    asyncio.run(load(base_url, 2, 2.0, args.tokens))  # warm-up
+def measure(
+    name: str, base_url: str, args: argparse.Namespace, headers: dict | None = None
+) -> list[Row]:
+    asyncio.run(load(base_url, 2, 2.0, args.tokens, headers))  # warm-up
     rows = []
     for concurrency in args.concurrency:
-        result = asyncio.run(load(base_url, concurrency, args.seconds, args.tokens))
+        result = asyncio.run(load(base_url, concurrency, args.seconds, args.tokens, headers))
         rows.append(Row(name, concurrency, **result))
         print(
             f"  {name:8s} c={concurrency:<3d} {result['rps']:7.1f} req/s "
@@ -209,7 +215,8 @@ def run_all(args: argparse.Namespace, logs: Path) -> list[Row]:
         rows += measure("vllm", vllm_url, args)
         if args.litellm:
             port = free_port()
-            env = {**os.environ, "LITELLM_LOG": "ERROR"}
+            key = "sk-bench-" + os.urandom(16).hex()  # the proxy refuses to start without one
+            env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": key}
             proxy = start(
                 [
                     args.litellm,
@@ -227,7 +234,7 @@ def run_all(args: argparse.Namespace, logs: Path) -> list[Row]:
                 proxy_url = f"http://127.0.0.1:{port}"
                 wait_ready(proxy_url, timeout=300, process=proxy, path="/health/liveliness")
                 print("(c) LiteLLM proxy -> (a)", flush=True)
-                rows += measure("litellm", proxy_url, args)
+                rows += measure("litellm", proxy_url, args, {"Authorization": f"Bearer {key}"})
             finally:
                 stop_process(proxy)
     finally:

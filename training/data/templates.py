@@ -100,6 +100,14 @@ BANK: dict[str, dict[str, list[tuple[str, str]]]] = {
             ("Describe this image.", "A {modality} image of {label}."),
             ("Write a short caption for this image.", "{modality} image showing {label}."),
         ],
+        "body_part": [
+            ("Which body part does this image show?", "The {body_part}."),
+            ("What part of the body was examined?", "The {body_part} was examined."),
+        ],
+        "study_caption": [
+            ("Describe this image.", "A {modality} image of the {body_part}."),
+            ("Write a short caption for this image.", "{modality} of the {body_part}."),
+        ],
     },
     "zh": {
         "modality": [("这张图像的成像方式是什么？", "这是一张{modality}图像。")],
@@ -116,6 +124,8 @@ BANK: dict[str, dict[str, list[tuple[str, str]]]] = {
         "class_no": [("这张图像显示的是{candidate}吗？", "不是，显示的是{label}。")],
         "mcq": [("{question}\n{options}\n请回答选项字母。", "{letter}. {text}")],
         "class_caption": [("描述这张图像。", "一张{modality}图像，显示{label}。")],
+        "body_part": [("这张图像显示的是哪个部位？", "{body_part}。")],
+        "study_caption": [("描述这张图像。", "一张{body_part}的{modality}图像。")],
     },
 }
 NONE_PRESENT = {"en": "None of them", "zh": "均未出现"}
@@ -250,4 +260,16 @@ def classification_qas(
             "Which category does this image show?" if lang == "en" else "这张图像显示哪一类？"
         )
         qas.append(_mcq(rng, lang, "class_mcq", question, label, classes))
+    return qas
+
+
+def study_qas(modality: str, body_part: str | None, rng: random.Random, lang: str) -> list[QA]:
+    """From a DICOM file's own tags: the modality, and the body part when it is recorded."""
+    mod = modality_name(modality, lang)
+    qas = [_qa(rng, lang, "modality", "vqa", "modality", modality=mod)]
+    if body_part:
+        qas.append(_qa(rng, lang, "body_part", "perception", "body_part", body_part=body_part))
+        qas.append(
+            _qa(rng, lang, "study_caption", "caption", "caption", modality=mod, body_part=body_part)
+        )
     return qas

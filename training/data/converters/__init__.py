@@ -10,6 +10,7 @@ from __future__ import annotations
 from training.data.converters.base import BadSourceFile, Converter, SourceSpec
 from training.data.converters.classification import ClassificationConverter
 from training.data.converters.detection import DetectionConverter
+from training.data.converters.dicom_folder import DicomFolderConverter
 from training.data.converters.segmentation import SegmentationConverter
 from training.data.converters.volume import VolumeConverter
 
@@ -18,6 +19,7 @@ CONVERTERS: dict[str, Converter] = {
     "segmentation": SegmentationConverter(),
     "volume": VolumeConverter(),
     "detection": DetectionConverter(),
+    "dicom": DicomFolderConverter(),
 }
 
 __all__ = ["CONVERTERS", "BadSourceFile", "Converter", "SourceSpec"]

@@ -24,9 +24,10 @@ class SourceSpec:
 
     name: str
     kind: str
-    """classification | segmentation | volume | detection"""
+    """classification | segmentation | volume | detection | dicom"""
     root: Path
-    modality: str
+    modality: str = ""
+    """the sources' modality (a `dicom` source takes each file's own Modality tag)"""
     layout: str = "folder"
     """classification: `folder` (one folder per class) or `csv`"""
     csv: str = "labels.csv"
