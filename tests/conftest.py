@@ -136,6 +136,33 @@ def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The procedural demo corpus, small: 8 training and 2 held-out studies per modality."""
+    from training.data.demo import DemoConfig, make_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    make_demo(out, DemoConfig(train_per_modality=8, heldout_per_modality=2), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_export(tiny_checkpoint: Path, demo_corpus: Path, tmp_path_factory) -> Path:
+    """A checkpoint out of our training: a short stage III on the demo corpus, exported."""
+    from training.train.config import StageConfig, TrainConfig
+    from training.train.stages import run_stages
+
+    stage = StageConfig("III", ("projector", "vision", "llm"), 2e-3, max_steps=20, batch_size=8)
+    config = TrainConfig(
+        model=str(tiny_checkpoint),
+        data=str(demo_corpus / "example_list.json"),
+        stages={3: stage},
+        max_length=128,
+        progress=False,
+    )
+    return run_stages(config, [3], tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     try:

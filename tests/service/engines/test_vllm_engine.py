@@ -59,6 +59,18 @@ async def vllm_engine(tiny_checkpoint):
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def trained_pair(trained_export):
+    """The vLLM and the reference engine on a checkpoint exported by our training."""
+    vllm = VllmEngine(trained_export, VLLM_CPU)
+    await vllm.start()
+    reference = TransformersEngine(trained_export, max_concurrency=1)
+    await reference.start()
+    yield vllm, reference
+    await vllm.stop()
+    await reference.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def reference(tiny_checkpoint):
     engine = TransformersEngine(tiny_checkpoint, max_concurrency=1)
     await engine.start()
@@ -104,6 +116,15 @@ async def test_greedy_token_ids_match_the_transformers_engine(vllm_engine, refer
     assert await text_and_usage(vllm_engine, request(i, temperature=0)) == await text_and_usage(
         reference, request(i, temperature=0)
     )
+
+
+async def test_greedy_parity_on_a_checkpoint_from_our_training(trained_pair):
+    vllm, reference = trained_pair
+    for i in range(len(PROMPTS)):
+        req = request(i, temperature=0)
+        expected = reference_token_ids(reference, req)
+        assert len(expected) >= 1
+        assert await vllm_token_ids(vllm, req) == expected, PROMPTS[i]
 
 
 async def test_abort_ends_the_stream_without_finish(vllm_engine):
