@@ -38,7 +38,9 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
         metrics=state.metrics,
         model_id=state.model_id,
         max_body_bytes=state.settings.max_body_bytes,
+        body_timeout=state.settings.body_timeout,
         audit=state.audit,
+        keys=state.keys,
     )
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Request
@@ -13,11 +14,14 @@ from pydantic import ValidationError
 from service import errors
 from service.api.disconnect import ClientWatch
 from service.api.protocol import ChatCompletionRequest
+from service.api.request_limits import check_json_depth
 from service.api.serving_chat import RequestContext
 from service.api.sse import EventStreamResponse
 from service.api.state import AppState
 
 router = APIRouter()
+
+LARGE_BODY = 1 << 20
 
 
 def _state(request: Request) -> AppState:
@@ -37,17 +41,23 @@ async def chat_completions(request: Request) -> Response:
     # The body is parsed by pydantic-core straight from bytes rather than through
     # FastAPI's body dependency: about a third of the gateway's per-request cost
     # (docs/benchmarks.md). `app.py` puts the schema into the OpenAPI document.
+    state = _state(request)
+    raw = await request.body()
+    if len(raw) > LARGE_BODY:  # the depth scan of a big body runs beside the event loop
+        await asyncio.to_thread(check_json_depth, raw, state.settings.max_json_depth)
+    else:
+        check_json_depth(raw, state.settings.max_json_depth)
     try:
-        body = ChatCompletionRequest.model_validate_json(await request.body())
+        body = ChatCompletionRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
-    state = _state(request)
     ctx = RequestContext(
         request_id=request.state.request_id,
         priority=request.headers.get("x-priority"),
         timeout=request.headers.get("x-request-timeout"),
         started=request.state.started,
         audit=getattr(request.state, "audit", None),
+        principal=getattr(request.state, "principal", None),
     )
     watch = ClientWatch(request.receive).start()
     try:
@@ -70,19 +80,29 @@ def _model_card(state: AppState) -> dict[str, object]:
     }
 
 
+def _visible(request: Request, model: str) -> bool:
+    """Models a caller's tenant may not use are not shown to it either."""
+    principal = getattr(request.state, "principal", None)
+    return principal is None or principal.policy.allows_model(model)
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, object]:
     state = _state(request)
     return {
         "object": "list",
-        "data": [_model_card(state) for model in await state.models() if model],
+        "data": [
+            _model_card(state)
+            for model in await state.models()
+            if model and _visible(request, model)
+        ],
     }
 
 
 @router.get("/v1/models/{model:path}")
 async def retrieve_model(model: str, request: Request) -> dict[str, object]:
     state = _state(request)
-    if model != state.model_id:
+    if model != state.model_id or not _visible(request, model):
         raise errors.ModelNotFound("The requested model does not exist.", param="model")
     return _model_card(state)
 

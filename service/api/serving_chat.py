@@ -18,6 +18,8 @@ from service import errors
 from service.api.chunks import DONE, ChunkWriter
 from service.api.disconnect import ClientWatch
 from service.api.protocol import ChatCompletionRequest, ChatMessage, ImagePart
+from service.api.request_limits import RequestLimits, check_shape
+from service.api.tenancy import TenantCharge, TenantGate
 from service.audit import AuditEvent
 from service.config import Settings
 from service.engines.base import (
@@ -25,11 +27,14 @@ from service.engines.base import (
     GenerationRequest,
     ImageInput,
     SamplingParams,
+    Usage,
 )
 from service.media.resolve import ImageRequest, MediaResolver
 from service.metrics import ServiceMetrics
 from service.queue.base import Job, JobEvent, JobFailed, JobQueue, Restarted
 from service.queue.lanes import Lane
+from service.security.limits import TenantLimiter
+from service.security.policy import Principal
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class RequestContext:
     timeout: str | None  # X-Request-Timeout header, seconds
     started: float  # time.perf_counter() at arrival
     audit: AuditEvent | None = None  # filled in as the request is served
+    principal: Principal | None = None  # the caller's key and tenant; None: auth off
 
 
 @dataclass(frozen=True)
@@ -52,16 +58,27 @@ class ResolvedMessages:
 
 class ChatCompletions:
     def __init__(
-        self, settings: Settings, queue: JobQueue, metrics: ServiceMetrics, model_id: str
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        metrics: ServiceMetrics,
+        model_id: str,
+        limiter: TenantLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.metrics = metrics
         self.model_id = model_id
         self.media = MediaResolver(settings.images, settings.fetch, settings.pacs_entries())
+        self.tenants = TenantGate(limiter, metrics)
+        self.limits = RequestLimits(
+            settings.max_json_depth, settings.max_messages, settings.max_text_chars
+        )
 
     async def aclose(self) -> None:
         await self.media.aclose()
+        if self.tenants.limiter is not None:
+            await self.tenants.limiter.close()
 
     async def create(
         self,
@@ -77,10 +94,46 @@ class ChatCompletions:
                 f"The requested model does not exist; this server serves {self.model_id!r}.",
                 param="model",
             )
+        check_shape(body, self.limits)
         lane = self._lane(body, ctx)
-        deadline = time.time() + self._timeout(ctx)
+        timeout = self._timeout(ctx)
+        deadline = time.time() + timeout
         sampling = self._sampling(body)
-        resolved = await self._resolve_messages(body.messages, ctx.audit)
+        image_parts = self._image_parts(body.messages)
+        self.tenants.check(
+            ctx.principal,
+            body.model,
+            lane,
+            sampling.max_tokens,
+            sum(part.image_url.image_count() for _, _, part in image_parts),
+        )
+        charge = await self.tenants.admit(ctx.principal, sampling.max_tokens, timeout)
+        try:
+            return await self._admitted(body, ctx, watch, lane, deadline, sampling, charge)
+        except BaseException:
+            if charge is not None:
+                await charge.release(None)
+            raise
+
+    async def _admitted(
+        self,
+        body: ChatCompletionRequest,
+        ctx: RequestContext,
+        watch: ClientWatch,
+        lane: Lane,
+        deadline: float,
+        sampling: SamplingParams,
+        charge: TenantCharge | None,
+    ) -> dict[str, Any] | AsyncGenerator[str, None]:
+        """The part after the tenant's charge: whoever ends the request releases it."""
+        try:
+            # Image fetching and decoding count against the request's deadline too.
+            async with asyncio.timeout(max(deadline - time.time(), 0)):
+                resolved = await self._resolve_messages(body.messages, ctx.audit)
+        except TimeoutError as exc:
+            raise errors.DeadlineExceeded(
+                "The request's deadline passed while its images were fetched and decoded."
+            ) from exc
         # The job id is ours, never the client's X-Request-Id: clients reuse ids, and a
         # job id keys the result stream and the engine's abort.
         job_id = uuid.uuid4().hex
@@ -100,9 +153,11 @@ class ChatCompletions:
         if not body.stream:
             try:
                 with watch.guard():
-                    answer = await self._collect(job, batches, lane, ctx)
+                    answer, usage = await self._collect(job, batches, lane, ctx)
                 if resolved.dicom:
                     answer["dicom"] = resolved.dicom
+                if charge is not None:
+                    await charge.release(usage)
                 return answer
             except BaseException:
                 await self.queue.cancel(job.id)  # gone, failed or late: stop the work
@@ -119,7 +174,7 @@ class ChatCompletions:
         self._observe_ttft(lane, ctx)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         # it owns job and batches now
-        return self._stream(job, first, batches, include_usage, resolved.dicom, ctx.audit)
+        return self._stream(job, first, batches, include_usage, resolved.dicom, ctx.audit, charge)
 
     # validation
 
@@ -170,6 +225,16 @@ class ChatCompletions:
             response_format=response_format(body),
         )
 
+    @staticmethod
+    def _image_parts(messages: list[ChatMessage]) -> list[tuple[int, int, ImagePart]]:
+        return [
+            (i, j, part)
+            for i, message in enumerate(messages)
+            if isinstance(message.content, list)
+            for j, part in enumerate(message.content)
+            if isinstance(part, ImagePart)
+        ]
+
     async def _resolve_messages(
         self, messages: list[ChatMessage], audit: AuditEvent | None
     ) -> ResolvedMessages:
@@ -178,19 +243,16 @@ class ChatCompletions:
         limits = self.settings.images
         requests: list[ImageRequest] = []
         counted = 0
-        for i, message in enumerate(messages):
-            if isinstance(message.content, list):
-                for j, part in enumerate(message.content):
-                    if isinstance(part, ImagePart):
-                        options = part.image_url.dicom
-                        requests.append(
-                            ImageRequest(
-                                part.image_url.url,
-                                options.to_options() if options else None,
-                                f"messages[{i}].content[{j}]",
-                            )
-                        )
-                        counted += part.image_url.image_count()
+        for i, j, part in self._image_parts(messages):
+            options = part.image_url.dicom
+            requests.append(
+                ImageRequest(
+                    part.image_url.url,
+                    options.to_options() if options else None,
+                    f"messages[{i}].content[{j}]",
+                )
+            )
+            counted += part.image_url.image_count()
         if counted > limits.max_images_per_request:
             raise errors.InvalidRequest(
                 f"The request has {counted} images (DICOM frames count one each); the limit "
@@ -239,7 +301,7 @@ class ChatCompletions:
         batches: AsyncGenerator[list[JobEvent], None],
         lane: Lane,
         ctx: RequestContext,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Usage]:
         pieces: list[str] = []
         async for batch in batches:
             if not pieces:
@@ -266,7 +328,7 @@ class ChatCompletions:
                             }
                         ],
                         "usage": event.usage.as_openai(),
-                    }
+                    }, event.usage
         raise errors.EngineError("The response ended without finishing.")
 
     async def _stream(
@@ -277,6 +339,7 @@ class ChatCompletions:
         include_usage: bool,
         dicom: list[dict[str, Any]],
         audit: AuditEvent | None,
+        charge: TenantCharge | None,
     ) -> AsyncGenerator[str, None]:
         """One write per batch: when a stream falls behind, its pending tokens leave in
         one write instead of one per token. Once headers are sent, a failure travels
@@ -284,6 +347,7 @@ class ChatCompletions:
         chunks = ChunkWriter(
             f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id, include_usage
         )
+        usage: Usage | None = None
         try:
             out = [chunks.role({"dicom": dicom} if dicom else None)]
             batch = first
@@ -311,6 +375,7 @@ class ChatCompletions:
                             audit.outcome = error.code or event.error
                         out.append(chunks.error(error))
                     else:
+                        usage = event.usage
                         out.append(chunks.finish(event.finish_reason))
                         if include_usage:
                             out.append(chunks.usage(event.usage.as_openai()))
@@ -326,6 +391,8 @@ class ChatCompletions:
         finally:
             # Closing the event stream before its end (the client left) cancels the job.
             await batches.aclose()
+            if charge is not None:
+                await charge.release(usage)
 
     def _observe_ttft(self, lane: Lane, ctx: RequestContext) -> None:
         self.metrics.time_to_first_token.labels(self.model_id, lane.value).observe(
