@@ -65,7 +65,10 @@ class KeyStore:
         if not matches or record is _DUMMY:
             raise errors.AuthenticationFailed("Incorrect API key provided.")
         if not record.active:
-            raise errors.AuthenticationFailed("Incorrect API key provided.", code="revoked_api_key")
+            # Only the holder of a once-valid key learns this: it tells them to rotate.
+            raise errors.AuthenticationFailed(
+                "This API key has been revoked.", code="revoked_api_key"
+            )
         tenant = record.tenant
         return Principal(
             key_id=record.id,
