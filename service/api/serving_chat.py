@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import errors
+from service.api.chat_params import lane_of, sampling_of, timeout_of
 from service.api.chunks import DONE, ChunkWriter
 from service.api.disconnect import ClientWatch
 from service.api.protocol import ChatCompletionRequest, ChatMessage, ImagePart
@@ -95,10 +96,10 @@ class ChatCompletions:
                 param="model",
             )
         check_shape(body, self.limits)
-        lane = self._lane(body, ctx)
-        timeout = self._timeout(ctx)
+        lane = lane_of(body, ctx.priority, self.settings.default_priority)
+        timeout = timeout_of(ctx.timeout, self.settings)
         deadline = time.time() + timeout
-        sampling = self._sampling(body)
+        sampling = sampling_of(body, self.settings)
         image_parts = self._image_parts(body.messages)
         self.tenants.check(
             ctx.principal,
@@ -175,55 +176,6 @@ class ChatCompletions:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         # it owns job and batches now
         return self._stream(job, first, batches, include_usage, resolved.dicom, ctx.audit, charge)
-
-    # validation
-
-    def _lane(self, body: ChatCompletionRequest, ctx: RequestContext) -> Lane:
-        if body.priority is not None:
-            return body.priority
-        if ctx.priority is None:
-            return self.settings.default_priority
-        try:
-            return Lane(ctx.priority.strip().lower())
-        except ValueError as exc:
-            raise errors.InvalidRequest(
-                "X-Priority must be one of: " + ", ".join(lane.value for lane in Lane) + ".",
-                param="X-Priority",
-                code="invalid_priority",
-            ) from exc
-
-    def _timeout(self, ctx: RequestContext) -> float:
-        if ctx.timeout is None:
-            return self.settings.request_timeout
-        try:
-            seconds = float(ctx.timeout)
-        except ValueError:
-            seconds = -1.0
-        if not 0 < seconds <= self.settings.max_request_timeout:
-            raise errors.InvalidRequest(
-                "X-Request-Timeout must be a number of seconds in (0, "
-                f"{self.settings.max_request_timeout:g}].",
-                param="X-Request-Timeout",
-                code="invalid_timeout",
-            )
-        return seconds
-
-    def _sampling(self, body: ChatCompletionRequest) -> SamplingParams:
-        max_tokens = body.requested_max_tokens() or self.settings.max_tokens_default
-        if max_tokens > self.settings.max_tokens_limit:
-            raise errors.InvalidRequest(
-                f"max_tokens is {max_tokens}; the limit is {self.settings.max_tokens_limit}.",
-                param="max_tokens",
-                code="max_tokens_too_large",
-            )
-        return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            seed=body.seed,
-            stop=body.stop_sequences(),
-            response_format=response_format(body),
-        )
 
     @staticmethod
     def _image_parts(messages: list[ChatMessage]) -> list[tuple[int, int, ImagePart]]:
@@ -409,21 +361,3 @@ async def _first_batch(batches: AsyncIterator[list[JobEvent]]) -> list[JobEvent]
     if isinstance(batch[0], JobFailed):
         raise batch[0].to_exception()
     return batch
-
-
-def response_format(body: ChatCompletionRequest) -> dict[str, Any] | None:
-    """The structured-output constraint in the engine-neutral form engines receive
-    (`{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {..., "schema"}}`);
-    None for plain text."""
-    fmt = body.response_format
-    if fmt is None or fmt.type == "text":
-        return None
-    if fmt.type == "json_object":
-        return {"type": "json_object"}
-    if fmt.json_schema is None or not fmt.json_schema.schema_:
-        raise errors.InvalidRequest(
-            "response_format of type json_schema needs json_schema.schema.",
-            param="response_format",
-            code="invalid_response_format",
-        )
-    return {"type": "json_schema", "json_schema": fmt.json_schema.model_dump(by_alias=True)}
