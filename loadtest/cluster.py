@@ -106,6 +106,7 @@ class Cluster:
             "GMAIVL_HEARTBEAT_INTERVAL": "0.3",
             "GMAIVL_VISIBILITY_TIMEOUT": "1.5",
             "GMAIVL_FAKE_TOKEN_INTERVAL": "0.01",
+            "GMAIVL_AUTH": "off",  # on purpose, on loopback; pass GMAIVL_API_KEYS_FILE for keys
             **env,
         }
         self.gateways: list[tuple[subprocess.Popen, str]] = []

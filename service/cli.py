@@ -1,8 +1,9 @@
 """The `gmai-vl` command line.
 
-`serve` lives here; other command groups (`model`, later `data`, `train`,
-`eval`) are contributed by the `training` package through the
-`gmai_vl.commands` entry point group, so `service` never imports `training`.
+`serve`, `gateway`, `worker` and `keys` (service.security.cli) live here; other
+command groups (`model`, later `data`, `train`, `eval`) are contributed by the
+`training` package through the `gmai_vl.commands` entry point group, so `service`
+never imports `training`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from service.config import Settings, VllmSettings
+from service.security.cli import add_keys_commands
+from service.security.keystore import AuthConfigError
 
 log = logging.getLogger("gmaivl.cli")
 
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--drain-grace", type=float, help="seconds to finish jobs on SIGTERM")
     worker.set_defaults(func=run_worker)
 
+    add_keys_commands(sub)
     for command in entry_points(group="gmai_vl.commands"):
         command.load()(sub)
     return parser
@@ -59,6 +63,14 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
 def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument(
+        "--api-keys-file", type=Path, help="require API keys from this file (docs/security.md)"
+    )
+    parser.add_argument(
+        "--auth",
+        choices=["auto", "keys", "off"],
+        help="auto (default): keys if a key file is given, off on loopback, else refuse",
+    )
 
 
 def _engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +110,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "drain_grace",
         "upstream_url",
         "upstream_model",
+        "api_keys_file",
+        "auth",
     )
     overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
     vllm_flags = (
@@ -176,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except AuthConfigError as exc:
+        log.error("%s", exc)
+        return 2
 
 
 if __name__ == "__main__":

@@ -142,6 +142,29 @@ class Settings(BaseSettings):
     max_tokens_default: int = Field(256, ge=1, description="max_tokens when the client sends none.")
     max_tokens_limit: int = Field(4096, ge=1, description="Largest max_tokens accepted.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Request body size limit.")
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds for the whole request body to arrive (else 408)."
+    )
+    max_json_depth: int = Field(32, ge=4, description="Deepest nesting of the request's JSON.")
+    max_messages: int = Field(256, ge=1, description="Messages in one chat request.")
+    max_text_chars: int = Field(
+        200_000, ge=1, description="Characters of text over all messages of one request."
+    )
+    auth: Literal["auto", "keys", "off"] = Field(
+        "auto",
+        description="keys: every /v1 request needs a key from api_keys_file; off: no keys "
+        "(local use); auto: keys when api_keys_file is set, off on a loopback bind, else refuse "
+        "to start.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="The key file (docs/security.md); a Kubernetes Secret mount works."
+    )
+    api_keys_reload_interval: float = Field(
+        2.0, ge=0, description="Seconds between checks of the key file for changes."
+    )
+    max_tenant_labels: int = Field(
+        32, ge=0, description="Tenants (in key-file order) that get their own metrics label."
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     demo_recipe: Literal["demo", "demo-smoke"] = Field(
         "demo",

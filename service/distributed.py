@@ -27,7 +27,7 @@ from service.audit import open_audit_sink
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.queue.redis_queue import RedisJobQueue
-from service.server import make_engine, make_queue, redis_queue_gauges
+from service.server import make_engine, make_queue, make_security, redis_queue_gauges
 from service.worker import Worker
 
 log = logging.getLogger("gmaivl.distributed")
@@ -38,7 +38,8 @@ def build_gateway(settings: Settings) -> FastAPI:
     queue = make_queue(settings, model_id)
     assert isinstance(queue, RedisJobQueue), "a gateway needs --redis-url"
     metrics = ServiceMetrics()
-    chat = ChatCompletions(settings, queue, metrics, model_id)
+    keys, limiter = make_security(settings)
+    chat = ChatCompletions(settings, queue, metrics, model_id, limiter)
     audit = open_audit_sink(settings.audit_log)
 
     async def readiness() -> dict[str, bool]:
@@ -68,6 +69,7 @@ def build_gateway(settings: Settings) -> FastAPI:
         served_models=served_models,
         before_scrape=functools.partial(redis_queue_gauges, queue, metrics),
         audit=audit,
+        keys=keys,
     )
     return create_app(state, lifespan=lifespan)
 

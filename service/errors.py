@@ -5,10 +5,13 @@
     │   ├── ImageTooLarge              413 (bytes or pixels over the limit)
     │   ├── ImageFetchFailed           400 (image URL refused, unreachable, slow, HTTP error)
     │   └── RequestTooLarge            413 (body over the limit)
+    ├── RequestTimeout                 408 (the body did not arrive in time)
     ├── UnprocessableImage             422 (decodes badly, truncated, wrong kind)
-    ├── AuthenticationFailed           401
+    ├── AuthenticationFailed           401 (+ WWW-Authenticate) missing/bad/revoked key
+    ├── PermissionDenied               403 (key valid, its tenant may not do this)
     ├── ModelNotFound                  404
     ├── Overloaded                     429 (+ Retry-After), queue full or rate
+    │   └── TenantLimitExceeded        429 (+ Retry-After), a tenant limit; code names it
     ├── NotReady                       503 (model not loaded, no worker)
     ├── DeadlineExceeded               504 (expired in the queue or while running)
     ├── Cancelled                      499 (client went away; nobody reads it)
@@ -66,10 +69,22 @@ class UnprocessableImage(ServiceError):
     code = "unprocessable_image"
 
 
+class RequestTimeout(ServiceError):
+    status_code = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class AuthenticationFailed(ServiceError):
     status_code = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(ServiceError):
+    status_code = 403
+    type = "permission_error"
+    code = "permission_denied"
 
 
 class ModelNotFound(ServiceError):
@@ -86,6 +101,14 @@ class Overloaded(ServiceError):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class TenantLimitExceeded(Overloaded):
+    """A tenant's own limit, not the server's load: `limit` names it (also in `code`)."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: int):
+        super().__init__(message, retry_after=retry_after, code=f"tenant_{limit}")
+        self.limit = limit
 
 
 class NotReady(ServiceError):
@@ -130,6 +153,8 @@ def to_error_response(exc: ServiceError) -> ErrorResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, AuthenticationFailed):
+        headers["WWW-Authenticate"] = "Bearer"
     return ErrorResponse(
         status_code=exc.status_code,
         body=error_body(exc.message, exc.type, exc.param, exc.code),

@@ -2,7 +2,8 @@
 
 Labels are drawn from closed sets: model (the served model ids), route (the
 route template, never the raw path), status class (2xx/4xx/5xx), lane, reason
-(an error code). Never a user, patient, study, request id or free text.
+(an error code), tenant (only tenants declared in the key file, at most
+GMAIVL_MAX_TENANT_LABELS of them). Never a user, patient, study, request id or free text.
 """
 
 from __future__ import annotations
@@ -100,6 +101,15 @@ class ServiceMetrics:
                 "gmaivl_rejections",
                 "Requests refused, by reason (an error code).",
                 ["reason"],
+                registry=r,
+            )
+        )
+        self.tenant_rejections = Labelled(
+            Counter(
+                "gmaivl_tenant_rejections",
+                "Requests refused by a tenant's policy, by tenant (declared tenants only, "
+                "up to GMAIVL_MAX_TENANT_LABELS; the rest are 'other') and reason.",
+                ["tenant", "reason"],
                 registry=r,
             )
         )

@@ -26,6 +26,9 @@ from service.metrics import ServiceMetrics
 from service.queue.base import JobQueue
 from service.queue.memory import InProcessJobQueue
 from service.queue.redis_queue import RedisJobQueue
+from service.security.keystore import KeyStore, key_store_for
+from service.security.limits import InMemoryTenantLimiter, TenantLimiter
+from service.security.redis_limits import RedisTenantLimiter
 from service.worker import Worker
 
 log = logging.getLogger("gmaivl.server")
@@ -110,6 +113,23 @@ def make_queue(
     )
 
 
+def make_security(settings: Settings) -> tuple[KeyStore | None, TenantLimiter | None]:
+    """The key store and the tenant limiter (shared in Redis when the queue is), or
+    (None, None) when authentication is off: without tenants there is nothing to limit."""
+    keys = key_store_for(
+        settings.auth,
+        settings.api_keys_file,
+        settings.host,
+        settings.api_keys_reload_interval,
+        settings.max_tenant_labels,
+    )
+    if keys is None:
+        return None, None
+    if settings.redis_url is not None:
+        return keys, RedisTenantLimiter(settings.redis_url)
+    return keys, InMemoryTenantLimiter()
+
+
 async def redis_queue_gauges(queue: RedisJobQueue, metrics: ServiceMetrics) -> None:
     """Gauges only Redis can answer, refreshed when /metrics is scraped."""
     if await queue.ping():
@@ -124,7 +144,8 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
     metrics = ServiceMetrics()
     queue = make_queue(settings, model_id, metrics)
     worker = Worker(queue, engine, metrics, heartbeat_interval=settings.heartbeat_interval)
-    chat = ChatCompletions(settings, queue, metrics, model_id)
+    keys, limiter = make_security(settings)
+    chat = ChatCompletions(settings, queue, metrics, model_id, limiter)
     audit = open_audit_sink(settings.audit_log)
 
     async def readiness() -> dict[str, bool]:
@@ -168,6 +189,7 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
             else None
         ),
         audit=audit,
+        keys=keys,
     )
     app = create_app(state, lifespan=lifespan)
     return EmbeddedService(app=app, engine=engine, queue=queue, worker=worker, metrics=metrics)

@@ -111,7 +111,8 @@ def serve_tiny(
             "--port",
             str(port),
         ],
-        env={**os.environ, "GMAIVL_REQUEST_TIMEOUT": "60", **(env or {})},
+        # Auth off on purpose (local use on loopback); tests/service/security turn keys on.
+        env={**os.environ, "GMAIVL_REQUEST_TIMEOUT": "60", "GMAIVL_AUTH": "off", **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

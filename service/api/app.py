@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, errors
-from service.api.middleware import GatewayMiddleware
+from service.api.middleware import PUBLIC_PATHS, GatewayMiddleware
 from service.api.protocol import ChatCompletionRequest
 from service.api.routes import router
 from service.api.state import AppState
@@ -38,7 +38,9 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
         metrics=state.metrics,
         model_id=state.model_id,
         max_body_bytes=state.settings.max_body_bytes,
+        body_timeout=state.settings.body_timeout,
         audit=state.audit,
+        keys=state.keys,
     )
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -56,6 +58,13 @@ def _openapi_with_request_models(app: FastAPI) -> dict[str, Any]:
         model = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model.pop("$defs", {}))
         components["ChatCompletionRequest"] = model
+        # Every route outside the public ones takes `Authorization: Bearer <key>`.
+        components_root = schema["components"]
+        components_root["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path, operations in schema["paths"].items():
+            if path not in PUBLIC_PATHS:
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -1,8 +1,10 @@
 """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): request ids,
-body size limit, the per-request metrics, and the audit event of audited routes."""
+authentication, body size and arrival-time limits, the per-request metrics, and one
+audit event per request (allowed or refused) outside the public routes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -13,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import errors
 from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
+from service.security.keystore import KeyStore
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -20,7 +23,11 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 ROUTES = frozenset(
     {"/v1/chat/completions", "/v1/models", "/health/live", "/health/ready", "/metrics"}
 )
-AUDITED_ROUTES = frozenset({"/v1/chat/completions"})
+# Open without a key: probes, scrapes and the API description. They reveal nothing
+# about patients or tenants, and are not audited (they would drown the trail).
+PUBLIC_PATHS = frozenset(
+    {"/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs", "/redoc"}
+)
 
 
 def route_label(path: str) -> str:
@@ -48,13 +55,17 @@ class GatewayMiddleware:
         metrics: ServiceMetrics,
         model_id: str,
         max_body_bytes: int,
+        body_timeout: float = 30.0,
         audit: AuditSink | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.model_id = model_id
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.audit = audit
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,8 +80,9 @@ class GatewayMiddleware:
         route = route_label(scope["path"])
         in_flight = self.metrics.in_flight.labels(route)
         in_flight.inc()
+        public = scope["path"] in PUBLIC_PATHS
         event: AuditEvent | None = None
-        if self.audit is not None and route in AUDITED_ROUTES:
+        if self.audit is not None and not public:
             event = AuditEvent(request_id=request_id, route=route, model=self.model_id)
             scope["state"]["audit"] = event
 
@@ -85,13 +97,33 @@ class GatewayMiddleware:
             await send(message)
 
         try:
+            if self.keys is not None and not public:
+                try:
+                    principal = self.keys.authenticate(headers.get(b"authorization"))
+                except errors.AuthenticationFailed as exc:
+                    self.metrics.rejections.labels(exc.code or "invalid_api_key").inc()
+                    if event is not None:
+                        event.outcome = exc.code or "invalid_api_key"
+                    await self._refuse(send_with_id, exc)
+                    return
+                scope["state"]["principal"] = principal
+                if event is not None:
+                    event.key_id, event.tenant = principal.key_id, principal.tenant
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await self._too_large(send_with_id)
+                await self._too_large(send_with_id, event)
                 return
             await self.app(scope, self._capped(receive), send_with_id)
         except _BodyTooLarge:
-            await self._too_large(send_with_id)
+            await self._too_large(send_with_id, event)
+        except _BodyTooSlow:
+            exc = errors.RequestTimeout(
+                f"The request body did not arrive within {self.body_timeout:g} seconds."
+            )
+            self.metrics.rejections.labels("request_timeout").inc()
+            if event is not None:
+                event.outcome = "request_timeout"
+            await self._refuse(send_with_id, exc)
         finally:
             in_flight.dec()
             model = self.model_id if route.startswith("/v1/") else ""
@@ -110,38 +142,57 @@ class GatewayMiddleware:
         sink.write(event)
 
     def _capped(self, receive: Receive) -> Receive:
+        """`receive` with the body's size capped and its arrival bounded in time (a
+        client trickling bytes holds a connection, not the server). Once the body is
+        complete, receiving is unbounded again: that is the disconnect watch."""
         received = 0
+        complete = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
 
         async def capped() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining, 0.001))
+            except TimeoutError:
+                raise _BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise _BodyTooLarge
+                complete = not message.get("more_body", False)
             return message
 
         return capped
 
-    async def _too_large(self, send: Send) -> None:
-        exc = errors.RequestTooLarge(
-            f"The request body is larger than {self.max_body_bytes} bytes."
-        )
-        response = errors.to_error_response(exc)
+    async def _too_large(self, send: Send, event: AuditEvent | None) -> None:
         self.metrics.rejections.labels("request_too_large").inc()
-        body = json.dumps(response.body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        if event is not None:
+            event.outcome = "request_too_large"
+        await self._refuse(
+            send,
+            errors.RequestTooLarge(f"The request body is larger than {self.max_body_bytes} bytes."),
         )
+
+    @staticmethod
+    async def _refuse(send: Send, exc: errors.ServiceError) -> None:
+        response = errors.to_error_response(exc)
+        body = json.dumps(response.body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in response.headers.items()),
+        ]
+        start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        await send(start)
         await send({"type": "http.response.body", "body": body})
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _BodyTooSlow(Exception):
     pass

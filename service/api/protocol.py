@@ -122,3 +122,16 @@ class ChatCompletionRequest(BaseModel):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: OpenAI's envelope (documented in the OpenAPI schema)."""
+
+    error: ErrorDetail

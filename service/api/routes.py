@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Request
@@ -12,12 +13,34 @@ from pydantic import ValidationError
 
 from service import errors
 from service.api.disconnect import ClientWatch
-from service.api.protocol import ChatCompletionRequest
+from service.api.protocol import ChatCompletionRequest, ErrorBody
+from service.api.request_limits import check_json_depth
 from service.api.serving_chat import RequestContext
 from service.api.sse import EventStreamResponse
 from service.api.state import AppState
 
 router = APIRouter()
+
+LARGE_BODY = 1 << 20
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """The error statuses a route documents, all with OpenAI's error body."""
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+AUTH_ERRORS = _errors(401, 404, 408, 413)
+CHAT_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "A chat.completion object, or with stream=true an event stream",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            # events: `data:` lines of chunk objects, then `[DONE]`
+            "text/event-stream": {"schema": {}},
+        },
+    },
+    **_errors(400, 401, 403, 404, 408, 413, 422, 429, 499, 500, 503, 504),
+}
 
 
 def _state(request: Request) -> AppState:
@@ -32,22 +55,32 @@ CHAT_REQUEST_BODY = {
 }
 
 
-@router.post("/v1/chat/completions", openapi_extra={"requestBody": CHAT_REQUEST_BODY})
+@router.post(
+    "/v1/chat/completions",
+    openapi_extra={"requestBody": CHAT_REQUEST_BODY},
+    responses=CHAT_RESPONSES,
+)
 async def chat_completions(request: Request) -> Response:
     # The body is parsed by pydantic-core straight from bytes rather than through
     # FastAPI's body dependency: about a third of the gateway's per-request cost
     # (docs/benchmarks.md). `app.py` puts the schema into the OpenAPI document.
+    state = _state(request)
+    raw = await request.body()
+    if len(raw) > LARGE_BODY:  # the depth scan of a big body runs beside the event loop
+        await asyncio.to_thread(check_json_depth, raw, state.settings.max_json_depth)
+    else:
+        check_json_depth(raw, state.settings.max_json_depth)
     try:
-        body = ChatCompletionRequest.model_validate_json(await request.body())
+        body = ChatCompletionRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
-    state = _state(request)
     ctx = RequestContext(
         request_id=request.state.request_id,
         priority=request.headers.get("x-priority"),
         timeout=request.headers.get("x-request-timeout"),
         started=request.state.started,
         audit=getattr(request.state, "audit", None),
+        principal=getattr(request.state, "principal", None),
     )
     watch = ClientWatch(request.receive).start()
     try:
@@ -70,19 +103,29 @@ def _model_card(state: AppState) -> dict[str, object]:
     }
 
 
-@router.get("/v1/models")
+def _visible(request: Request, model: str) -> bool:
+    """Models a caller's tenant may not use are not shown to it either."""
+    principal = getattr(request.state, "principal", None)
+    return principal is None or principal.policy.allows_model(model)
+
+
+@router.get("/v1/models", responses=AUTH_ERRORS)
 async def list_models(request: Request) -> dict[str, object]:
     state = _state(request)
     return {
         "object": "list",
-        "data": [_model_card(state) for model in await state.models() if model],
+        "data": [
+            _model_card(state)
+            for model in await state.models()
+            if model and _visible(request, model)
+        ],
     }
 
 
-@router.get("/v1/models/{model:path}")
+@router.get("/v1/models/{model:path}", responses=AUTH_ERRORS)
 async def retrieve_model(model: str, request: Request) -> dict[str, object]:
     state = _state(request)
-    if model != state.model_id:
+    if model != state.model_id or not _visible(request, model):
         raise errors.ModelNotFound("The requested model does not exist.", param="model")
     return _model_card(state)
 
@@ -92,7 +135,7 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={503: {"description": "Not ready"}})
 async def ready(request: Request) -> JSONResponse:
     checks = await _state(request).readiness()
     ok = all(checks.values())
@@ -102,7 +145,11 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     state = _state(request)
     state.metrics.set_queue_depths(await state.queue.depths())

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import errors
+from service.api.chat_params import lane_of, sampling_of, timeout_of
 from service.api.chunks import DONE, ChunkWriter
 from service.api.disconnect import ClientWatch
 from service.api.protocol import ChatCompletionRequest, ChatMessage, ImagePart
+from service.api.request_limits import RequestLimits, check_shape
+from service.api.tenancy import TenantCharge, TenantGate
 from service.audit import AuditEvent
 from service.config import Settings
 from service.engines.base import (
@@ -25,11 +28,14 @@ from service.engines.base import (
     GenerationRequest,
     ImageInput,
     SamplingParams,
+    Usage,
 )
 from service.media.resolve import ImageRequest, MediaResolver
 from service.metrics import ServiceMetrics
 from service.queue.base import Job, JobEvent, JobFailed, JobQueue, Restarted
 from service.queue.lanes import Lane
+from service.security.limits import TenantLimiter
+from service.security.policy import Principal
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class RequestContext:
     timeout: str | None  # X-Request-Timeout header, seconds
     started: float  # time.perf_counter() at arrival
     audit: AuditEvent | None = None  # filled in as the request is served
+    principal: Principal | None = None  # the caller's key and tenant; None: auth off
 
 
 @dataclass(frozen=True)
@@ -52,16 +59,27 @@ class ResolvedMessages:
 
 class ChatCompletions:
     def __init__(
-        self, settings: Settings, queue: JobQueue, metrics: ServiceMetrics, model_id: str
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        metrics: ServiceMetrics,
+        model_id: str,
+        limiter: TenantLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.metrics = metrics
         self.model_id = model_id
         self.media = MediaResolver(settings.images, settings.fetch, settings.pacs_entries())
+        self.tenants = TenantGate(limiter, metrics)
+        self.limits = RequestLimits(
+            settings.max_json_depth, settings.max_messages, settings.max_text_chars
+        )
 
     async def aclose(self) -> None:
         await self.media.aclose()
+        if self.tenants.limiter is not None:
+            await self.tenants.limiter.close()
 
     async def create(
         self,
@@ -77,10 +95,46 @@ class ChatCompletions:
                 f"The requested model does not exist; this server serves {self.model_id!r}.",
                 param="model",
             )
-        lane = self._lane(body, ctx)
-        deadline = time.time() + self._timeout(ctx)
-        sampling = self._sampling(body)
-        resolved = await self._resolve_messages(body.messages, ctx.audit)
+        check_shape(body, self.limits)
+        lane = lane_of(body, ctx.priority, self.settings.default_priority)
+        timeout = timeout_of(ctx.timeout, self.settings)
+        deadline = time.time() + timeout
+        sampling = sampling_of(body, self.settings)
+        image_parts = self._image_parts(body.messages)
+        self.tenants.check(
+            ctx.principal,
+            body.model,
+            lane,
+            sampling.max_tokens,
+            sum(part.image_url.image_count() for _, _, part in image_parts),
+        )
+        charge = await self.tenants.admit(ctx.principal, sampling.max_tokens, timeout)
+        try:
+            return await self._admitted(body, ctx, watch, lane, deadline, sampling, charge)
+        except BaseException:
+            if charge is not None:
+                await charge.release(None)
+            raise
+
+    async def _admitted(
+        self,
+        body: ChatCompletionRequest,
+        ctx: RequestContext,
+        watch: ClientWatch,
+        lane: Lane,
+        deadline: float,
+        sampling: SamplingParams,
+        charge: TenantCharge | None,
+    ) -> dict[str, Any] | AsyncGenerator[str, None]:
+        """The part after the tenant's charge: whoever ends the request releases it."""
+        try:
+            # Image fetching and decoding count against the request's deadline too.
+            async with asyncio.timeout(max(deadline - time.time(), 0)):
+                resolved = await self._resolve_messages(body.messages, ctx.audit)
+        except TimeoutError as exc:
+            raise errors.DeadlineExceeded(
+                "The request's deadline passed while its images were fetched and decoded."
+            ) from exc
         # The job id is ours, never the client's X-Request-Id: clients reuse ids, and a
         # job id keys the result stream and the engine's abort.
         job_id = uuid.uuid4().hex
@@ -100,9 +154,11 @@ class ChatCompletions:
         if not body.stream:
             try:
                 with watch.guard():
-                    answer = await self._collect(job, batches, lane, ctx)
+                    answer, usage = await self._collect(job, batches, lane, ctx)
                 if resolved.dicom:
                     answer["dicom"] = resolved.dicom
+                if charge is not None:
+                    await charge.release(usage)
                 return answer
             except BaseException:
                 await self.queue.cancel(job.id)  # gone, failed or late: stop the work
@@ -119,56 +175,17 @@ class ChatCompletions:
         self._observe_ttft(lane, ctx)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         # it owns job and batches now
-        return self._stream(job, first, batches, include_usage, resolved.dicom, ctx.audit)
+        return self._stream(job, first, batches, include_usage, resolved.dicom, ctx.audit, charge)
 
-    # validation
-
-    def _lane(self, body: ChatCompletionRequest, ctx: RequestContext) -> Lane:
-        if body.priority is not None:
-            return body.priority
-        if ctx.priority is None:
-            return self.settings.default_priority
-        try:
-            return Lane(ctx.priority.strip().lower())
-        except ValueError as exc:
-            raise errors.InvalidRequest(
-                "X-Priority must be one of: " + ", ".join(lane.value for lane in Lane) + ".",
-                param="X-Priority",
-                code="invalid_priority",
-            ) from exc
-
-    def _timeout(self, ctx: RequestContext) -> float:
-        if ctx.timeout is None:
-            return self.settings.request_timeout
-        try:
-            seconds = float(ctx.timeout)
-        except ValueError:
-            seconds = -1.0
-        if not 0 < seconds <= self.settings.max_request_timeout:
-            raise errors.InvalidRequest(
-                "X-Request-Timeout must be a number of seconds in (0, "
-                f"{self.settings.max_request_timeout:g}].",
-                param="X-Request-Timeout",
-                code="invalid_timeout",
-            )
-        return seconds
-
-    def _sampling(self, body: ChatCompletionRequest) -> SamplingParams:
-        max_tokens = body.requested_max_tokens() or self.settings.max_tokens_default
-        if max_tokens > self.settings.max_tokens_limit:
-            raise errors.InvalidRequest(
-                f"max_tokens is {max_tokens}; the limit is {self.settings.max_tokens_limit}.",
-                param="max_tokens",
-                code="max_tokens_too_large",
-            )
-        return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            seed=body.seed,
-            stop=body.stop_sequences(),
-            response_format=response_format(body),
-        )
+    @staticmethod
+    def _image_parts(messages: list[ChatMessage]) -> list[tuple[int, int, ImagePart]]:
+        return [
+            (i, j, part)
+            for i, message in enumerate(messages)
+            if isinstance(message.content, list)
+            for j, part in enumerate(message.content)
+            if isinstance(part, ImagePart)
+        ]
 
     async def _resolve_messages(
         self, messages: list[ChatMessage], audit: AuditEvent | None
@@ -178,19 +195,16 @@ class ChatCompletions:
         limits = self.settings.images
         requests: list[ImageRequest] = []
         counted = 0
-        for i, message in enumerate(messages):
-            if isinstance(message.content, list):
-                for j, part in enumerate(message.content):
-                    if isinstance(part, ImagePart):
-                        options = part.image_url.dicom
-                        requests.append(
-                            ImageRequest(
-                                part.image_url.url,
-                                options.to_options() if options else None,
-                                f"messages[{i}].content[{j}]",
-                            )
-                        )
-                        counted += part.image_url.image_count()
+        for i, j, part in self._image_parts(messages):
+            options = part.image_url.dicom
+            requests.append(
+                ImageRequest(
+                    part.image_url.url,
+                    options.to_options() if options else None,
+                    f"messages[{i}].content[{j}]",
+                )
+            )
+            counted += part.image_url.image_count()
         if counted > limits.max_images_per_request:
             raise errors.InvalidRequest(
                 f"The request has {counted} images (DICOM frames count one each); the limit "
@@ -239,7 +253,7 @@ class ChatCompletions:
         batches: AsyncGenerator[list[JobEvent], None],
         lane: Lane,
         ctx: RequestContext,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Usage]:
         pieces: list[str] = []
         async for batch in batches:
             if not pieces:
@@ -266,7 +280,7 @@ class ChatCompletions:
                             }
                         ],
                         "usage": event.usage.as_openai(),
-                    }
+                    }, event.usage
         raise errors.EngineError("The response ended without finishing.")
 
     async def _stream(
@@ -277,6 +291,7 @@ class ChatCompletions:
         include_usage: bool,
         dicom: list[dict[str, Any]],
         audit: AuditEvent | None,
+        charge: TenantCharge | None,
     ) -> AsyncGenerator[str, None]:
         """One write per batch: when a stream falls behind, its pending tokens leave in
         one write instead of one per token. Once headers are sent, a failure travels
@@ -284,6 +299,7 @@ class ChatCompletions:
         chunks = ChunkWriter(
             f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id, include_usage
         )
+        usage: Usage | None = None
         try:
             out = [chunks.role({"dicom": dicom} if dicom else None)]
             batch = first
@@ -311,6 +327,7 @@ class ChatCompletions:
                             audit.outcome = error.code or event.error
                         out.append(chunks.error(error))
                     else:
+                        usage = event.usage
                         out.append(chunks.finish(event.finish_reason))
                         if include_usage:
                             out.append(chunks.usage(event.usage.as_openai()))
@@ -326,6 +343,8 @@ class ChatCompletions:
         finally:
             # Closing the event stream before its end (the client left) cancels the job.
             await batches.aclose()
+            if charge is not None:
+                await charge.release(usage)
 
     def _observe_ttft(self, lane: Lane, ctx: RequestContext) -> None:
         self.metrics.time_to_first_token.labels(self.model_id, lane.value).observe(
@@ -342,21 +361,3 @@ async def _first_batch(batches: AsyncIterator[list[JobEvent]]) -> list[JobEvent]
     if isinstance(batch[0], JobFailed):
         raise batch[0].to_exception()
     return batch
-
-
-def response_format(body: ChatCompletionRequest) -> dict[str, Any] | None:
-    """The structured-output constraint in the engine-neutral form engines receive
-    (`{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {..., "schema"}}`);
-    None for plain text."""
-    fmt = body.response_format
-    if fmt is None or fmt.type == "text":
-        return None
-    if fmt.type == "json_object":
-        return {"type": "json_object"}
-    if fmt.json_schema is None or not fmt.json_schema.schema_:
-        raise errors.InvalidRequest(
-            "response_format of type json_schema needs json_schema.schema.",
-            param="response_format",
-            code="invalid_response_format",
-        )
-    return {"type": "json_schema", "json_schema": fmt.json_schema.model_dump(by_alias=True)}

@@ -11,6 +11,7 @@ from service.audit import AuditSink
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.queue.base import JobQueue
+from service.security.keystore import KeyStore
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -26,6 +27,7 @@ class AppState:
     served_models: Callable[[], Awaitable[list[str]]] | None = None  # default: [model_id]
     before_scrape: Callable[[], Awaitable[None]] | None = None  # refresh gauges for /metrics
     audit: AuditSink | None = None  # one event per audited request
+    keys: KeyStore | None = None  # None: authentication off (local use)
     created: int = field(default_factory=lambda: int(time.time()))
 
     async def models(self) -> list[str]:

@@ -55,3 +55,23 @@ def workers(model: str) -> str:
 
 def done_counter(model: str) -> str:
     return f"{PREFIX}:done:{model}"
+
+
+# Per-tenant limits (service.security.redis_limits). The tenant sits in a hash tag,
+# so one tenant's keys share a Redis Cluster slot and one script can touch them all.
+#
+# gmaivl:tenant:{t}:req       zset lease id -> admission time (requests per minute)
+# gmaivl:tenant:{t}:tok       zset "lease id:tokens" -> admission time (tokens per minute)
+# gmaivl:tenant:{t}:lease     zset lease id -> expiry (concurrent requests)
+
+
+def tenant_requests(tenant: str) -> str:
+    return f"{PREFIX}:tenant:{{{tenant}}}:req"
+
+
+def tenant_tokens(tenant: str) -> str:
+    return f"{PREFIX}:tenant:{{{tenant}}}:tok"
+
+
+def tenant_leases(tenant: str) -> str:
+    return f"{PREFIX}:tenant:{{{tenant}}}:lease"

@@ -97,3 +97,72 @@ local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
                         'STREAMS', best_key, '>')
 return deliver(best_key, read[1][2][1], 0)
 """
+
+# Per-tenant limits (service.security.redis_limits); times come from Redis's own
+# clock (TIME), so gateways with skewed clocks still share one window.
+#
+# TENANT_ACQUIRE_SCRIPT
+#   KEYS: requests zset, tokens zset, leases zset (see redis_keys.tenant_*).
+#   ARGV: window seconds, rpm, tpm, max concurrent (-1: no limit), tokens to charge,
+#         hold seconds, lease id.
+#   Drops what left the window (and expired leases), checks the limits in order,
+#   and either charges all three and returns {'ok'}, or charges nothing and
+#   returns {limit name, seconds until retry}.
+# TENANT_RELEASE_SCRIPT
+#   KEYS: tokens zset, leases zset.  ARGV: lease id, charged tokens, used tokens (-1: keep).
+
+TENANT_ACQUIRE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[1])
+local horizon = now - window
+local rpm, tpm, cap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local tokens, hold, id = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', horizon)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if rpm >= 0 and redis.call('ZCARD', KEYS[1]) + 1 > rpm then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local at = oldest[2] and tonumber(oldest[2]) or now
+  return {'requests_per_minute', tostring(at + window - now)}
+end
+if tpm >= 0 then
+  local charges = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local used = 0
+  for i = 1, #charges, 2 do
+    used = used + tonumber(string.match(charges[i], ':(%-?%d+)$'))
+  end
+  if used + tokens > tpm then
+    local excess, freed = used + tokens - tpm, 0
+    for i = 1, #charges, 2 do
+      freed = freed + tonumber(string.match(charges[i], ':(%-?%d+)$'))
+      if freed >= excess then
+        return {'tokens_per_minute', tostring(tonumber(charges[i + 1]) + window - now)}
+      end
+    end
+    return {'tokens_per_minute', tostring(window)}
+  end
+end
+if cap >= 0 and redis.call('ZCARD', KEYS[3]) + 1 > cap then
+  return {'max_concurrent_requests', '1'}
+end
+redis.call('ZADD', KEYS[1], now, id)
+redis.call('ZADD', KEYS[2], now, id .. ':' .. tokens)
+redis.call('ZADD', KEYS[3], now + hold, id)
+local ttl = math.ceil(math.max(window, hold)) + 1
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+return {'ok'}
+"""
+
+TENANT_RELEASE_SCRIPT = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if tonumber(ARGV[3]) >= 0 then
+  local charged = ARGV[1] .. ':' .. ARGV[2]
+  local at = redis.call('ZSCORE', KEYS[1], charged)
+  if at then
+    redis.call('ZREM', KEYS[1], charged)
+    redis.call('ZADD', KEYS[1], at, ARGV[1] .. ':' .. ARGV[3])
+  end
+end
+return 1
+"""

@@ -39,7 +39,7 @@ def test_open_audit_sink_targets(tmp_path):
     assert json.loads(path.read_text())["request_id"] == "r"
 
 
-def test_one_event_per_chat_request_and_none_for_other_routes(tmp_path):
+def test_one_event_per_request_and_none_for_probes_and_scrapes(tmp_path):
     path = tmp_path / "audit.jsonl"
     settings = Settings(
         engine="fake", served_model_name="fake", audit_log=str(path), max_body_bytes=100_000
@@ -54,14 +54,19 @@ def test_one_event_per_chat_request_and_none_for_other_routes(tmp_path):
         )
         bad = httpx.post(url, json={"model": "fake", "messages": []})
         too_big = httpx.post(url, content=b"x" * (settings.max_body_bytes + 1))
+        models = httpx.get(server.base_url + "/v1/models")
+        missing = httpx.get(server.base_url + "/v1/nothing-here")
         httpx.get(server.base_url + "/health/live")
         httpx.get(server.base_url + "/metrics")
     assert (ok.status_code, bad.status_code, too_big.status_code) == (200, 400, 413)
+    assert (models.status_code, missing.status_code) == (200, 404)
     events = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(e["outcome"], e["status"]) for e in events] == [
-        ("ok", 200),
-        ("invalid_request", 400),
-        ("http_413", 413),
+    assert [(e["route"], e["outcome"], e["status"]) for e in events] == [
+        ("/v1/chat/completions", "ok", 200),
+        ("/v1/chat/completions", "invalid_request", 400),
+        ("/v1/chat/completions", "request_too_large", 413),
+        ("/v1/models", "ok", 200),
+        ("other", "http_404", 404),
     ]
     assert events[0]["request_id"] == "audit-ok" and events[0]["images"] == 1
     assert all(e["model"] == "fake" and e["latency_ms"] > 0 for e in events)

@@ -11,9 +11,17 @@ from service import errors
         (errors.ImageFetchFailed("m"), 400, "invalid_request_error", "image_fetch_failed"),
         (errors.RequestTooLarge("m"), 413, "invalid_request_error", "request_too_large"),
         (errors.UnprocessableImage("m"), 422, "invalid_request_error", "unprocessable_image"),
+        (errors.RequestTimeout("m"), 408, "invalid_request_error", "request_timeout"),
         (errors.AuthenticationFailed("m"), 401, "authentication_error", "invalid_api_key"),
+        (errors.PermissionDenied("m"), 403, "permission_error", "permission_denied"),
         (errors.ModelNotFound("m"), 404, "invalid_request_error", "model_not_found"),
         (errors.Overloaded("m", retry_after=7), 429, "rate_limit_error", "queue_full"),
+        (
+            errors.TenantLimitExceeded("m", limit="requests_per_minute", retry_after=3),
+            429,
+            "rate_limit_error",
+            "tenant_requests_per_minute",
+        ),
         (errors.NotReady("m"), 503, "server_error", "not_ready"),
         (errors.DeadlineExceeded("m"), 504, "timeout_error", "deadline_exceeded"),
         (errors.EngineError("m"), 500, "server_error", "engine_error"),
@@ -28,6 +36,13 @@ def test_each_error_maps_to_its_status_and_openai_envelope(exc, status, type_, c
 def test_overloaded_carries_retry_after_header():
     response = errors.to_error_response(errors.Overloaded("full", retry_after=7))
     assert response.headers == {"Retry-After": "7"}
+
+
+def test_tenant_limit_carries_retry_after_and_401_asks_for_a_bearer_key():
+    limited = errors.TenantLimitExceeded("m", limit="tokens_per_minute", retry_after=12)
+    assert errors.to_error_response(limited).headers == {"Retry-After": "12"}
+    denied = errors.to_error_response(errors.AuthenticationFailed("m"))
+    assert denied.headers == {"WWW-Authenticate": "Bearer"}
 
 
 def test_param_and_code_override():
