@@ -26,7 +26,7 @@ def find(docs: list[dict], kind: str, name: str) -> dict:
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_resources_validate_against_kubernetes_schemas(built, version):
-    path, docs = built
+    _, docs = built
     for doc in docs:
         if doc["kind"] in CUSTOM_KINDS:
             continue
