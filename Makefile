@@ -68,7 +68,7 @@ chaos: $(STAMP) redis-server
 	$(BIN)/python loadtest/chaos_distributed.py
 
 # Headless locust run (PACS viewer, SDK streaming, batch lanes) against a local
-# `gmai-vl serve`; CSV + HTML into loadtest/reports/. HOST=http://... targets a running stack.
+# `gmai-vl serve`; CSV + HTML into loadtest/reports/. LOADTEST_HOST=http://... targets a running stack.
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) --out loadtest/reports
 

@@ -48,7 +48,7 @@ def data_url(data: bytes, media_type: str) -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
-def _png(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, "PNG")
     return buf.getvalue()
@@ -65,10 +65,10 @@ def builtin_images() -> list[TestImage]:
     ramp = np.linspace(0, 255, 1024, dtype=np.float32)
     radiograph = (np.outer(ramp, ramp[::-1]) / 255 + rng.normal(0, 8, (1024, 1024))).clip(0, 255)
     images.append(
-        TestImage("radiograph.png", data_url(_png(radiograph.astype(np.uint8)), "image/png"))
+        TestImage("radiograph.png", data_url(png_bytes(radiograph.astype(np.uint8)), "image/png"))
     )
     colour = rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)
-    images.append(TestImage("colour.png", data_url(_png(colour), "image/png")))
+    images.append(TestImage("colour.png", data_url(png_bytes(colour), "image/png")))
     return images
 
 
