@@ -201,13 +201,15 @@ def plot(steps: list[Step], profile: Profile, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for stack in dict.fromkeys(s.stack for s in steps):
+    for i, stack in enumerate(dict.fromkeys(s.stack for s in steps)):
+        colour = f"C{i}"
         rows = [s for s in steps if s.stack == stack]
         x = [s.offered_rps for s in rows]
-        axes[0].plot(x, [s.throughput_rps for s in rows], "o-", label=stack)
-        axes[1].plot(x, [s.p50 for s in rows], "o-", label=f"{stack} p50")
-        axes[1].plot(x, [s.p99 for s in rows], "s--", label=f"{stack} p99")
-        axes[2].plot(x, [100 * s.refused / max(1, s.sent) for s in rows], "o-", label=stack)
+        axes[0].plot(x, [s.throughput_rps for s in rows], "o-", color=colour, label=stack)
+        axes[1].plot(x, [s.p50 for s in rows], "o-", color=colour, label=f"{stack} p50")
+        axes[1].plot(x, [s.p99 for s in rows], "s--", color=colour, label=f"{stack} p99")
+        refused = [100 * s.refused / max(1, s.sent) for s in rows]
+        axes[2].plot(x, refused, "o-", color=colour, label=stack)
     top = max(s.offered_rps for s in steps)
     axes[0].plot([0, top], [0, top], ":", color="grey", label="offered")
     axes[0].axhline(profile.capacity, color="red", lw=0.8, label="nominal capacity")
