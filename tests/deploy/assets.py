@@ -21,7 +21,7 @@ PROMETHEUS_RULE = MONITORING / "prometheusrule.yaml"
 KUSTOMIZATIONS = ("base", "overlays/dev", "overlays/prod")
 
 
-def kustomize_build(path: str) -> list[dict]:
+def kustomize_build(path: str | Path) -> list[dict]:
     """`kubectl kustomize` (kustomize v5 built into kubectl), the resources it emits."""
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl (with its built-in kustomize) is needed to build k8s/"

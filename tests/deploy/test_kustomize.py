@@ -5,10 +5,12 @@ Operator), which have no schema there, are checked against what they point at.""
 
 from __future__ import annotations
 
+import os
+
 import kubernetes_validate
 import pytest
 
-from tests.deploy.assets import KUSTOMIZATIONS, kustomize_build
+from tests.deploy.assets import K8S, KUSTOMIZATIONS, kustomize_build
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # oldest we document, newest the validator knows
 CUSTOM_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
@@ -84,7 +86,10 @@ def test_gpu_only_in_the_gpu_builds(built):
 
 
 def test_api_key_secret_is_mounted_where_the_config_says(built):
-    _, docs = built
+    """The key file path the authentication layer reads (GMAIVL_API_KEYS_FILE) is the
+    Secret's mount. prod ships no Secret objects: applying it must not overwrite the
+    real ones, which are created out of band."""
+    path, docs = built
     config = find(docs, "ConfigMap", "gmai-vl-config")["data"]
     gateway = find(docs, "Deployment", "gmai-vl-gateway")["spec"]["template"]["spec"]
     secret_volumes = {
@@ -97,8 +102,11 @@ def test_api_key_secret_is_mounted_where_the_config_says(built):
     ):
         directory, filename = config[setting].rsplit("/", 1)
         assert filename == key
-        secret = find(docs, "Secret", secret_volumes[mounts[directory]])
-        assert key in secret["stringData"]
+        name = secret_volumes[mounts[directory]]
+        if path == "overlays/prod":
+            assert not [d for d in docs if d["kind"] == "Secret"]
+        else:
+            assert key in find(docs, "Secret", name)["stringData"]
 
 
 def test_keda_scales_the_worker_on_queue_metrics(built):
@@ -159,3 +167,22 @@ def test_pods_run_unprivileged(built):
         for container in pod["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_external_redis_component_replaces_the_in_cluster_redis(tmp_path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(K8S / 'overlays' / 'prod', overlay)}]\n"
+        f"components: [{os.path.relpath(K8S / 'components' / 'external-redis', overlay)}]\n"
+    )
+    docs = kustomize_build(overlay)
+    assert not [d for d in docs if d["metadata"]["name"] == "gmai-vl-redis"]
+    for name in ("gmai-vl-gateway", "gmai-vl-worker"):
+        (container,) = find(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        (url,) = [e for e in container["env"] if e["name"] == "GMAIVL_REDIS_URL"]
+        assert url["valueFrom"]["secretKeyRef"] == {"name": "gmai-vl-redis", "key": "url"}
+    for doc in docs:
+        if doc["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
