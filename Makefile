@@ -67,6 +67,10 @@ bench-dicom: $(STAMP)
 chaos: $(STAMP) redis-server
 	$(BIN)/python loadtest/chaos_distributed.py
 
+# Stepped load to 2.5x capacity on the embedded and Redis stacks (a few minutes).
+capacity: $(STAMP) redis-server
+	$(BIN)/python -m loadtest.capacity
+
 # Headless locust run (PACS viewer, SDK streaming, batch lanes) against a local
 # `gmai-vl serve`; CSV + HTML into loadtest/reports/. LOADTEST_HOST=http://... targets a running stack.
 loadtest: $(STAMP)

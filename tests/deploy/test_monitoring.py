@@ -131,3 +131,10 @@ def test_every_alert_has_severity_and_summary():
         for rule in group["rules"]:
             assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
             assert rule["annotations"]["summary"], rule["alert"]
+
+
+def test_no_ready_workers_alert_sees_the_embedded_worker(served_fake):
+    """GmaiVlNoReadyWorkers reads gmaivl_live_workers: the embedded stack reports its worker."""
+    families = text_string_to_metric_families(httpx.get(served_fake + "/metrics").text)
+    (live,) = [f for f in families if f.name == "gmaivl_live_workers"]
+    assert live.samples[0].value == 1
