@@ -79,10 +79,10 @@ FROM ${CUDA_IMAGE} AS worker
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=wheel /wheels /wheels
-RUN python3 -m venv /opt/gmai-vl \
-    && /opt/gmai-vl/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[vllm]" \
-    && rm -rf /wheels
+# The wheel is bind-mounted for this step only: it leaves no layer behind.
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    python3 -m venv /opt/gmai-vl \
+    && /opt/gmai-vl/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[vllm]"
 ENV PATH=/opt/gmai-vl/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
