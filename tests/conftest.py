@@ -91,26 +91,15 @@ class ThreadedServer:
 
 
 @contextlib.contextmanager
-def serve_tiny(
-    checkpoint: Path, env: dict[str, str] | None = None, log_path: Path | None = None
+def serve_cli(
+    flags: list[str], env: dict[str, str] | None = None, log_path: Path | None = None
 ) -> Iterator[str]:
-    """`gmai-vl serve --model <tiny>` as a child process, stopped by PID; yields its base
-    URL. Its output goes to `log_path` (all of it: the PHI test reads it), else nowhere."""
+    """`gmai-vl serve <flags>` as a child process, stopped by PID; yields its base URL.
+    Its output goes to `log_path` (all of it: the PHI test reads it), else nowhere."""
     port = free_port()
     log = log_path.open("wb") if log_path is not None else subprocess.DEVNULL
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--model",
-            str(checkpoint),
-            "--served-model-name",
-            "tiny",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", "service.cli", "serve", *flags, "--port", str(port)],
         # Auth off on purpose (local use on loopback); tests/service/security turn keys on.
         env={**os.environ, "GMAIVL_REQUEST_TIMEOUT": "60", "GMAIVL_AUTH": "off", **(env or {})},
         stdout=log,
@@ -128,6 +117,14 @@ def serve_tiny(
             process.kill()
         if log_path is not None:
             log.close()
+
+
+def serve_tiny(
+    checkpoint: Path, env: dict[str, str] | None = None, log_path: Path | None = None
+) -> contextlib.AbstractContextManager[str]:
+    """`gmai-vl serve --model <tiny>` (see serve_cli)."""
+    flags = ["--model", str(checkpoint), "--served-model-name", "tiny"]
+    return serve_cli(flags, env, log_path)
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +158,14 @@ def trained_export(tiny_checkpoint: Path, demo_corpus: Path, tmp_path_factory) -
         progress=False,
     )
     return run_stages(config, [3], tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def served_fake() -> Iterator[str]:
+    """`gmai-vl serve --engine fake`: the real gateway, queue and worker; a fixed-pace
+    token stream instead of a model (metrics, load tests)."""
+    with serve_cli(["--engine", "fake", "--served-model-name", "fake"]) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="session")

@@ -155,6 +155,14 @@ class InProcessJobQueue:
     async def depths(self) -> dict[Lane, int]:
         return {lane: len(q) for lane, q in self._lanes.items()}
 
+    async def oldest_ages(self) -> dict[Lane, float]:
+        """Seconds the oldest waiting job of each lane has waited (0 when none)."""
+        now = time.time()
+        return {
+            lane: next((now - e.job.enqueued_at for e in q if not e.cancelled), 0.0)
+            for lane, q in self._lanes.items()
+        }
+
     async def ping(self) -> bool:
         return True
 

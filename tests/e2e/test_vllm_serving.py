@@ -19,9 +19,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.cluster import Cluster, free_port, stop_process, wait_ready
 from tests.conftest import image_message, png_data_url
+from tests.deploy.assets import exported_series, queried_names
 
 VLLM_FLAGS = ["--dtype", "float32", "--kv-cache-memory-bytes", str(256 << 20), "--enforce-eager"]
 # With this image and text the (seeded, untrained) tiny model does not emit EOS for
@@ -196,6 +198,15 @@ def test_redis_mode_with_a_vllm_worker(tmp_path, tiny_checkpoint):
         # the worker's metrics port shows vLLM's own series next to ours
         assert metric(worker, "vllm:num_requests_running") == 0
         assert metric(worker, "gmaivl_completion_tokens_total") >= 1
+        # every vllm:* series the dashboard, alerts and KEDA query is on a real worker
+        scrape = text_string_to_metric_families(httpx.get(worker + "/metrics", timeout=5).text)
+        assert queried_names("vllm:") <= set(exported_series(scrape))
+        # the worker's readiness probe: engine warmed up, taking jobs, Redis answering
+        assert httpx.get(worker + "/health/ready", timeout=5).json()["checks"] == {
+            "model_loaded": True,
+            "taking_jobs": True,
+            "queue": True,
+        }
     finally:
         cluster.close()
 

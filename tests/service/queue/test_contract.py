@@ -192,6 +192,18 @@ async def test_depths_per_lane(make_queue):
     assert depths[Lane.stat] == 1 and depths[Lane.batch] == 2 and depths[Lane.routine] == 0
 
 
+async def test_oldest_age_per_lane(make_queue):
+    """The per-lane autoscaling signal (KEDA, alerts): the wait of each lane's oldest job."""
+    q = make_queue()
+    await q.submit(job(Lane.urgent, enqueued_ago=5.0))
+    await q.submit(job(Lane.urgent, enqueued_ago=1.0))
+    ages = await q.oldest_ages()
+    assert 4.5 < ages[Lane.urgent] < 7.0
+    assert ages[Lane.stat] == ages[Lane.routine] == ages[Lane.batch] == 0.0
+    await q.take(timeout=0)  # the oldest leaves the queue: the next one is the oldest now
+    assert (await q.oldest_ages())[Lane.urgent] < 3.0
+
+
 async def test_abandoning_the_event_stream_cancels_the_job(make_queue):
     q = make_queue()
     j = job()
