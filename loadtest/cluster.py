@@ -186,8 +186,11 @@ class Cluster:
         self.workers[index][0].wait()
 
     def close(self) -> None:
-        for process, _ in self.gateways + self.workers:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
+        """SIGTERM to all, so workers stop their engines (a vLLM engine core is a child
+        process: SIGKILL on the worker would orphan it), then SIGKILL what is left."""
+        running = [p for p, _ in self.gateways + self.workers if p.poll() is None]
+        for process in running:
+            process.terminate()
+        for process in running:
+            stop_process(process, timeout=30)
         self.redis.stop()
