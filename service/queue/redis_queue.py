@@ -42,7 +42,6 @@ import logging
 import math
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -53,14 +52,13 @@ from service import errors
 from service.metrics import ServiceMetrics
 from service.queue import redis_keys as keys
 from service.queue.base import DEADLINE_PASSED, Job, JobEvent, JobFailed, Restarted, is_terminal
-from service.queue.codec import decode_job, encode_events, encode_job
+from service.queue.codec import decode_job, encode_job
 from service.queue.lanes import LANE_ORDER, Lane
 from service.queue.redis_inbox import UNAVAILABLE, GatewayInbox
 from service.queue.redis_scripts import ADMIT_SCRIPT, TAKE_SCRIPT
+from service.queue.redis_worker import CancelListener, InboxPublisher
 
 log = logging.getLogger("gmaivl.queue")
-
-CANCELS_KEPT = 4096
 
 
 class RedisJobQueue:
@@ -105,17 +103,8 @@ class RedisJobQueue:
         self._deadlines: dict[str, float] = {}  # gateway side: jobs this process submitted
         self._inflight: dict[str, tuple[str, bytes]] = {}  # worker side: job -> (stream, id)
         self._reply_to: dict[str, str] = {}  # worker side: job -> its gateway's inbox
-        self._callbacks: dict[str, list[Callable[[], None]]] = defaultdict(list)
-        # Cancel messages seen lately (bounded, oldest dropped first): a callback
-        # registered after its job's message, which can even overtake take()'s
-        # reply, still fires.
-        self._cancels_seen: dict[str, None] = {}
-        self._listener: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
-        self._pending: list[tuple[str, str, JobEvent]] = []
-        self._pending_done: asyncio.Future[None] | None = None
-        self._pending_ready = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
+        self._publisher = InboxPublisher(self.redis, result_ttl)
+        self._cancels = CancelListener(self.redis, in_flight=lambda: list(self._inflight))
         self._last_reclaim = 0.0
         self._done_sample: tuple[float, int] | None = None
         self._drain_per_second = 0.0
@@ -200,9 +189,9 @@ class RedisJobQueue:
         deadline = time.monotonic() + timeout
         try:
             await self._ensure_groups()
-            await self._start_listener()
+            self._cancels.start()
             # No cancel message may be missed once we run a job.
-            await asyncio.wait_for(self._subscribed.wait(), max(timeout, 1.0))
+            await asyncio.wait_for(self._cancels.subscribed.wait(), max(timeout, 1.0))
             while True:
                 reply = await self._take_entry()
                 if reply is not None:
@@ -222,48 +211,12 @@ class RedisJobQueue:
             raise errors.NotReady("The queue is unavailable.") from exc
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
-        """Group commit: one flusher task sends everything published while its previous
-        pipeline was in flight, for all of this worker's jobs, as one inbox entry per
-        gateway; each caller waits for its batch. Batches grow with load; order is kept."""
-        loop = asyncio.get_running_loop()
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush_forever())
-        if self._pending_done is None:
-            self._pending_done = loop.create_future()
-        done = self._pending_done
-        self._pending.append((self._reply_to[job_id], job_id, event))
-        self._pending_ready.set()
-        await asyncio.shield(done)
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await self._pending_ready.wait()
-            self._pending_ready.clear()
-            batch, done = self._pending, self._pending_done
-            self._pending, self._pending_done = [], None
-            if not batch or done is None:
-                continue
-            try:
-                by_inbox: dict[str, list[tuple[str, JobEvent]]] = defaultdict(list)
-                for inbox, job_id, event in batch:
-                    by_inbox[inbox].append((job_id, event))
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for inbox, events in by_inbox.items():
-                        pipe.xadd(inbox, {"e": encode_events(events)})
-                        pipe.expire(inbox, self.result_ttl)
-                    await pipe.execute()
-            except Exception as exc:  # callers learn it; the flusher carries on
-                log.warning("publish failed: %s", type(exc).__name__)
-                done.set_exception(errors.NotReady("The queue is unavailable."))
-                done.exception()  # retrieved here too, so no "never retrieved" warning
-                continue
-            done.set_result(None)
+        await self._publisher.publish(self._reply_to[job_id], job_id, event)
 
     async def complete(self, job_id: str) -> None:
         where = self._inflight.pop(job_id, None)
         self._reply_to.pop(job_id, None)
-        self._callbacks.pop(job_id, None)
-        self._cancels_seen.pop(job_id, None)
+        self._cancels.forget(job_id)
         if where is None:
             return
         stream, entry_id = where
@@ -275,16 +228,7 @@ class RedisJobQueue:
             await pipe.execute()
 
     def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
-        if job_id in self._cancels_seen:
-            asyncio.get_running_loop().call_soon(callback)
-            return lambda: None
-        self._callbacks[job_id].append(callback)
-
-        def unregister() -> None:
-            if callback in self._callbacks.get(job_id, ()):
-                self._callbacks[job_id].remove(callback)
-
-        return unregister
+        return self._cancels.on_cancel(job_id, callback)
 
     async def heartbeat(self) -> None:
         """Mark this worker alive and keep its in-flight entries from being reclaimed."""
@@ -335,9 +279,8 @@ class RedisJobQueue:
 
     async def close(self) -> None:
         await self._inbox.stop()
-        for task in (self._listener, self._flusher):
-            if task is not None:
-                task.cancel()
+        self._cancels.stop()
+        self._publisher.stop()
         with contextlib.suppress(RedisError):
             await self.redis.aclose()
 
@@ -443,31 +386,3 @@ class RedisJobQueue:
         if tries > 1:
             await self.publish(job_id, Restarted(tries))
         return decode_job(document, images)  # type: ignore[arg-type]  # None checked above
-
-    async def _start_listener(self) -> None:
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.get_running_loop().create_task(self._listen())
-
-    async def _listen(self) -> None:
-        """Cancellation messages -> callbacks; resubscribes after Redis comes back."""
-        while True:
-            try:
-                pubsub = self.redis.pubsub()
-                await pubsub.subscribe(keys.CANCEL_CHANNEL)
-                self._subscribed.set()
-                for job_id in list(self._inflight):  # cancelled while we were not listening
-                    if await self.redis.exists(keys.cancel_flag(job_id)):
-                        self._fire(job_id)
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        self._fire(message["data"].decode())
-            except RedisError:
-                self._subscribed.clear()
-                await asyncio.sleep(0.5)
-
-    def _fire(self, job_id: str) -> None:
-        self._cancels_seen[job_id] = None
-        if len(self._cancels_seen) > CANCELS_KEPT:
-            del self._cancels_seen[next(iter(self._cancels_seen))]
-        for callback in self._callbacks.pop(job_id, []):
-            callback()

@@ -1,0 +1,138 @@
+"""Worker side of the Redis queue, beside the take/deliver path in `redis_queue`:
+publishing events to gateway inboxes (group commit) and cancel messages (pub/sub).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service import errors
+from service.queue import redis_keys as keys
+from service.queue.base import JobEvent
+from service.queue.codec import encode_events
+
+log = logging.getLogger("gmaivl.queue")
+
+CANCELS_KEPT = 4096
+
+
+class InboxPublisher:
+    """Group commit: one flusher task sends everything published while its previous
+    pipeline was in flight, for all of this worker's jobs, as one inbox entry per
+    gateway; each caller waits for its batch. Batches grow with load; order is kept."""
+
+    def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self._pending: list[tuple[str, str, JobEvent]] = []
+        self._pending_done: asyncio.Future[None] | None = None
+        self._pending_ready = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def publish(self, inbox: str, job_id: str, event: JobEvent) -> None:
+        loop = asyncio.get_running_loop()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush_forever())
+        if self._pending_done is None:
+            self._pending_done = loop.create_future()
+        done = self._pending_done
+        self._pending.append((inbox, job_id, event))
+        self._pending_ready.set()
+        await asyncio.shield(done)
+
+    def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready.clear()
+            batch, done = self._pending, self._pending_done
+            self._pending, self._pending_done = [], None
+            if not batch or done is None:
+                continue
+            try:
+                by_inbox: dict[str, list[tuple[str, JobEvent]]] = defaultdict(list)
+                for inbox, job_id, event in batch:
+                    by_inbox[inbox].append((job_id, event))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for inbox, events in by_inbox.items():
+                        pipe.xadd(inbox, {"e": encode_events(events)})
+                        pipe.expire(inbox, self.ttl)
+                    await pipe.execute()
+            except Exception as exc:  # callers learn it; the flusher carries on
+                log.warning("publish failed: %s", type(exc).__name__)
+                done.set_exception(errors.NotReady("The queue is unavailable."))
+                done.exception()  # retrieved here too, so no "never retrieved" warning
+                continue
+            done.set_result(None)
+
+
+class CancelListener:
+    """Cancel messages -> the callbacks registered for their jobs; resubscribes after
+    Redis comes back, then checks the cancel flags of `in_flight()` jobs it may have
+    missed. Messages seen lately are kept (bounded, oldest dropped first), so a
+    callback registered after its job's message, which can even overtake take()'s
+    reply, still fires."""
+
+    def __init__(self, redis: aioredis.Redis, in_flight: Callable[[], Iterable[str]]) -> None:
+        self.redis = redis
+        self.in_flight = in_flight
+        self.subscribed = asyncio.Event()
+        self._callbacks: dict[str, list[Callable[[], None]]] = defaultdict(list)
+        self._seen: dict[str, None] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._listen())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        if job_id in self._seen:
+            asyncio.get_running_loop().call_soon(callback)
+            return lambda: None
+        self._callbacks[job_id].append(callback)
+
+        def unregister() -> None:
+            if callback in self._callbacks.get(job_id, ()):
+                self._callbacks[job_id].remove(callback)
+
+        return unregister
+
+    def forget(self, job_id: str) -> None:
+        self._callbacks.pop(job_id, None)
+        self._seen.pop(job_id, None)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(keys.CANCEL_CHANNEL)
+                self.subscribed.set()
+                for job_id in list(self.in_flight()):  # cancelled while we were not listening
+                    if await self.redis.exists(keys.cancel_flag(job_id)):
+                        self._fire(job_id)
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._fire(message["data"].decode())
+            except RedisError:
+                self.subscribed.clear()
+                await asyncio.sleep(0.5)
+
+    def _fire(self, job_id: str) -> None:
+        self._seen[job_id] = None
+        if len(self._seen) > CANCELS_KEPT:
+            del self._seen[next(iter(self._seen))]
+        for callback in self._callbacks.pop(job_id, []):
+            callback()
