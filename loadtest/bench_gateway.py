@@ -365,7 +365,7 @@ def main() -> None:
     name = "queue_overhead" if args.queue else "gateway_overhead"
     redis_server = None
     if args.queue:
-        from loadtest.cluster import RedisServer
+        from service.processes import RedisServer
 
         redis_server = RedisServer().start()
         args.redis_url = redis_server.url

@@ -35,7 +35,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadtest.cluster import free_port, stop_process, wait_ready  # noqa: E402
+from service.processes import free_port, stop_process, wait_ready  # noqa: E402
 
 MODEL = "tiny"
 VLLM_FLAGS = ["--dtype", "float32", "--kv-cache-memory-bytes", str(512 << 20), "--enforce-eager"]

@@ -36,9 +36,9 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from loadtest.cluster import Cluster
 from loadtest.run import local_stack
 from loadtest.traffic import TestImage, chat_body, data_url, png_bytes
+from service.processes import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"

@@ -31,8 +31,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadtest.cluster import MODEL, Cluster  # noqa: E402
 from service.engines.fake import TOKENS  # noqa: E402
+from service.processes import MODEL, Cluster  # noqa: E402
 
 RESULT_TTL = 5
 

@@ -39,7 +39,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from loadtest.cluster import free_port, wait_ready
+from service.processes import free_port, wait_ready
 
 MODEL = "fuzz"
 CHECKS = [

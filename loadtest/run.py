@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from loadtest.cluster import free_port, wait_ready
+from service.processes import free_port, wait_ready
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 

@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from loadtest.cluster import RedisServer, free_port, wait_ready
+from service.processes import RedisServer, free_port, wait_ready
 from tests.orthanc import OrthancServer
 
 
@@ -136,7 +136,8 @@ def served_tiny(tiny_checkpoint: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The procedural demo corpus, small: 8 training and 2 held-out studies per modality."""
-    from training.data.demo import DemoConfig, make_demo
+    from training.data.demo import make_demo
+    from training.demo_recipe import DemoConfig
 
     out = tmp_path_factory.mktemp("demo")
     make_demo(out, DemoConfig(train_per_modality=8, heldout_per_modality=2), progress=False)

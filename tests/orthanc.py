@@ -17,7 +17,7 @@ import httpx
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from loadtest.cluster import free_port
+from service.processes import free_port
 
 PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
 PLUGINS = ("libOrthancDicomWeb.so", "libOrthancGdcm.so")

@@ -140,6 +140,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
+    from training.demo_recipe import RECIPE_NAMES
+
     data = subparsers.add_parser("data", help="build training data from annotated datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     build = data_sub.add_parser(
@@ -154,7 +156,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", type=Path, required=True)
     demo.add_argument(
         "--preset",
-        choices=["demo", "demo-smoke"],
+        choices=RECIPE_NAMES,
         default="demo",
         help="corpus size for the training recipe of the same name",
     )
@@ -189,9 +191,10 @@ def run_data_demo(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
 
-    from training.data.demo import DEMO_CORPORA, make_demo
+    from training.data.demo import make_demo
+    from training.demo_recipe import RECIPES
 
-    config = replace(DEMO_CORPORA[args.preset], seed=args.seed)
+    config = replace(RECIPES[args.preset].corpus, seed=args.seed)
     if args.train_per_modality:
         config = replace(config, train_per_modality=args.train_per_modality)
     if args.heldout_per_modality:
@@ -202,7 +205,7 @@ def run_data_demo(args: argparse.Namespace) -> int:
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
-    from training.train.config import DEMO_RECIPES
+    from training.demo_recipe import RECIPE_NAMES
 
     train = subparsers.add_parser(
         "train",
@@ -212,7 +215,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--config", type=Path, help="run config (YAML/JSON), see docs/training.md")
     train.add_argument("--stage", choices=["1", "2", "3", "all"], default="all")
-    train.add_argument("--preset", choices=DEMO_RECIPES, help="a built-in recipe instead")
+    train.add_argument("--preset", choices=RECIPE_NAMES, help="a built-in recipe instead")
     train.add_argument("--data", type=Path, help="the demo corpus (`gmai-vl data demo`)")
     train.add_argument("--stage-three-only", action="store_true",
                        help="demo ablation: stage III alone on the same step budget")  # fmt: skip

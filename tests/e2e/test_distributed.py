@@ -13,8 +13,8 @@ import httpx
 import openai
 import pytest
 
-from loadtest.cluster import MODEL, Cluster
 from service.engines.fake import TOKENS
+from service.processes import MODEL, Cluster
 from tests.conftest import image_message, png_data_url
 
 
@@ -238,7 +238,7 @@ def test_serve_all_in_one_on_redis(tmp_path, redis_server):
     import subprocess
     import sys
 
-    from loadtest.cluster import free_port, wait_ready
+    from service.processes import free_port, wait_ready
 
     port = free_port()
     process = subprocess.Popen(

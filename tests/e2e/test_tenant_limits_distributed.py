@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from loadtest.cluster import MODEL, Cluster
+from service.processes import MODEL, Cluster
 from service.security.keys import KeyFile
 from service.security.policy import TenantPolicy
 

@@ -21,7 +21,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.cluster import Cluster, free_port, stop_process, wait_ready
+from service.processes import Cluster, free_port, stop_process, wait_ready
 from tests.conftest import image_message, png_data_url
 from tests.deploy.assets import exported_series, queried_names
 

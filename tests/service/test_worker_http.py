@@ -7,10 +7,10 @@ import time
 
 import httpx
 
-from loadtest.cluster import Cluster
 from service.distributed import worker_readiness
 from service.engines.fake import FakeEngine
 from service.metrics import ServiceMetrics
+from service.processes import Cluster
 from service.queue.memory import InProcessJobQueue
 from service.worker import Worker
 from service.worker_http import worker_app

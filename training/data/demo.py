@@ -11,12 +11,12 @@
 
 Every study is a segmentation source item (image + mask PNG, label 1 = "lesion"),
 so each answer comes out of the same mask-to-facts path a real dataset takes.
+Corpus sizes per preset are part of the demo recipe (training/demo_recipe.py).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +27,10 @@ from training.data.build import BuildConfig, build
 from training.data.converters import SourceSpec
 from training.data.demo_images import MODALITIES, QUADRANT_CENTRES, synth_image
 from training.data.mixture import read_annotations, read_mixture, write_mixture
+from training.demo_recipe import DemoConfig
 
 HELDOUT_TYPES = ("modality", "presence", "location")
 SPLITS = ("train", "heldout")
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    train_per_modality: int = 400
-    heldout_per_modality: int = 40
-    image_size: int = 112
-    lesion_rate: float = 0.6
-    """share of studies with a lesion (the rest have none)"""
-    seed: int = 0
-
-
-# Corpus sizes for the training recipes of the same name (training/train/demo.py).
-DEMO_CORPORA = {
-    "demo": DemoConfig(),
-    "demo-smoke": DemoConfig(train_per_modality=60, heldout_per_modality=6),
-}
 
 
 def write_split(out: Path, split: str, count: int, config: DemoConfig, progress: bool) -> None:
@@ -110,8 +94,10 @@ def vqa_items(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def make_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
-    """Write the demo corpus under `out`; returns the counts per split and question type."""
+def make_demo(out: Path, config: DemoConfig | None = None, progress: bool = True) -> dict:
+    """Write the demo corpus under `out` (default: the `demo` preset's size); returns the
+    counts per split and question type."""
+    config = config or DemoConfig()
     write_split(out, "train", config.train_per_modality, config, progress)
     write_split(out, "heldout", config.heldout_per_modality, config, progress)
     counts = {}

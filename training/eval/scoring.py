@@ -18,12 +18,21 @@ prediction; another reference must appear as whole words in the prediction.
 Open questions (LLaVA-Med): exact match (normalized strings equal) and token
 recall (share of the reference's tokens present in the prediction).
 Normalization: lowercase, punctuation to spaces, whitespace collapsed.
+
+Answers scored by meaning against a vocabulary (the demo's held-out split,
+training/train/heldout.py), so any template's wording counts:
+- named answers (a modality, a quadrant): the prediction names exactly the
+  vocabulary entries the reference names, at least one, each as a whole phrase
+  (case-insensitive; a hyphen joins words, so "X-ray" does not name "ray");
+- yes/no answers: the prediction starts with "yes" or "no", and the reference
+  starts with the same word.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +71,28 @@ def token_recall(prediction: str, reference: str) -> float:
         return 0.0
     pred = set(normalize(prediction).split())
     return sum(1 for token in ref if token in pred) / len(ref)
+
+
+def names_in(text: str, names: Iterable[str]) -> set[str]:
+    """The entries of `names` that `text` mentions as whole phrases (see module doc)."""
+    lowered = text.lower()
+    return {
+        name
+        for name in names
+        if re.search(rf"(?<![\w-]){re.escape(name.lower())}(?![\w-])", lowered)
+    }
+
+
+def same_names(prediction: str, reference: str, names: Iterable[str]) -> bool:
+    """The prediction names exactly what the reference names, and that is something."""
+    names = list(names)
+    return names_in(prediction, names) == names_in(reference, names) != set()
+
+
+def leading_yes_no(prediction: str, reference: str) -> bool:
+    """The prediction starts with yes or no, and the reference starts with the same word."""
+    first = re.match(r"\s*(yes|no)\b", prediction.lower())
+    return first is not None and reference.lower().startswith(first.group(1))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@
 - `plot`     loss curves as PNG
 - `pretrain` the demo's component pretraining (LM on text, vision encoder CLIP-style)
 - `heldout`  greedy answers on a held-out split, accuracy per question type
-- `demo`     the demo recipe: corpus -> pretraining -> stages I-III -> export -> scores
+- `demo`     runs the demo recipe (training/demo_recipe.py): corpus -> pretraining ->
+             stages I-III -> export -> scores
 
 `config` is torch-free (the CLI validates configs before loading a model).
 """

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 MODULE_GROUPS = ("projector", "vision", "llm")
-# Built-in recipes of `gmai-vl train --preset` (defined in training/train/demo.py).
-DEMO_RECIPES = ("demo", "demo-smoke")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`gmai-vl train --preset demo`: the demo recipe, a miniature of the real one.
+"""`gmai-vl train --preset demo`: runs the demo recipe, a miniature of the real one.
 
     OUT/init/         the assembled model (`gmai-vl model init` with the preset's shape)
     OUT/pretrained/   after component pretraining (LM on corpus text, vision CLIP-style)
@@ -6,13 +6,8 @@
     OUT/final/        the served checkpoint, with loss.png and the held-out scores
     OUT/heldout.json  every held-out answer; OUT/timing.json wall and CPU time per phase
 
-Why the learning rates differ from the paper's (1e-3 / 1e-4 / 1e-5): those suit a
-7B LM and a CLIP ViT-L pretrained on billions of tokens and pairs, where stage III
-must not disturb what is already known. The demo's components are pretrained for
-a minute on a few thousand sentences; at 1e-5 stage III would not move them in
-the few hundred steps 2 CPU cores allow. The demo keeps the paper's order
-(projector first at the highest rate, then the vision encoder, then everything)
-and its decreasing rates, scaled to a tiny model: 1e-3, 5e-4, 3e-4.
+The recipe itself (corpus sizes, pretraining, stages, and why its learning rates are
+not the paper's) is training/demo_recipe.py.
 Every phase resumes: a finished phase is skipped when the command is run again.
 """
 
@@ -21,80 +16,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from training.demo_recipe import RECIPES, DemoRecipe
 from training.model.assemble import assemble_checkpoint
 from training.model.presets import PRESETS
-from training.train.config import DEMO_RECIPES, StageConfig, TrainConfig
+from training.train.config import TrainConfig
 from training.train.dataset import load_examples
 from training.train.export import export_checkpoint, read_metadata
 from training.train.heldout import evaluate_heldout, format_summary, write_scores
-from training.train.pretrain import (
-    PretrainConfig,
-    pretrain_language_model,
-    pretrain_vision_encoder,
-)
+from training.train.pretrain import pretrain_language_model, pretrain_vision_encoder
 from training.train.stages import finish_run, run_stages
 
 log = logging.getLogger("gmaivl.train")
-
-
-def _stages(
-    steps: tuple[int, int, int], batch: int, rates: tuple[float, float, float] = (1e-3, 5e-4, 3e-4)
-) -> dict[int, StageConfig]:
-    return {
-        1: StageConfig("I: projector", ("projector",), rates[0], max_steps=steps[0],
-                       batch_size=batch),
-        2: StageConfig("II: projector + vision", ("projector", "vision"), rates[1],
-                       max_steps=steps[1], batch_size=batch),
-        3: StageConfig("III: full model", ("projector", "vision", "llm"), rates[2],
-                       max_steps=steps[2], batch_size=batch),
-    }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class DemoRecipe:
-    preset: str
-    lm: PretrainConfig
-    vision: PretrainConfig
-    stages: dict[int, StageConfig] = field(default_factory=dict)
-    eval_limit: int | None = None
-    """score only the first N held-out questions (the smoke recipe)"""
-    threads: int = 1
-    """torch threads. One is the fastest here: a 1M-parameter model's ops are too small to
-    split, and on 2 shared cores a second thread made a training step 3x slower (measured)."""
-
-    def stage_three_only(self) -> DemoRecipe:
-        """The ablation: stage III alone, from the same pretrained parts, same total steps."""
-        total = sum(s.max_steps for s in self.stages.values())
-        three = self.stages[3]
-        return DemoRecipe(self.preset, self.lm, self.vision,
-                          {3: StageConfig(three.name, three.train, three.learning_rate,
-                                          max_steps=total, batch_size=three.batch_size)},
-                          self.eval_limit, self.threads)  # fmt: skip
-
-
-RECIPES: dict[str, DemoRecipe] = {
-    "demo": DemoRecipe(
-        preset="tiny",
-        lm=PretrainConfig(steps=300, learning_rate=2e-3, batch_size=32),
-        vision=PretrainConfig(steps=250, learning_rate=1e-3, batch_size=48),
-        stages=_stages((200, 400, 800), batch=16),
-    ),
-    # A few seconds of each phase: the CI's end-to-end check of the whole path.
-    "demo-smoke": DemoRecipe(
-        preset="tiny",
-        lm=PretrainConfig(steps=60, learning_rate=2e-3, batch_size=16),
-        vision=PretrainConfig(steps=40, learning_rate=1e-3, batch_size=32),
-        stages=_stages((30, 30, 300), batch=16, rates=(1e-3, 1e-3, 1e-3)),
-        eval_limit=60,
-    ),
-}
-
-assert set(RECIPES) == set(DEMO_RECIPES), "the CLI's preset names must match the recipes"
 
 
 class PhaseClock:
@@ -172,9 +109,9 @@ def run_demo(
         model=str(pretrained),
         data=str(mixture),
         stages=recipe.stages,
-        max_length=256,
-        logging_steps=10,
-        save_steps=500,
+        max_length=recipe.max_length,
+        logging_steps=recipe.logging_steps,
+        save_steps=recipe.save_steps,
         progress=progress,
         seed=seed,
     )

@@ -1,6 +1,7 @@
 """Score a checkpoint on a held-out LLaVA JSON split: greedy answers, accuracy per question type.
 
-Scoring is by meaning, not exact text, so any template's wording counts:
+Scoring is by meaning, not exact text, with the eval harness's rules
+(training/eval/scoring.py), so any template's wording counts:
 - modality: the expected modality's name is in the answer and no other one is;
 - presence: the answer starts with the expected yes or no;
 - location: the expected quadrant(s) are named and no other quadrant is.
@@ -9,7 +10,6 @@ Scoring is by meaning, not exact text, so any template's wording counts:
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,29 +21,19 @@ from tqdm import tqdm
 from training.data.facts import QUADRANTS
 from training.data.mixture import read_annotations
 from training.data.templates import MODALITY_NAMES
+from training.eval.scoring import leading_yes_no, same_names
 from training.train.dataset import to_messages
 
 SCORED_TYPES = ("modality", "presence", "location")
 
 
-def _names(text: str, candidates: list[str]) -> set[str]:
-    found = set()
-    for name in candidates:
-        if re.search(rf"(?<![\w-]){re.escape(name.lower())}(?![\w-])", text.lower()):
-            found.add(name)
-    return found
-
-
 def is_correct(question_type: str, expected: str, predicted: str) -> bool:
     if question_type == "modality":
-        names = [n["en"] for n in MODALITY_NAMES.values()]
-        return _names(predicted, names) == _names(expected, names) != set()
+        return same_names(predicted, expected, (n["en"] for n in MODALITY_NAMES.values()))
     if question_type == "presence":
-        first = re.match(r"\s*(yes|no)\b", predicted.lower())
-        return first is not None and expected.lower().startswith(first.group(1))
+        return leading_yes_no(predicted, expected)
     if question_type == "location":
-        quadrants = list(QUADRANTS)
-        return _names(predicted, quadrants) == _names(expected, quadrants) != set()
+        return same_names(predicted, expected, QUADRANTS)
     raise ValueError(f"no scoring rule for question type {question_type!r}")
 
 

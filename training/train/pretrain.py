@@ -19,23 +19,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from training.demo_recipe import PretrainConfig
 from training.train.dataset import Example, LlavaDataset
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    steps: int
-    learning_rate: float
-    batch_size: int = 32
-    warmup: int = 20
-    seed: int = 0
 
 
 def cosine_lr(step: int, config: PretrainConfig) -> float:

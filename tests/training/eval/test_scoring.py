@@ -6,6 +6,9 @@ from training.eval.datasets import EvalItem
 from training.eval.scoring import (
     closed_correct,
     extract_choice,
+    leading_yes_no,
+    names_in,
+    same_names,
     score_item,
     summarize,
     token_recall,
@@ -52,6 +55,50 @@ def test_extract_choice(prediction, expected):
 )
 def test_closed_correct(prediction, reference, correct):
     assert closed_correct(prediction, reference) is correct
+
+
+QUADRANTS = ("upper left", "upper right", "lower left", "lower right")
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("The lesion is in the upper left.", {"upper left"}),
+        ("UPPER LEFT and lower right", {"upper left", "lower right"}),
+        ("the upper-left corner", set()),  # a hyphen joins words
+        ("upper lefts", set()),  # whole phrases only
+        ("", set()),
+    ],
+)
+def test_names_in(text, names):
+    assert names_in(text, QUADRANTS) == names
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "correct"),
+    [
+        ("In the upper left.", "The lesion is in the upper left.", True),
+        ("Upper left and lower right.", "In the upper left.", False),  # one name too many
+        ("Somewhere.", "Nowhere.", False),  # nothing named on either side is not a match
+        ("X-ray", "This is a CT image.", False),
+    ],
+)
+def test_same_names(prediction, reference, correct):
+    assert same_names(prediction, reference, (*QUADRANTS, "CT", "X-ray")) is correct
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "correct"),
+    [
+        ("Yes.", "Yes, there is a lesion.", True),
+        ("  no lesion", "No.", True),
+        ("I think yes", "Yes.", False),  # yes/no must come first
+        ("Nodule present", "No.", False),  # "nodule" is not "no"
+        ("Yes, a lesion is visible.", "No, no lesion is visible.", False),
+    ],
+)
+def test_leading_yes_no(prediction, reference, correct):
+    assert leading_yes_no(prediction, reference) is correct
 
 
 def test_token_recall():

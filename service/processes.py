@@ -1,6 +1,9 @@
-"""A distributed deployment on loopback, for tests and the chaos run: a real
-redis-server, `gmai-vl gateway` and `gmai-vl worker` processes, each owned by
-its creator and stopped by PID."""
+"""Starting and stopping gmai-vl gateway/worker processes and redis-server on
+loopback, by PID — used by tests, the chaos run, capacity and loadtest.
+
+`Cluster` is a distributed deployment on loopback: a real redis-server,
+`gmai-vl gateway` and `gmai-vl worker` processes (`python -m service.cli ...`),
+each owned by its creator and stopped by PID, never by name."""
 
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
 
 
 class RedisServer:
-    """A real redis-server on a free loopback port, owned (and killable) by the tests."""
+    """A real redis-server on a free loopback port, owned (and killable) by its creator."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
