@@ -46,8 +46,8 @@ FIRST_TEXT = re.compile(rb'"content":"[^"]')  # a chunk carrying generated text
 
 def gateway_app(interval: float, redis_url: str | None = None):
     from service.config import Settings
+    from service.embedded import build_embedded
     from service.engines.fake import FakeEngine
-    from service.server import build_embedded
 
     settings = Settings(
         engine="fake", served_model_name=MODEL, queue_max_depth=4096, redis_url=redis_url
@@ -56,8 +56,8 @@ def gateway_app(interval: float, redis_url: str | None = None):
 
 
 def thin_app(interval: float):
-    from service.api.chunks import DONE, ChunkWriter
-    from service.engines.base import Delta, GenerationRequest, SamplingParams
+    from service.api.responses import DONE, ChunkWriter
+    from service.core.generation import Delta, GenerationRequest, SamplingParams
     from service.engines.fake import FakeEngine
 
     engine = FakeEngine(token_interval=interval)
@@ -79,7 +79,7 @@ def thin_app(interval: float):
             [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
             SamplingParams(payload["max_tokens"]),
         )
-        chunk = ChunkWriter("chatcmpl-thin", int(time.time()), MODEL, False)
+        chunk = ChunkWriter("thin", int(time.time()), MODEL, False)
         await send(
             {
                 "type": "http.response.start",

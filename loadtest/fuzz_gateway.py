@@ -108,9 +108,9 @@ def _run(operation, mode, checks, base_url, headers, examples, seed, report) -> 
 def start_gateway(tmp: Path) -> tuple[str, str, uvicorn.Server]:
     """An embedded gateway with the fake engine and API keys on, in a thread."""
     from service.config import Settings
+    from service.embedded import build_embedded
     from service.engines.fake import FakeEngine
     from service.security.keys import KeyFile
-    from service.server import build_embedded
 
     keys = KeyFile()
     key = keys.create("fuzz")

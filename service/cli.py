@@ -1,9 +1,10 @@
 """The `gmai-vl` command line.
 
-`serve`, `gateway`, `worker` and `keys` (service.security.cli) live here; other
-command groups (`model`, later `data`, `train`, `eval`) are contributed by the
-`training` package through the `gmai_vl.commands` entry point group, so `service`
-never imports `training`.
+`serve`, `gateway`, `worker` and `keys` (service.security.cli) live here; their
+settings flags come from `Settings` (`service.settings_cli`). The other command
+groups (`model`, `data`, `train`, `eval`) are contributed by the `training`
+package through the `gmai_vl.commands` entry point group, so `service` never
+imports `training`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,26 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from service.config import Settings, VllmSettings
+from service.config import Settings
 from service.security.cli import add_keys_commands
 from service.security.keystore import AuthConfigError
+from service.settings_cli import add_settings_flags, settings_from
 
 log = logging.getLogger("gmaivl.cli")
+
+
+SERVER = ["host", "port", "api_keys_file", "auth", "log_level"]
+MODEL = ["model", "served_model_name"]
+ENGINE = ["engine", "device", "max_concurrency"]
+VLLM = [
+    "vllm.dtype",
+    "vllm.max_model_len",
+    "vllm.tensor_parallel_size",
+    "vllm.gpu_memory_utilization",
+    "vllm.kv_cache_memory_bytes",
+    "vllm.enforce_eager",
+]
+UPSTREAM = ["upstream_url", "upstream_model"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,24 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", help="serve a checkpoint: gateway + queue + one worker, in one process"
     )
-    _model_flags(serve)
-    _server_flags(serve)
+    add_settings_flags(serve, [*MODEL, *SERVER, "redis_url"])
     _engine_flags(serve)
-    serve.add_argument("--redis-url", help="queue in Redis instead of in process")
     serve.set_defaults(func=run_serve)
 
     gateway = sub.add_parser("gateway", help="the HTTP gateway alone; workers meet it in Redis")
-    gateway.add_argument("--redis-url", required=True)
-    gateway.add_argument("--served-model-name", required=True, help="model id it serves")
-    _server_flags(gateway)
+    add_settings_flags(
+        gateway,
+        ["redis_url", "served_model_name", *SERVER],
+        required=("redis_url", "served_model_name"),
+    )
     gateway.set_defaults(func=run_gateway)
 
     worker = sub.add_parser("worker", help="one engine taking jobs from Redis")
-    worker.add_argument("--redis-url", required=True)
-    _model_flags(worker)
+    add_settings_flags(worker, ["redis_url", *MODEL, "metrics_port", "drain_grace", "host"],
+                       required=("redis_url",))  # fmt: skip
     _engine_flags(worker)
-    worker.add_argument("--metrics-port", type=int, help="serve the worker's /metrics here")
-    worker.add_argument("--drain-grace", type=float, help="seconds to finish jobs on SIGTERM")
     worker.set_defaults(func=run_worker)
 
     add_keys_commands(sub)
@@ -55,81 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="checkpoint dir (default: the demo model)")
-    parser.add_argument("--served-model-name", help="model id for clients (default: dir name)")
-
-
-def _server_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default 8000)")
-    parser.add_argument(
-        "--api-keys-file", type=Path, help="require API keys from this file (docs/security.md)"
-    )
-    parser.add_argument(
-        "--auth",
-        choices=["auto", "keys", "off"],
-        help="auto (default): keys if a key file is given, off on loopback, else refuse",
-    )
-
-
 def _engine_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--engine", choices=["transformers", "vllm", "openai", "fake"], help="engine"
-    )
-    parser.add_argument("--device", help="torch device of the transformers engine (cpu, cuda)")
-    parser.add_argument(
-        "--max-concurrency", type=int, help="requests the engine runs at once (vllm: max_num_seqs)"
-    )
+    add_settings_flags(parser, ENGINE)
     vllm = parser.add_argument_group("vllm engine (vLLM's own argument names)")
-    vllm.add_argument("--dtype", help="auto | float16 | bfloat16 | float32")
-    vllm.add_argument("--max-model-len", type=int)
-    vllm.add_argument("--tensor-parallel-size", type=int)
-    vllm.add_argument("--gpu-memory-utilization", type=float)
-    vllm.add_argument("--kv-cache-memory-bytes", type=int, help="KV cache size (set it on CPU)")
-    vllm.add_argument("--enforce-eager", action="store_true", default=None)
+    add_settings_flags(vllm, VLLM, flags_of=parser)
     upstream = parser.add_argument_group("openai engine")
-    upstream.add_argument(
-        "--upstream-url", help="OpenAI-compatible base URL, e.g. http://h:8000/v1"
-    )
-    upstream.add_argument("--upstream-model", help="model id upstream (default: served name)")
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Settings from GMAIVL_* variables, overridden by the flags that were given."""
-    flags = (
-        "model",
-        "served_model_name",
-        "host",
-        "port",
-        "engine",
-        "device",
-        "max_concurrency",
-        "redis_url",
-        "metrics_port",
-        "drain_grace",
-        "upstream_url",
-        "upstream_model",
-        "api_keys_file",
-        "auth",
-    )
-    overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
-    vllm_flags = (
-        "dtype",
-        "max_model_len",
-        "tensor_parallel_size",
-        "gpu_memory_utilization",
-        "kv_cache_memory_bytes",
-        "enforce_eager",
-    )
-    vllm = {f: getattr(args, f) for f in vllm_flags if getattr(args, f, None) is not None}
-    if vllm:
-        overrides["vllm"] = VllmSettings(**vllm)
-    return Settings(**overrides)
+    add_settings_flags(upstream, UPSTREAM, flags_of=parser)
 
 
 def run_gateway(args: argparse.Namespace) -> int:
-    from service.distributed import serve_gateway
+    from service.gateway import serve_gateway
 
     serve_gateway(settings_from(args))
     return 0
@@ -138,10 +87,10 @@ def run_gateway(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     import asyncio
 
-    from service.distributed import run_worker as worker_main
+    from service.worker_process import run_worker_process
 
     settings = _with_demo_model(settings_from(args))
-    asyncio.run(worker_main(settings))
+    asyncio.run(run_worker_process(settings))
     return 0
 
 
@@ -154,7 +103,7 @@ def _with_demo_model(settings: Settings) -> Settings:
 
 def run_serve(args: argparse.Namespace) -> int:
     settings = _with_demo_model(settings_from(args))
-    from service.server import serve
+    from service.embedded import serve
 
     serve(settings)
     return 0

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.queue.lanes import Lane
+from service.core.lanes import Lane
 
 
 def default_cache_dir() -> Path:
@@ -51,7 +51,7 @@ class VllmSettings(BaseSettings):
         0.9, gt=0, le=1, description="GPU memory fraction for weights + KV cache."
     )
     kv_cache_memory_bytes: int | None = Field(
-        None, ge=1, description="Explicit KV cache size (required in practice on CPU)."
+        None, ge=1, description="Explicit KV cache size in bytes (set it on CPU)."
     )
     enforce_eager: bool = Field(False, description="No CUDA graphs / compilation.")
 
@@ -96,18 +96,22 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GMAIVL_", extra="ignore")
 
-    model: Path | None = Field(None, description="Checkpoint directory (HF LLaVA format).")
+    model: Path | None = Field(
+        None, description="Checkpoint directory (HF LLaVA format); default: the demo model."
+    )
     served_model_name: str | None = Field(
         None, description="Model id clients use; defaults to the checkpoint folder name."
     )
-    host: str = "127.0.0.1"
-    port: int = 8000
-    engine: str = Field("transformers", description="Engine: transformers | vllm | openai | fake.")
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8000, description="Port.")
+    engine: Literal["transformers", "vllm", "openai", "fake"] = Field(
+        "transformers", description="The engine that runs the model."
+    )
     fake_token_interval: float = Field(
         0.01, ge=0, description="Seconds between tokens of the fake engine (tests, benchmarks)."
     )
     redis_url: str | None = Field(
-        None, description="Redis queue (distributed mode); unset: the in-process queue."
+        None, description="Redis URL of the queue (distributed mode); unset: in process."
     )
     visibility_timeout: float = Field(
         15.0, gt=0, description="A running job whose worker is silent this long is redelivered."
@@ -120,8 +124,10 @@ class Settings(BaseSettings):
     drain_grace: float = Field(
         30.0, ge=0, description="On SIGTERM a worker finishes in-flight jobs for this long."
     )
-    metrics_port: int | None = Field(None, description="Worker: serve /metrics on this port.")
-    device: str = Field("cpu", description="torch device of the transformers engine.")
+    metrics_port: int | None = Field(
+        None, description="Worker: serve /metrics and /health/* on this port."
+    )
+    device: str = Field("cpu", description="torch device of the transformers engine (cpu, cuda).")
     upstream_url: str | None = Field(
         None, description="openai engine: base URL of the server to forward to (…/v1)."
     )
@@ -129,7 +135,9 @@ class Settings(BaseSettings):
         None, description="openai engine: model id upstream; default: the served name."
     )
     upstream_api_key: SecretStr | None = Field(None, description="openai engine: bearer key.")
-    max_concurrency: int = Field(4, ge=1, description="Requests one engine runs at once.")
+    max_concurrency: int = Field(
+        4, ge=1, description="Requests one engine runs at once (vllm: max_num_seqs)."
+    )
     queue_max_depth: int = Field(256, ge=1, description="Queued requests per lane before 429.")
     aging_seconds: float = Field(
         10.0, gt=0, description="Waiting this long lifts a queued job one lane (no starvation)."
@@ -138,7 +146,7 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Default deadline (seconds) when X-Request-Timeout is absent."
     )
     max_request_timeout: float = Field(600.0, gt=0, description="Upper bound a client may ask.")
-    default_priority: Lane = Lane.routine
+    default_priority: Lane = Field(Lane.routine, description="Lane of a request that names none.")
     max_tokens_default: int = Field(256, ge=1, description="max_tokens when the client sends none.")
     max_tokens_limit: int = Field(4096, ge=1, description="Largest max_tokens accepted.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Request body size limit.")
@@ -157,7 +165,9 @@ class Settings(BaseSettings):
         "to start.",
     )
     api_keys_file: Path | None = Field(
-        None, description="The key file (docs/security.md); a Kubernetes Secret mount works."
+        None,
+        description="Require API keys from this file (docs/security.md); a Kubernetes "
+        "Secret mount works.",
     )
     api_keys_reload_interval: float = Field(
         2.0, ge=0, description="Seconds between checks of the key file for changes."
@@ -171,7 +181,7 @@ class Settings(BaseSettings):
         description="Without --model, serve trains the demo model once with this recipe "
         "(demo; demo-smoke: seconds, for tests).",
     )
-    log_level: str = "info"
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     images: ImageLimits = Field(default_factory=ImageLimits)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)

@@ -24,6 +24,7 @@ Messages never contain request content (PHI stays out of errors).
 
 from __future__ import annotations
 
+import functools
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +134,44 @@ class EngineError(ServiceError):
     status_code = 500
     type = "server_error"
     code = "engine_error"
+
+
+# Codes that errors raised in workers carry besides their class's own (which are
+# found by walking the tree): a failure crosses the queue as its code alone.
+_WORKER_CODES: dict[str, type[ServiceError]] = {
+    "invalid_request": InvalidRequest,
+    "context_length_exceeded": InvalidRequest,
+    "unsupported_response_format": InvalidRequest,
+    "upstream_rejected": InvalidRequest,
+    "worker_lost": NotReady,
+    "dead_letter": EngineError,
+}
+
+
+def _classes(root: type[ServiceError]) -> list[type[ServiceError]]:
+    return [root] + [c for sub in root.__subclasses__() for c in _classes(sub)]
+
+
+@functools.cache
+def _class_codes() -> dict[str, type[ServiceError]]:
+    return {c.code: c for c in _classes(ServiceError) if c.code is not None}
+
+
+def code_of(exc: ServiceError) -> str:
+    """The code that identifies `exc` across the queue (its own, else its family's)."""
+    if exc.code is not None:
+        return exc.code
+    return "invalid_request" if isinstance(exc, InvalidRequest) else "engine_error"
+
+
+def error_for_code(
+    code: str, message: str, param: str | None = None, retry_after: int | None = None
+) -> ServiceError:
+    """The exception a code stands for; an unknown code is an engine error that keeps it."""
+    cls = _WORKER_CODES.get(code) or _class_codes().get(code, EngineError)
+    if issubclass(cls, Overloaded):
+        return Overloaded(message, retry_after=retry_after or 1, code=code)
+    return cls(message, param=param, code=code)
 
 
 @dataclass(frozen=True)

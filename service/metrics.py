@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service.queue.lanes import Lane
+from service.core.lanes import Lane
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -148,9 +148,14 @@ class ServiceMetrics:
             self.queue_depth.labels(lane.value).set(0)
             self.queue_oldest_age.labels(lane.value).set(0)
 
-    def set_queue_depths(self, depths: dict[Lane, int]) -> None:
+    def set_queue_state(
+        self, depths: dict[Lane, int], oldest_ages: dict[Lane, float], live_workers: int
+    ) -> None:
         for lane, depth in depths.items():
             self.queue_depth.labels(lane.value).set(depth)
+        for lane, age in oldest_ages.items():
+            self.queue_oldest_age.labels(lane.value).set(age)
+        self.live_workers.set(live_workers)
 
 
 def status_class(status_code: int) -> str:

@@ -14,9 +14,11 @@ import logging
 import time
 
 from service import errors
-from service.engines.base import Engine, Finish
+from service.core.generation import Finish
+from service.core.jobs import Job, JobFailed
+from service.engines.base import Engine
 from service.metrics import ServiceMetrics
-from service.queue.base import Job, JobFailed, JobQueue
+from service.queue.protocols import WorkerQueue
 
 log = logging.getLogger("gmaivl.worker")
 
@@ -24,7 +26,7 @@ log = logging.getLogger("gmaivl.worker")
 class Worker:
     def __init__(
         self,
-        queue: JobQueue,
+        queue: WorkerQueue,
         engine: Engine,
         metrics: ServiceMetrics | None = None,
         *,
@@ -130,7 +132,7 @@ class Worker:
         task (no watcher task per job)."""
         remaining = job.remaining()
         if remaining <= 0:
-            return JobFailed("DeadlineExceeded", "The request expired before it started.")
+            return JobFailed("deadline_exceeded", "The request expired before it started.")
         task = asyncio.current_task()
         assert task is not None
         interrupted: list[str] = []  # why this task was cancelled, if it was
@@ -159,7 +161,7 @@ class Worker:
             self.metrics.engine_aborts.labels(reason).inc()
         await self.engine.abort(job.request.request_id)
         if reason == "deadline":
-            return JobFailed("DeadlineExceeded", "The request ran past its deadline.")
+            return JobFailed("deadline_exceeded", "The request ran past its deadline.")
         return None
 
     async def _pump(self, job: Job) -> JobFailed | None:
@@ -178,4 +180,4 @@ class Worker:
         except Exception as exc:
             # Never let one request kill the worker; the client gets a generic 500.
             log.error("engine failed on job %s:\n%s", job.id, errors.redacted_traceback(exc))
-            return JobFailed("EngineError", "The engine failed to generate a response.")
+            return JobFailed("engine_error", "The engine failed to generate a response.")

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, errors
 from service.api.middleware import PUBLIC_PATHS, GatewayMiddleware
-from service.api.protocol import ChatCompletionRequest
+from service.api.protocol import ChatCompletionRequest, ChatCompletionResponse
 from service.api.routes import router
 from service.api.state import AppState
 
@@ -55,9 +55,10 @@ def _openapi_with_request_models(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        model = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(model.pop("$defs", {}))
-        components["ChatCompletionRequest"] = model
+        for model_class in (ChatCompletionRequest, ChatCompletionResponse):
+            model = model_class.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model.pop("$defs", {}))
+            components[model_class.__name__] = model
         # Every route outside the public ones takes `Authorization: Bearer <key>`.
         components_root = schema["components"]
         components_root["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}

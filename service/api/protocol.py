@@ -1,4 +1,5 @@
-"""Request and response models of the OpenAI chat API, field names verbatim.
+"""Request and response models of the OpenAI chat API, field names verbatim
+(the response models document the schema; `responses` renders the bodies).
 
 Extensions are few and named as such: `priority` (a lane) on the request, and
 `image_url.dicom` (window, frames) on an image part (docs/pacs.md).
@@ -11,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.core.lanes import Lane
 from service.media.dicom import DicomOptions
 from service.media.windowing import PRESETS, Window
-from service.queue.lanes import Lane
 
 
 class TextPart(BaseModel):
@@ -122,6 +123,45 @@ class ChatCompletionRequest(BaseModel):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int
+    message: ChatCompletionMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class DicomRendering(BaseModel):
+    """Extension: how one DICOM image part was rendered (frames and window used)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatCompletionResponse(BaseModel):
+    """A non-stream answer. Streams send `chat.completion.chunk` events with the same
+    fields (`service.api.responses`), `dicom` on the first chunk."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage
+    dicom: list[DicomRendering] | None = Field(
+        None, description="Extension: one entry per DICOM image part (absent without DICOM)."
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -34,7 +34,7 @@ CHAT_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "A chat.completion object, or with stream=true an event stream",
         "content": {
-            "application/json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionResponse"}},
             # events: `data:` lines of chunk objects, then `[DONE]`
             "text/event-stream": {"schema": {}},
         },
@@ -152,7 +152,8 @@ async def ready(request: Request) -> JSONResponse:
 )
 async def metrics(request: Request) -> Response:
     state = _state(request)
-    state.metrics.set_queue_depths(await state.queue.depths())
-    if state.before_scrape is not None:
-        await state.before_scrape()
+    queue = state.queue
+    state.metrics.set_queue_state(
+        await queue.depths(), await queue.oldest_ages(), await queue.live_workers()
+    )
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,8 @@
-"""Chat completions: validate, resolve images, admit, enqueue, and answer (JSON or SSE).
+"""Chat completions, the orchestration: plan, admit the tenant, resolve images,
+enqueue, and answer (JSON or SSE).
 
-The router in `routes.py` is thin; all logic of the endpoint lives here and
+The router in `routes.py` is thin; the request's plan is `request_plan`, the
+message translation `core.chat_format`, the bodies `responses`. Everything
 raises `service.errors` only. Order matters for cost: cheap checks first, image
 decoding (in threads) next, admission last, so a refused request costs little.
 """
@@ -15,25 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import errors
-from service.api.chat_params import lane_of, sampling_of, timeout_of
-from service.api.chunks import DONE, ChunkWriter
 from service.api.disconnect import ClientWatch
-from service.api.protocol import ChatCompletionRequest, ChatMessage, ImagePart
+from service.api.protocol import ChatCompletionRequest
 from service.api.request_limits import RequestLimits, check_shape
+from service.api.request_plan import RequestPlan, plan_request
+from service.api.responses import DONE, ChunkWriter, completion
 from service.api.tenancy import TenantCharge, TenantGate
 from service.audit import AuditEvent
 from service.config import Settings
-from service.engines.base import (
-    Delta,
-    GenerationRequest,
-    ImageInput,
-    SamplingParams,
-    Usage,
-)
+from service.core.chat_format import to_template_messages
+from service.core.generation import Delta, GenerationRequest, ImageInput, Usage
+from service.core.jobs import Job, JobEvent, JobFailed, Restarted
+from service.core.lanes import Lane
 from service.media.resolve import ImageRequest, MediaResolver
 from service.metrics import ServiceMetrics
-from service.queue.base import Job, JobEvent, JobFailed, JobQueue, Restarted
-from service.queue.lanes import Lane
+from service.queue.protocols import GatewayQueue
 from service.security.limits import TenantLimiter
 from service.security.policy import Principal
 
@@ -61,7 +59,7 @@ class ChatCompletions:
     def __init__(
         self,
         settings: Settings,
-        queue: JobQueue,
+        queue: GatewayQueue,
         metrics: ServiceMetrics,
         model_id: str,
         limiter: TenantLimiter | None = None,
@@ -96,21 +94,13 @@ class ChatCompletions:
                 param="model",
             )
         check_shape(body, self.limits)
-        lane = lane_of(body, ctx.priority, self.settings.default_priority)
-        timeout = timeout_of(ctx.timeout, self.settings)
-        deadline = time.time() + timeout
-        sampling = sampling_of(body, self.settings)
-        image_parts = self._image_parts(body.messages)
+        plan = plan_request(body, ctx.priority, ctx.timeout, self.settings)
         self.tenants.check(
-            ctx.principal,
-            body.model,
-            lane,
-            sampling.max_tokens,
-            sum(part.image_url.image_count() for _, _, part in image_parts),
+            ctx.principal, body.model, plan.lane, plan.sampling.max_tokens, plan.image_count
         )
-        charge = await self.tenants.admit(ctx.principal, sampling.max_tokens, timeout)
+        charge = await self.tenants.admit(ctx.principal, plan.sampling.max_tokens, plan.timeout)
         try:
-            return await self._admitted(body, ctx, watch, lane, deadline, sampling, charge)
+            return await self._admitted(body, plan, ctx, watch, charge)
         except BaseException:
             if charge is not None:
                 await charge.release(None)
@@ -119,18 +109,17 @@ class ChatCompletions:
     async def _admitted(
         self,
         body: ChatCompletionRequest,
+        plan: RequestPlan,
         ctx: RequestContext,
         watch: ClientWatch,
-        lane: Lane,
-        deadline: float,
-        sampling: SamplingParams,
         charge: TenantCharge | None,
     ) -> dict[str, Any] | AsyncGenerator[str, None]:
         """The part after the tenant's charge: whoever ends the request releases it."""
+        lane = plan.lane
         try:
             # Image fetching and decoding count against the request's deadline too.
-            async with asyncio.timeout(max(deadline - time.time(), 0)):
-                resolved = await self._resolve_messages(body.messages, ctx.audit)
+            async with asyncio.timeout(max(plan.deadline - time.time(), 0)):
+                resolved = await self._resolve_messages(body, plan, ctx.audit)
         except TimeoutError as exc:
             raise errors.DeadlineExceeded(
                 "The request's deadline passed while its images were fetched and decoded."
@@ -142,8 +131,9 @@ class ChatCompletions:
             id=job_id,
             model=self.model_id,
             lane=lane,
-            request=GenerationRequest(job_id, resolved.messages, sampling, resolved.images),
-            deadline=deadline,
+            request=GenerationRequest(job_id, resolved.messages, plan.sampling, resolved.images),
+            deadline=plan.deadline,
+            tenant=ctx.principal.tenant if ctx.principal is not None else None,
         )
         try:
             await self.queue.submit(job)
@@ -154,9 +144,7 @@ class ChatCompletions:
         if not body.stream:
             try:
                 with watch.guard():
-                    answer, usage = await self._collect(job, batches, lane, ctx)
-                if resolved.dicom:
-                    answer["dicom"] = resolved.dicom
+                    answer, usage = await self._collect(job, batches, lane, ctx, resolved.dicom)
                 if charge is not None:
                     await charge.release(usage)
                 return answer
@@ -177,41 +165,27 @@ class ChatCompletions:
         # it owns job and batches now
         return self._stream(job, first, batches, include_usage, resolved.dicom, ctx.audit, charge)
 
-    @staticmethod
-    def _image_parts(messages: list[ChatMessage]) -> list[tuple[int, int, ImagePart]]:
-        return [
-            (i, j, part)
-            for i, message in enumerate(messages)
-            if isinstance(message.content, list)
-            for j, part in enumerate(message.content)
-            if isinstance(part, ImagePart)
-        ]
-
     async def _resolve_messages(
-        self, messages: list[ChatMessage], audit: AuditEvent | None
+        self, body: ChatCompletionRequest, plan: RequestPlan, audit: AuditEvent | None
     ) -> ResolvedMessages:
         """Messages in template form, their images resolved concurrently: fetches are
         async I/O, decoding runs in threads, so the event loop stays free."""
         limits = self.settings.images
-        requests: list[ImageRequest] = []
-        counted = 0
-        for i, j, part in self._image_parts(messages):
-            options = part.image_url.dicom
-            requests.append(
-                ImageRequest(
-                    part.image_url.url,
-                    options.to_options() if options else None,
-                    f"messages[{i}].content[{j}]",
-                )
-            )
-            counted += part.image_url.image_count()
-        if counted > limits.max_images_per_request:
+        if plan.image_count > limits.max_images_per_request:
             raise errors.InvalidRequest(
-                f"The request has {counted} images (DICOM frames count one each); the limit "
-                f"is {limits.max_images_per_request}.",
+                f"The request has {plan.image_count} images (DICOM frames count one each); "
+                f"the limit is {limits.max_images_per_request}.",
                 param="messages",
                 code="too_many_images",
             )
+        requests = [
+            ImageRequest(
+                ref.part.image_url.url,
+                ref.part.image_url.dicom.to_options() if ref.part.image_url.dicom else None,
+                ref.param,
+            )
+            for ref in plan.image_parts
+        ]
         started = time.perf_counter()
         try:
             resolved = await asyncio.gather(*(self.media.resolve(r) for r in requests))
@@ -220,27 +194,13 @@ class ChatCompletions:
             raise
         if requests:
             self.metrics.image_preprocess.observe(time.perf_counter() - started)
-        out: list[dict[str, Any]] = []
-        next_image = iter(resolved)
-        for message in messages:
-            content = message.content
-            if content is None or isinstance(content, str):
-                parts = [{"type": "text", "text": content or ""}]
-            else:
-                parts = []
-                for part in content:
-                    if isinstance(part, ImagePart):
-                        parts += [{"type": "image"}] * len(next(next_image).images)
-                    else:
-                        parts.append({"type": "text", "text": part.text})
-            out.append({"role": message.role, "content": parts})
         if audit is not None:
             for item in resolved:
                 audit.images += len(item.images)
                 if item.sop_instance_uid:
                     audit.note_sop_instance_uid(item.sop_instance_uid)
         return ResolvedMessages(
-            messages=out,
+            messages=to_template_messages(body.messages, (len(r.images) for r in resolved)),
             images=[image for item in resolved for image in item.images],
             dicom=[item.info for item in resolved if item.info is not None],
         )
@@ -253,6 +213,7 @@ class ChatCompletions:
         batches: AsyncGenerator[list[JobEvent], None],
         lane: Lane,
         ctx: RequestContext,
+        dicom: list[dict[str, Any]],
     ) -> tuple[dict[str, Any], Usage]:
         pieces: list[str] = []
         async for batch in batches:
@@ -266,21 +227,10 @@ class ChatCompletions:
                 elif isinstance(event, JobFailed):
                     raise event.to_exception()
                 else:
-                    return {
-                        "id": f"chatcmpl-{job.id}",
-                        "object": "chat.completion",
-                        "created": int(job.enqueued_at),
-                        "model": self.model_id,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": "".join(pieces)},
-                                "finish_reason": event.finish_reason,
-                                "logprobs": None,
-                            }
-                        ],
-                        "usage": event.usage.as_openai(),
-                    }, event.usage
+                    answer = "".join(pieces)
+                    created = int(job.enqueued_at)
+                    body = completion(job.id, created, self.model_id, answer, event, dicom)
+                    return body, event.usage
         raise errors.EngineError("The response ended without finishing.")
 
     async def _stream(
@@ -296,9 +246,7 @@ class ChatCompletions:
         """One write per batch: when a stream falls behind, its pending tokens leave in
         one write instead of one per token. Once headers are sent, a failure travels
         as an error event before `[DONE]`."""
-        chunks = ChunkWriter(
-            f"chatcmpl-{job.id}", int(job.enqueued_at), self.model_id, include_usage
-        )
+        chunks = ChunkWriter(job.id, int(job.enqueued_at), self.model_id, include_usage)
         usage: Usage | None = None
         try:
             out = [chunks.role({"dicom": dicom} if dicom else None)]
@@ -315,16 +263,15 @@ class ChatCompletions:
                             continue  # nothing shown yet: the new attempt simply continues
                         # Text already went out; splicing a second attempt would garble it.
                         event = JobFailed(
-                            "NotReady",
+                            "worker_lost",
                             "The worker running this request was "
                             "lost after it started answering; retry the request.",
-                            code="worker_lost",
                         )
                     if isinstance(event, JobFailed):
                         error = event.to_exception()
-                        self.metrics.rejections.labels(error.code or event.error).inc()
+                        self.metrics.rejections.labels(event.code).inc()
                         if audit is not None:  # the status stays 200: the outcome says it
-                            audit.outcome = error.code or event.error
+                            audit.outcome = event.code
                         out.append(chunks.error(error))
                     else:
                         usage = event.usage
@@ -339,7 +286,7 @@ class ChatCompletions:
                 try:
                     batch = await anext(batches)
                 except StopAsyncIteration:
-                    batch = [JobFailed("EngineError", "The response ended without finishing.")]
+                    batch = [JobFailed("engine_error", "The response ended without finishing.")]
         finally:
             # Closing the event stream before its end (the client left) cancels the job.
             await batches.aclose()

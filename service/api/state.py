@@ -1,4 +1,4 @@
-"""What the routes need from the process they run in, assembled by `service.server`."""
+"""What the routes need from the process they run in, assembled by `service.gateway`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from service.api.serving_chat import ChatCompletions
 from service.audit import AuditSink
 from service.config import Settings
 from service.metrics import ServiceMetrics
-from service.queue.base import JobQueue
+from service.queue.protocols import GatewayQueue
 from service.security.keystore import KeyStore
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -20,12 +20,11 @@ Readiness = Callable[[], Awaitable[dict[str, bool]]]
 class AppState:
     settings: Settings
     model_id: str
-    queue: JobQueue
+    queue: GatewayQueue
     metrics: ServiceMetrics
     chat: ChatCompletions
     readiness: Readiness
     served_models: Callable[[], Awaitable[list[str]]] | None = None  # default: [model_id]
-    before_scrape: Callable[[], Awaitable[None]] | None = None  # refresh gauges for /metrics
     audit: AuditSink | None = None  # one event per audited request
     keys: KeyStore | None = None  # None: authentication off (local use)
     created: int = field(default_factory=lambda: int(time.time()))

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service import errors
-from service.engines.base import Usage
+from service.core.generation import Usage
+from service.core.lanes import Lane
 from service.metrics import ServiceMetrics
-from service.queue.lanes import Lane
 from service.security.limits import Lease, TenantLimiter
 from service.security.policy import Principal
 

@@ -10,81 +10,10 @@ frees its slot; the stream then ends without a `Finish`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    response_format: dict[str, Any] | None = None
-    """Structured output: {"type": "json_object"} or {"type": "json_schema", "json_schema":
-    {"name", "schema", ...}} (the OpenAI shape); None for free text."""
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """A normalized image: 8-bit RGB pixels, row-major, no header to parse again."""
-
-    width: int
-    height: int
-    rgb: bytes
-
-    def to_pil(self) -> Any:
-        from PIL import Image
-
-        return Image.frombytes("RGB", (self.width, self.height), self.rgb)
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """A chat in the shape chat templates expect: content parts are `{"type": "text",
-    "text": ...}` or `{"type": "image"}`; `images` fill the image parts in order."""
-
-    request_id: str
-    messages: list[dict[str, Any]]
-    sampling: SamplingParams
-    images: list[ImageInput] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def as_openai(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
-
-
-@dataclass(frozen=True)
-class Delta:
-    """New text since the previous delta (never a partial UTF-8 character)."""
-
-    text: str
-
-
-FinishReason = Literal["stop", "length"]
-
-
-@dataclass(frozen=True)
-class Finish:
-    finish_reason: FinishReason
-    usage: Usage
-
-
-GenerationEvent = Delta | Finish
+from service import errors
+from service.core.generation import GenerationEvent, GenerationRequest
 
 
 class Engine(Protocol):
@@ -109,8 +38,6 @@ class Engine(Protocol):
 def refuse_structured_output(request: GenerationRequest, engine: str) -> None:
     """For engines without constrained decoding: a clear 400 rather than free text."""
     if request.sampling.response_format is not None:
-        from service import errors
-
         raise errors.InvalidRequest(
             f"response_format {request.sampling.response_format['type']!r} needs the vllm "
             f"engine; this model is served by the {engine} engine.",

@@ -11,14 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from service.engines.base import (
+from service.core.generation import (
     Delta,
     Finish,
     GenerationEvent,
     GenerationRequest,
     Usage,
-    refuse_structured_output,
 )
+from service.engines.base import refuse_structured_output
 
 TOKENS = ("The", " image", " shows", " no", " acute", " abnormality", ".")
 

@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 
 from service import errors
-from service.engines.base import (
+from service.core.chat_format import to_openai_messages
+from service.core.generation import (
     Delta,
     Finish,
     GenerationEvent,
@@ -145,17 +146,7 @@ async def _events(response: httpx.Response) -> AsyncIterator[GenerationEvent]:
 
 def upstream_body(request: GenerationRequest, model: str) -> dict[str, Any]:
     """Our template-form chat back in OpenAI form, images as PNG data URLs."""
-    images = iter(request.images)
-    messages = []
-    for message in request.messages:
-        parts = []
-        for part in message["content"]:
-            if part["type"] == "image":
-                url = png_data_url(next(images))
-                parts.append({"type": "image_url", "image_url": {"url": url}})
-            else:
-                parts.append({"type": "text", "text": part["text"]})
-        messages.append({"role": message["role"], "content": parts})
+    messages = to_openai_messages(request.messages, map(png_data_url, request.images))
     s = request.sampling
     body: dict[str, Any] = {
         "model": model,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from service import errors
-from service.engines.base import (
+from service.core.generation import (
     Delta,
     Finish,
     FinishReason,
@@ -30,8 +30,8 @@ from service.engines.base import (
     GenerationRequest,
     SamplingParams,
     Usage,
-    refuse_structured_output,
 )
+from service.engines.base import refuse_structured_output
 from service.engines.detokenize import IncrementalDetokenizer
 
 log = logging.getLogger("gmaivl.engine")

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from service import errors
-from service.engines.base import (
+from service.config import VllmSettings
+from service.core.generation import (
     Delta,
     Finish,
     GenerationEvent,
@@ -37,27 +37,23 @@ log = logging.getLogger("gmaivl.engine")
 WARMUP_REQUEST_ID = "gmaivl-warmup"
 
 
-@dataclass(frozen=True)
-class VllmOptions:
-    """vLLM engine arguments we pass through (names as vLLM spells them)."""
-
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    max_num_seqs: int = 8
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    kv_cache_memory_bytes: int | None = None
-    limit_images_per_prompt: int = 4
-    enforce_eager: bool = False
-
-
 class VllmEngine:
     name = "vllm"
 
-    def __init__(self, model_dir: Path, options: VllmOptions) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        settings: VllmSettings,
+        *,
+        max_num_seqs: int = 8,
+        limit_images_per_prompt: int = 4,
+    ) -> None:
+        """`settings` are vLLM's engine arguments under vLLM's names (`GMAIVL_VLLM_*`,
+        `--dtype`, ...); max_num_seqs is the worker's concurrency."""
         self.model_dir = Path(model_dir)
-        self.options = options
-        self.max_concurrency = options.max_num_seqs
+        self.settings = settings
+        self.max_concurrency = max_num_seqs
+        self.limit_images_per_prompt = limit_images_per_prompt
         self._engine: Any = None
         self._tokenizer: Any = None
         self._ready = False
@@ -67,16 +63,16 @@ class VllmEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        o = self.options
+        o = self.settings
         args = AsyncEngineArgs(
             model=str(self.model_dir),
             dtype=o.dtype,
             max_model_len=o.max_model_len,
-            max_num_seqs=o.max_num_seqs,
+            max_num_seqs=self.max_concurrency,
             tensor_parallel_size=o.tensor_parallel_size,
             gpu_memory_utilization=o.gpu_memory_utilization,
             kv_cache_memory_bytes=o.kv_cache_memory_bytes,
-            limit_mm_per_prompt={"image": o.limit_images_per_prompt},
+            limit_mm_per_prompt={"image": self.limit_images_per_prompt},
             enforce_eager=o.enforce_eager,
             # Compact JSON for response_format: whitespace between tokens is legal JSON,
             # and a weak model can spend its whole budget on it.

@@ -26,7 +26,7 @@ from PIL import Image
 
 from service import errors
 from service.config import ImageLimits
-from service.engines.base import ImageInput
+from service.core.generation import ImageInput
 
 # MIME type declared in the data URL -> the PIL format it must decode as.
 RASTER_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP"}

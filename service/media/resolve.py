@@ -20,7 +20,7 @@ import httpx
 
 from service import errors
 from service.config import FetchSettings, ImageLimits, PacsEntry
-from service.engines.base import ImageInput
+from service.core.generation import ImageInput
 from service.media.dicom import DicomOptions, dicom_to_rgb
 from service.media.dicomweb import Pacs, fetch_instance, fetch_rendered
 from service.media.fetch import FetchLimits, HostPolicy, SafeFetcher, parse_url

@@ -1,6 +1,7 @@
 """The in-process queue: the embedded default (`gmai-vl serve`), one asyncio loop.
 
-Semantics are those written in `service.queue.base`. Specifics: each lane is a
+Semantics are those written in `service.queue.protocols`; one object is both
+the gateway's and the worker's side. Specifics: each lane is a
 FIFO deque bounded by `max_depth`; result streams are unbounded buffers (their
 producer is bounded by max_tokens); nothing survives the process. Waiting is
 done on bare futures, not asyncio.Queue/Condition: this is the per-token hot
@@ -15,8 +16,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from service import errors
-from service.queue.base import DEADLINE_PASSED, DrainRate, Job, JobEvent, JobFailed, is_terminal
-from service.queue.lanes import LANE_ORDER, Lane, effective_rank
+from service.core.jobs import DEADLINE_PASSED, Job, JobEvent, JobFailed, is_terminal
+from service.core.lanes import LANE_ORDER, Lane, effective_rank
+from service.queue.protocols import DrainRate
 
 
 class _Entry:
@@ -52,9 +54,13 @@ class _Entry:
 
 
 class InProcessJobQueue:
-    def __init__(self, *, max_depth: int = 256, aging_seconds: float = 10.0) -> None:
+    def __init__(
+        self, *, max_depth: int = 256, aging_seconds: float = 10.0, heartbeat_interval: float = 1.0
+    ) -> None:
         self.max_depth = max_depth
         self.aging_seconds = aging_seconds
+        self.heartbeat_interval = heartbeat_interval
+        self._last_heartbeat: float | None = None  # the worker's; None: no worker running
         self.drain = DrainRate()
         self._lanes: dict[Lane, deque[_Entry]] = {lane: deque() for lane in LANE_ORDER}
         self._entries: dict[str, _Entry] = {}
@@ -145,10 +151,10 @@ class InProcessJobQueue:
         return lambda: callback in entry.on_cancel and entry.on_cancel.remove(callback)
 
     async def heartbeat(self) -> None:
-        return None  # one process: a worker that stopped is seen directly
+        self._last_heartbeat = time.monotonic()
 
     async def leave(self) -> None:
-        return None
+        self._last_heartbeat = None
 
     # observation
 
@@ -163,12 +169,18 @@ class InProcessJobQueue:
             for lane, q in self._lanes.items()
         }
 
+    async def live_workers(self) -> int:
+        """1 while the process's worker beats (fresh within 3 intervals), else 0."""
+        last = self._last_heartbeat
+        fresh = last is not None and time.monotonic() - last < 3 * self.heartbeat_interval + 2
+        return 1 if fresh else 0
+
     async def ping(self) -> bool:
         return True
 
     async def close(self) -> None:
         for entry in list(self._entries.values()):
-            entry.put(JobFailed("NotReady", "The server is shutting down."))
+            entry.put(JobFailed("not_ready", "The server is shutting down."))
         self._entries.clear()
 
     def _pop_next(self) -> _Entry | None:
@@ -181,7 +193,7 @@ class InProcessJobQueue:
             while q and (q[0].cancelled or q[0].job.deadline <= now):
                 dropped = q.popleft()
                 if not dropped.cancelled:
-                    dropped.put(JobFailed("DeadlineExceeded", "The request expired while queued."))
+                    dropped.put(JobFailed("deadline_exceeded", "The request expired while queued."))
             if not q:
                 continue
             job = q[0].job

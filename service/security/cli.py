@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from service.queue.lanes import Lane
+from service.core.lanes import Lane
 from service.security.keys import KeyFile, valid_tenant
 
 POLICY_FLAGS = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from service.queue.lanes import Lane
+from service.core.lanes import Lane
 
 
 @dataclass(frozen=True)

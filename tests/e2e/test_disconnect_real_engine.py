@@ -8,7 +8,7 @@ import time
 import httpx
 
 from service.config import Settings
-from service.server import build_embedded
+from service.embedded import build_embedded
 from tests.conftest import ThreadedServer, image_message, png_data_url
 
 

@@ -10,8 +10,8 @@ import httpx
 
 from service.audit import AuditEvent, JsonLinesAuditSink, hash_uid, open_audit_sink
 from service.config import Settings
+from service.embedded import build_embedded
 from service.engines.fake import FakeEngine
-from service.server import build_embedded
 from tests.conftest import ThreadedServer, image_message, png_data_url
 
 

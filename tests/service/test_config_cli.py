@@ -2,7 +2,7 @@ from pathlib import Path
 
 from service.cli import build_parser
 from service.config import Settings
-from service.queue.lanes import Lane
+from service.core.lanes import Lane
 
 
 def test_settings_come_from_gmaivl_environment(monkeypatch):

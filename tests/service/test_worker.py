@@ -7,11 +7,11 @@ import time
 import uuid
 
 from service import errors
-from service.engines.base import Delta, Finish, GenerationRequest, SamplingParams
+from service.core.generation import Delta, Finish, GenerationRequest, SamplingParams
+from service.core.jobs import Job, JobFailed
+from service.core.lanes import Lane
 from service.engines.fake import FakeEngine
 from service.metrics import ServiceMetrics
-from service.queue.base import Job, JobFailed
-from service.queue.lanes import Lane
 from service.queue.memory import InProcessJobQueue
 from service.worker import Worker
 
@@ -95,7 +95,7 @@ async def test_deadline_while_running_aborts_and_reports():
     await queue.submit(job)
     await asyncio.wait_for(Worker(queue, engine).run(burst=True), 2)
     events = await collect(queue, job.id)
-    assert events[-1] == JobFailed("DeadlineExceeded", "The request ran past its deadline.")
+    assert events[-1] == JobFailed("deadline_exceeded", "The request ran past its deadline.")
     assert engine.aborted == [job.id]
 
 
@@ -114,6 +114,6 @@ async def test_engine_errors_become_job_failures_and_the_worker_survives():
     await queue.submit(bad_input)
     await queue.submit(crash)
     await Worker(queue, engine).run(burst=True)
-    assert await collect(queue, bad_input.id) == [JobFailed("InvalidRequest", "too long")]
+    assert await collect(queue, bad_input.id) == [JobFailed("invalid_request", "too long")]
     [failure] = await collect(queue, crash.id)
-    assert failure.error == "EngineError" and "boom" not in failure.message
+    assert failure.code == "engine_error" and "boom" not in failure.message

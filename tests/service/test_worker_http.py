@@ -7,13 +7,13 @@ import time
 
 import httpx
 
-from service.distributed import worker_readiness
 from service.engines.fake import FakeEngine
 from service.metrics import ServiceMetrics
 from service.processes import Cluster
 from service.queue.memory import InProcessJobQueue
 from service.worker import Worker
 from service.worker_http import worker_app
+from service.worker_process import worker_readiness
 
 
 async def test_readiness_follows_the_engine_and_the_worker_loop():

@@ -15,11 +15,11 @@ import openai
 import pytest
 
 from service.config import Settings
+from service.core.lanes import Lane
+from service.embedded import build_embedded
 from service.engines.fake import FakeEngine
-from service.queue.lanes import Lane
 from service.security.keys import KeyFile, key_id_of
 from service.security.policy import TenantPolicy
-from service.server import build_embedded
 from tests.conftest import ThreadedServer, image_message, png_data_url
 
 MODEL = "fake"

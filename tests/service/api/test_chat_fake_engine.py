@@ -13,8 +13,8 @@ import openai
 import pytest
 
 from service.config import Settings
+from service.embedded import build_embedded
 from service.engines.fake import FakeEngine
-from service.server import build_embedded
 from tests.conftest import ThreadedServer, image_message, png_data_url
 
 

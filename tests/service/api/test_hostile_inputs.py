@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from service.config import FetchSettings, ImageLimits, Settings
+from service.embedded import build_embedded
 from service.engines.fake import FakeEngine
 from service.security.keys import KeyFile
-from service.server import build_embedded
 from tests.conftest import ThreadedServer, png_data_url
 from tests.service.media.test_fetch import Handler, serve
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from service import errors
-from service.engines.base import Delta, Finish, GenerationRequest, ImageInput, SamplingParams
+from service.core.generation import Delta, Finish, GenerationRequest, ImageInput, SamplingParams
 from service.engines.transformers_engine import TransformersEngine
 
 

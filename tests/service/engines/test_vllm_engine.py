@@ -14,15 +14,15 @@ import pytest_asyncio
 from PIL import Image
 
 from service import errors
-from service.engines.base import Delta, Finish, GenerationRequest, ImageInput, SamplingParams
+from service.config import VllmSettings
+from service.core.generation import Delta, Finish, GenerationRequest, ImageInput, SamplingParams
 from service.engines.transformers_engine import TransformersEngine
-from service.engines.vllm_engine import VllmEngine, VllmOptions, vllm_sampling
+from service.engines.vllm_engine import VllmEngine, vllm_sampling
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-VLLM_CPU = VllmOptions(
+VLLM_CPU = VllmSettings(
     dtype="float32",  # the reference runs in float32 too: parity means identical argmax
-    max_num_seqs=8,
     kv_cache_memory_bytes=256 * 1024 * 1024,
     enforce_eager=True,
 )
@@ -52,7 +52,7 @@ def request(i: int, max_tokens: int = 24, **sampling) -> GenerationRequest:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def vllm_engine(tiny_checkpoint):
-    engine = VllmEngine(tiny_checkpoint, VLLM_CPU)
+    engine = VllmEngine(tiny_checkpoint, VLLM_CPU, max_num_seqs=8)
     await engine.start()
     yield engine
     await engine.stop()
@@ -61,7 +61,7 @@ async def vllm_engine(tiny_checkpoint):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def trained_pair(trained_export):
     """The vLLM and the reference engine on a checkpoint exported by our training."""
-    vllm = VllmEngine(trained_export, VLLM_CPU)
+    vllm = VllmEngine(trained_export, VLLM_CPU, max_num_seqs=8)
     await vllm.start()
     reference = TransformersEngine(trained_export, max_concurrency=1)
     await reference.start()

@@ -9,11 +9,11 @@ import uuid
 import pytest
 
 from service import errors
-from service.engines.base import Delta, Finish, GenerationRequest, SamplingParams, Usage
-from service.queue.base import Job, JobFailed
-from service.queue.lanes import Lane
+from service.core.generation import Delta, Finish, GenerationRequest, SamplingParams, Usage
+from service.core.jobs import Job, JobFailed
+from service.core.lanes import Lane
 from service.queue.memory import InProcessJobQueue
-from service.queue.redis_queue import RedisJobQueue
+from tests.service.queue.redis_pair import RedisQueuePair
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -24,7 +24,7 @@ async def make_queue(request):
         if request.param == "memory":
             return InProcessJobQueue(**kwargs)
         server = request.getfixturevalue("redis_server")
-        queue = RedisJobQueue(server.url, model=f"m-{uuid.uuid4().hex[:8]}", **kwargs)
+        queue = RedisQueuePair(server.url, model=f"m-{uuid.uuid4().hex[:8]}", **kwargs)
         made.append(queue)
         return queue
 
@@ -139,7 +139,7 @@ async def test_expired_queued_job_is_dropped_with_deadline_event(make_queue):
     await q.submit(j)
     assert await q.take(timeout=0) is None
     batches = [b async for b in q.events(j.id)]
-    assert batches == [[JobFailed("DeadlineExceeded", "The request expired while queued.")]]
+    assert batches == [[JobFailed("deadline_exceeded", "The request expired while queued.")]]
     assert isinstance(batches[0][0].to_exception(), errors.DeadlineExceeded)
 
 
@@ -165,7 +165,7 @@ async def test_events_end_at_the_deadline_even_if_nothing_is_published(make_queu
     await q.take(timeout=0)  # taken by a worker that then hangs
     started = time.monotonic()
     batches = [b async for b in q.events(j.id)]
-    assert batches[-1][-1].error == "DeadlineExceeded"
+    assert batches[-1][-1].code == "deadline_exceeded"
     assert time.monotonic() - started < 1.0
 
 
@@ -226,7 +226,7 @@ async def test_deadline_on_a_running_job_cancels_it(make_queue):
     fired = asyncio.Event()
     q.on_cancel(j.id, fired.set)
     [batch] = [b async for b in q.events(j.id)]
-    assert batch[-1].error == "DeadlineExceeded"
+    assert batch[-1].code == "deadline_exceeded"
     await asyncio.wait_for(fired.wait(), 1)
 
 

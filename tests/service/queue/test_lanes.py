@@ -1,5 +1,5 @@
-from service.queue.base import DrainRate
-from service.queue.lanes import LANE_ORDER, Lane, effective_rank
+from service.core.lanes import LANE_ORDER, Lane, effective_rank
+from service.queue.protocols import DrainRate
 
 
 def test_lane_order_is_stat_first():

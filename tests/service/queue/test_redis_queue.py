@@ -11,20 +11,23 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from service.engines.base import Delta, Finish, ImageInput, Usage
-from service.queue import redis_keys as keys
-from service.queue.base import JobFailed, Restarted
-from service.queue.redis_queue import RedisJobQueue
+from service import errors
+from service.core.generation import Delta, Finish, ImageInput, Usage
+from service.core.jobs import JobFailed, Restarted
+from service.redis import keys
+from service.redis.gateway_queue import RedisGatewayQueue
+from service.redis.worker_queue import RedisWorkerQueue
+from tests.service.queue.redis_pair import RedisQueuePair
 from tests.service.queue.test_contract import job
 
 
 @pytest.fixture
 async def make(redis_server):
-    made: list[RedisJobQueue] = []
+    made: list[RedisQueuePair] = []
     model = f"m-{uuid.uuid4().hex[:8]}"
 
-    def factory(**kwargs) -> RedisJobQueue:
-        queue = RedisJobQueue(redis_server.url, model=model, **kwargs)
+    def factory(**kwargs) -> RedisQueuePair:
+        queue = RedisQueuePair(redis_server.url, model=model, **kwargs)
         made.append(queue)
         return queue
 
@@ -51,7 +54,8 @@ async def test_silent_worker_job_is_redelivered_then_dead_lettered(make):
     assert await third.take(timeout=0.5) is None  # past max_deliveries: not run again
     got = await events(gateway, j.id)
     assert got[0] == Restarted(2)
-    assert got[-1].error == "EngineError" and got[-1].code == "dead_letter"
+    assert got[-1].code == "dead_letter"
+    assert isinstance(got[-1].to_exception(), errors.EngineError)
     assert await third.redis.xlen(keys.dead_letters(third.model)) == 1
 
 
@@ -97,15 +101,16 @@ async def test_images_travel_by_reference_and_everything_expires(make, redis_ser
 
 
 async def test_unavailable_redis_is_not_ready():
-    queue = RedisJobQueue("redis://127.0.0.1:9/0", model="m")
-    assert not await queue.ping()
-    from service import errors
-
+    gateway = RedisGatewayQueue("redis://127.0.0.1:9/0", model="m")
+    worker = RedisWorkerQueue("redis://127.0.0.1:9/0", model="m")
+    assert not await gateway.ping() and not await worker.ping()
+    assert await gateway.live_workers() == 0
     with pytest.raises(errors.NotReady):
-        await queue.submit(job())
+        await gateway.submit(job())
     with pytest.raises(errors.NotReady):
-        await queue.take(timeout=0)
-    await queue.close()
+        await worker.take(timeout=0)
+    await gateway.close()
+    await worker.close()
 
 
 async def test_failure_events_round_trip(make):
@@ -113,7 +118,7 @@ async def test_failure_events_round_trip(make):
     j = job()
     await gateway.submit(j)
     await worker.take(timeout=0)
-    failure = JobFailed("InvalidRequest", "too long", "context_length_exceeded", "max_tokens")
+    failure = JobFailed("context_length_exceeded", "too long", "max_tokens")
     await worker.publish(j.id, failure)
     started = time.monotonic()
     assert await events(gateway, j.id) == [failure]

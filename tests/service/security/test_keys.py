@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from service.queue.lanes import Lane
+from service.core.lanes import Lane
 from service.security.keys import KeyFile, digest, key_id_of, new_key
 
 

@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from service import errors
+from service.redis.tenant_limits import RedisTenantLimiter
 from service.security.limits import InMemoryTenantLimiter
 from service.security.policy import TenantPolicy
-from service.security.redis_limits import RedisTenantLimiter
 
 WINDOW = 0.6  # seconds: short, so expiry is tested without waiting a minute
 

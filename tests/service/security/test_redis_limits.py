@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from service import errors
+from service.redis.tenant_limits import RedisTenantLimiter
 from service.security.policy import TenantPolicy
-from service.security.redis_limits import RedisTenantLimiter
 
 
 async def test_two_limiters_on_one_redis_share_the_allowance(redis_server):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import uuid
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service import errors
-from service.queue import redis_keys as keys
-from service.queue.redis_scripts import TENANT_ACQUIRE_SCRIPT, TENANT_RELEASE_SCRIPT
+from service.redis import keys
+from service.redis.connection import connect
+from service.redis.scripts import TENANT_ACQUIRE_SCRIPT, TENANT_RELEASE_SCRIPT
 from service.security.limits import WINDOW_SECONDS, Lease, refusal
 from service.security.policy import TenantPolicy
 
@@ -23,7 +23,7 @@ def _limit(value: int | None) -> int:
 class RedisTenantLimiter:
     def __init__(self, url: str, window: float = WINDOW_SECONDS) -> None:
         self.window = window
-        self.redis = aioredis.Redis.from_url(url)
+        self.redis = connect(url)
         self._acquire = self.redis.register_script(TENANT_ACQUIRE_SCRIPT)
         self._release = self.redis.register_script(TENANT_RELEASE_SCRIPT)
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from service.engines.base import (
+from service.core.generation import (
     Delta,
     Finish,
     GenerationRequest,
@@ -18,8 +18,8 @@ from service.engines.base import (
     SamplingParams,
     Usage,
 )
-from service.queue.base import Job, JobEvent, JobFailed, Restarted
-from service.queue.lanes import Lane
+from service.core.jobs import Job, JobEvent, JobFailed, Restarted
+from service.core.lanes import Lane
 
 
 def encode_job(job: Job, image_refs: list[str]) -> str:

@@ -24,6 +24,7 @@ def effective_rank(lane: Lane, waited_seconds: float, aging_seconds: float) -> f
     """A job's rank after aging: every `aging_seconds` of waiting lifts it one lane.
 
     A batch job that waited 3 x aging_seconds competes with fresh stat jobs, and
-    wins ties by being older.
+    wins ties by being older. The Redis take script (`service.redis.scripts`)
+    applies the same formula to the ranks and aging period it is given.
     """
     return lane.rank - waited_seconds / aging_seconds

@@ -23,13 +23,13 @@ import uuid
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from service.queue import redis_keys as keys
-from service.queue.base import JobEvent, JobFailed
-from service.queue.codec import decode_events
+from service.core.jobs import JobEvent, JobFailed
+from service.redis import keys
+from service.redis.codec import decode_events
 
 log = logging.getLogger("gmaivl.queue")
 
-UNAVAILABLE = JobFailed("NotReady", "The queue became unavailable; retry later.")
+UNAVAILABLE = JobFailed("not_ready", "The queue became unavailable; retry later.")
 TRIM_INTERVAL = 1.0
 
 

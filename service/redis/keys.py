@@ -1,4 +1,4 @@
-"""Every Redis key and channel the queue uses, in one place.
+"""Every Redis key and channel, in one place (Lua scripts get prefixes made here).
 
 gmaivl:q:{model}:{lane}      stream of jobs, one per lane; consumer group "workers"
 gmaivl:inbox:{gateway}       stream of the events of a gateway's jobs, tagged by job id (TTL)
@@ -14,7 +14,7 @@ gmaivl:done:{model}          counter of completed jobs (drain rate for Retry-Aft
 
 from __future__ import annotations
 
-from service.queue.lanes import Lane
+from service.core.lanes import Lane
 
 PREFIX = "gmaivl"
 GROUP = "workers"
@@ -57,7 +57,7 @@ def done_counter(model: str) -> str:
     return f"{PREFIX}:done:{model}"
 
 
-# Per-tenant limits (service.security.redis_limits). The tenant sits in a hash tag,
+# Per-tenant limits (service.redis.tenant_limits). The tenant sits in a hash tag,
 # so one tenant's keys share a Redis Cluster slot and one script can touch them all.
 #
 # gmaivl:tenant:{t}:req       zset lease id -> admission time (requests per minute)

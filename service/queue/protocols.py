@@ -1,24 +1,26 @@
-"""The queue interface between gateways and workers, and its semantics.
+"""The queue between gateways and workers: one protocol per side, and its semantics.
 
-Gateway side:
+`GatewayQueue` (what a gateway needs):
 - `submit(job)` admits a job into its lane or raises `errors.Overloaded` with a
   Retry-After computed from the measured drain rate. Nothing is queued unbounded.
 - `events(job_id)` yields the job's events in order, in batches (all that are
   ready at once, so a consumer that falls behind catches up in one step): `Delta`s,
   then exactly one terminal event (`Finish` or `JobFailed`) ending the last batch.
   If the job's deadline passes first, the stream ends with
-  `JobFailed(DeadlineExceeded)`: a consumer never waits past the deadline.
+  `JobFailed(deadline_exceeded)`: a consumer never waits past the deadline.
   A stream closed before its terminal event (the client left) or ended by the
   deadline cancels the job, as `cancel` does.
 - `cancel(job_id)`: a queued job is dropped (never runs); a running job's worker
   is told through `on_cancel` and aborts the engine request. Idempotent.
+- `depths()`, `oldest_ages()`, `live_workers()`: what admission, readiness and
+  the queue gauges read.
 
-Worker side:
+`WorkerQueue` (what a worker needs):
 - `take(timeout)` returns the next job, highest lane first with aging (see
-  `lanes.effective_rank`), or None after `timeout`. Jobs cancelled or past their
-  deadline while queued are not returned; an expired job gets a
-  `JobFailed(DeadlineExceeded)` so its client learns why.
-- `publish(job_id, event)` appends to the job's result stream.
+  `core.lanes.effective_rank`), or None after `timeout`. Jobs cancelled or past
+  their deadline while queued are not returned; an expired job gets a
+  `JobFailed(deadline_exceeded)` so its client learns why.
+- `publish(job_id, event)` appends to the job's results.
 - `complete(job_id)` acknowledges the job (after its terminal event); it feeds
   the drain-rate meter behind Retry-After.
 - `heartbeat()` is called by the worker every heartbeat interval (liveness and,
@@ -27,7 +29,10 @@ Worker side:
   the job is cancelled, at once if it already is; it returns a function that
   unregisters the callback. A callback, not a waiting task: one fewer task per job.
 
-Deadlines are wall-clock epoch seconds so they mean the same in every process.
+Both sides have `ping()` (reachable?) and `close()`. The in-process queue
+implements both protocols in one object; Redis has one class per side
+(`service.redis`). Deadlines are wall-clock epoch seconds so they mean the same
+in every process.
 """
 
 from __future__ import annotations
@@ -35,76 +40,31 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from service import errors
-from service.engines.base import Delta, Finish, GenerationRequest
-from service.queue.lanes import Lane
+from service.core.jobs import Job, JobEvent
+from service.core.lanes import Lane
 
 
-@dataclass(frozen=True)
-class JobFailed:
-    """Terminal event for a job that produced no `Finish`. `error` names a class in
-    `service.errors`; the message is safe to show the client (no request content)."""
-
-    error: str
-    message: str
-    code: str | None = None
-    param: str | None = None
-
-    @classmethod
-    def from_exception(cls, exc: errors.ServiceError) -> JobFailed:
-        return cls(type(exc).__name__, exc.message, exc.code, exc.param)
-
-    def to_exception(self) -> errors.ServiceError:
-        cls = getattr(errors, self.error, None)
-        if not (isinstance(cls, type) and issubclass(cls, errors.ServiceError)):
-            cls = errors.EngineError
-        if cls is errors.Overloaded:
-            return errors.Overloaded(self.message, retry_after=1, code=self.code)
-        return cls(self.message, param=self.param, code=self.code)
-
-
-@dataclass(frozen=True)
-class Restarted:
-    """The job's worker died and another one started it again from the beginning
-    (Redis mode). Text published before this marker is void: a collecting reader
-    starts over; a reader that already forwarded text must end with a retriable
-    error, never splice two attempts."""
-
-    attempt: int
-
-
-JobEvent = Delta | Finish | JobFailed | Restarted
-DEADLINE_PASSED = JobFailed("DeadlineExceeded", "The request did not complete before its deadline.")
-
-
-def is_terminal(event: JobEvent) -> bool:
-    return isinstance(event, Finish | JobFailed)
-
-
-@dataclass
-class Job:
-    id: str
-    model: str
-    lane: Lane
-    request: GenerationRequest
-    deadline: float
-    enqueued_at: float = field(default_factory=time.time)
-    tenant: str | None = None
-
-    def remaining(self, now: float | None = None) -> float:
-        return self.deadline - (time.time() if now is None else now)
-
-
-class JobQueue(Protocol):
+class GatewayQueue(Protocol):
     async def submit(self, job: Job) -> None: ...
 
     def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]: ...
 
     async def cancel(self, job_id: str) -> None: ...
 
+    async def depths(self) -> dict[Lane, int]: ...
+
+    async def oldest_ages(self) -> dict[Lane, float]: ...
+
+    async def live_workers(self) -> int: ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class WorkerQueue(Protocol):
     async def take(self, timeout: float) -> Job | None: ...
 
     async def publish(self, job_id: str, event: JobEvent) -> None: ...
@@ -116,8 +76,6 @@ class JobQueue(Protocol):
     async def heartbeat(self) -> None: ...
 
     async def leave(self) -> None: ...
-
-    async def depths(self) -> dict[Lane, int]: ...
 
     async def ping(self) -> bool: ...
 

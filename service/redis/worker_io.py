@@ -1,4 +1,4 @@
-"""Worker side of the Redis queue, beside the take/deliver path in `redis_queue`:
+"""Worker side of the Redis queue, beside the take/deliver path in `worker_queue`:
 publishing events to gateway inboxes (group commit) and cancel messages (pub/sub).
 """
 
@@ -13,9 +13,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service import errors
-from service.queue import redis_keys as keys
-from service.queue.base import JobEvent
-from service.queue.codec import encode_events
+from service.core.jobs import JobEvent
+from service.redis import keys
+from service.redis.codec import encode_events
 
 log = logging.getLogger("gmaivl.queue")
 

@@ -1,7 +1,7 @@
 import json
 
 from service import errors
-from service.api.chunks import ChunkWriter
+from service.api.responses import ChunkWriter
 
 
 def parse(event: str) -> dict:
@@ -11,7 +11,7 @@ def parse(event: str) -> dict:
 
 def test_content_chunk_equals_the_plain_rendering():
     for include_usage in (False, True):
-        writer = ChunkWriter("chatcmpl-1", 123, "gmai-vl", include_usage)
+        writer = ChunkWriter("1", 123, "gmai-vl", include_usage)
         for text in ("hello", 'quote " and \\ slash', "病灶\n", ""):
             expected = {
                 **writer.base,
@@ -31,7 +31,7 @@ def test_content_chunk_equals_the_plain_rendering():
 
 
 def test_role_finish_usage_and_error_chunks():
-    writer = ChunkWriter("chatcmpl-1", 123, "m", True)
+    writer = ChunkWriter("1", 123, "m", True)
     assert parse(writer.role())["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert parse(writer.finish("stop"))["choices"][0]["finish_reason"] == "stop"
     usage = parse(writer.usage({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}))

@@ -10,20 +10,22 @@ ADMIT_SCRIPT (gateway, per request)
   returns -1.
 
 TAKE_SCRIPT (worker, per job)
-  KEYS: the lane streams, highest lane first.
-  ARGV: now, aging seconds, group, consumer, reclaim idle ms (0: don't),
-        ttl, key prefix.
+  KEYS: the lane streams.
+  ARGV: now, aging seconds, group, consumer, reclaim idle ms (0: don't), ttl,
+        the key prefixes of delivery counters, cancel flags and images
+        (`keys.tries("")`, ...), then each lane's rank (`Lane.rank`), in KEYS order.
   First, when asked, takes over one entry idle longer than the visibility
   timeout (XAUTOCLAIM: its worker died). Otherwise looks at the next
   undelivered entry of every lane, chooses the best by
-  `lane rank - waited / aging_seconds` (ties: the older), and delivers it with
+  `rank - waited / aging_seconds` (`core.lanes.effective_rank`; ties: the older),
+  and delivers it with
   XREADGROUP, atomically, so two workers never race for the same head.
   Then, still atomically, counts the delivery, reads the cancel flag and fetches
   the images. Returns {stream, entry id, job document, reply-to, deliveries,
   cancelled, reclaimed, {image bytes or false}} or nil.
 
-The take script builds per-job key names from the prefix (see `redis_keys`);
-that is fine on a single Redis or a replicated one, not on Redis Cluster.
+The take script builds per-job key names from the prefixes it is given (see
+`keys`); that is fine on a single Redis or a replicated one, not on Redis Cluster.
 """
 
 ADMIT_SCRIPT = """
@@ -41,18 +43,20 @@ return -1
 """
 
 TAKE_SCRIPT = """
-local group, consumer, ttl, prefix = ARGV[3], ARGV[4], ARGV[6], ARGV[7]
+local group, consumer, ttl = ARGV[3], ARGV[4], ARGV[6]
+local tries_prefix, cancel_prefix, image_prefix = ARGV[7], ARGV[8], ARGV[9]
+local now, aging = tonumber(ARGV[1]), tonumber(ARGV[2])
 
 local function deliver(key, entry, reclaimed)
   local f = {}
   for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
-  local tries_key = prefix .. ':tries:' .. f['id']
+  local tries_key = tries_prefix .. f['id']
   local tries = redis.call('INCR', tries_key)
   redis.call('EXPIRE', tries_key, ttl)
-  local cancelled = redis.call('EXISTS', prefix .. ':cancel:' .. f['id'])
+  local cancelled = redis.call('EXISTS', cancel_prefix .. f['id'])
   local images = {}
   for ref in string.gmatch(f['img'], '%S+') do
-    images[#images + 1] = redis.call('GET', prefix .. ':img:' .. ref)
+    images[#images + 1] = redis.call('GET', image_prefix .. ref)
   end
   return {key, entry[1], f['job'], f['reply'], tries, cancelled, reclaimed, images}
 end
@@ -85,7 +89,7 @@ for i, key in ipairs(KEYS) do
       for j = 1, #fields, 2 do
         if fields[j] == 't' then t = tonumber(fields[j + 1]) end
       end
-      local rank = (i - 1) - (tonumber(ARGV[1]) - t) / tonumber(ARGV[2])
+      local rank = tonumber(ARGV[9 + i]) - (now - t) / aging
       if best == nil or rank < best or (rank == best and t < best_t) then
         best, best_key, best_t = rank, key, t
       end
@@ -98,7 +102,7 @@ local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
 return deliver(best_key, read[1][2][1], 0)
 """
 
-# Per-tenant limits (service.security.redis_limits); times come from Redis's own
+# Per-tenant limits (service.redis.tenant_limits); times come from Redis's own
 # clock (TIME), so gateways with skewed clocks still share one window.
 #
 # TENANT_ACQUIRE_SCRIPT

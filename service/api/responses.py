@@ -1,6 +1,7 @@
-"""Server-sent `chat.completion.chunk` events, rendered for the hot path.
+"""The bodies of chat answers: the non-stream `chat.completion`, and the
+server-sent `chat.completion.chunk` events, rendered for the hot path.
 
-One stream writes one of these per token, so the constant part of each chunk
+One stream writes one chunk per token, so the constant part of each chunk
 is rendered once per request and only the token text goes through json.dumps.
 The output is byte-for-byte what json.dumps of the whole chunk would give
 (tests/service/api/test_chunks.py checks that).
@@ -12,6 +13,7 @@ import json
 from typing import Any
 
 from service import errors
+from service.core.generation import Finish
 
 DONE = "data: [DONE]\n\n"
 
@@ -24,10 +26,34 @@ def sse(payload: dict[str, Any]) -> str:
     return f"data: {_dumps(payload)}\n\n"
 
 
+def completion(
+    job_id: str, created: int, model: str, text: str, finish: Finish, dicom: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A `chat.completion` (protocol.ChatCompletionResponse); `dicom` only when non-empty."""
+    body: dict[str, Any] = {
+        "id": f"chatcmpl-{job_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": finish.usage.as_openai(),
+    }
+    if dicom:
+        body["dicom"] = dicom
+    return body
+
+
 class ChunkWriter:
-    def __init__(self, id_: str, created: int, model: str, include_usage: bool) -> None:
+    def __init__(self, job_id: str, created: int, model: str, include_usage: bool) -> None:
         self.base = {
-            "id": id_,
+            "id": f"chatcmpl-{job_id}",
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,

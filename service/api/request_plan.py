@@ -1,14 +1,58 @@
-"""The scalar parameters of a chat request, validated: lane, deadline, sampling."""
+"""A chat request's plan, computed once before any work: its lane, deadline and
+sampling (validated), and its image parts with the number of images they make.
+Tenancy, media resolution and the job all read the plan."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from service import errors
-from service.api.protocol import ChatCompletionRequest
+from service.api.protocol import ChatCompletionRequest, ImagePart
 from service.config import Settings
-from service.engines.base import SamplingParams
-from service.queue.lanes import Lane
+from service.core.generation import SamplingParams
+from service.core.lanes import Lane
+
+
+@dataclass(frozen=True)
+class ImagePartRef:
+    part: ImagePart
+    param: str  # where it is in the request, e.g. "messages[0].content[1]" (errors name it)
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    lane: Lane
+    timeout: float  # seconds
+    deadline: float  # wall-clock epoch seconds
+    sampling: SamplingParams
+    image_parts: list[ImagePartRef]
+    image_count: int  # images the parts make (a DICOM part with frames makes one per frame)
+
+
+def plan_request(
+    body: ChatCompletionRequest, priority: str | None, timeout: str | None, settings: Settings
+) -> RequestPlan:
+    """The plan of `body`, given its X-Priority and X-Request-Timeout headers."""
+    lane = lane_of(body, priority, settings.default_priority)
+    seconds = timeout_of(timeout, settings)
+    sampling = sampling_of(body, settings)
+    parts = [
+        ImagePartRef(part, f"messages[{i}].content[{j}]")
+        for i, message in enumerate(body.messages)
+        if isinstance(message.content, list)
+        for j, part in enumerate(message.content)
+        if isinstance(part, ImagePart)
+    ]
+    return RequestPlan(
+        lane=lane,
+        timeout=seconds,
+        deadline=time.time() + seconds,
+        sampling=sampling,
+        image_parts=parts,
+        image_count=sum(ref.part.image_url.image_count() for ref in parts),
+    )
 
 
 def lane_of(body: ChatCompletionRequest, header: str | None, default: Lane) -> Lane:

@@ -1,0 +1,113 @@
+"""Settings -> the parts a process is made of: its engine, its queue sides and
+its key store and tenant limiter. Heavy parts are imported only when chosen, so
+a gateway never imports torch."""
+
+from __future__ import annotations
+
+from service.config import Settings
+from service.engines.base import Engine
+from service.metrics import ServiceMetrics
+from service.queue.memory import InProcessJobQueue
+from service.queue.protocols import GatewayQueue, WorkerQueue
+from service.security.keystore import KeyStore, key_store_for
+from service.security.limits import InMemoryTenantLimiter, TenantLimiter
+
+
+def make_engine(settings: Settings) -> Engine:
+    if settings.engine == "fake":
+        from service.engines.fake import FakeEngine
+
+        return FakeEngine(
+            token_interval=settings.fake_token_interval, max_concurrency=settings.max_concurrency
+        )
+    if settings.engine == "transformers":
+        from service.engines.transformers_engine import TransformersEngine
+
+        if settings.model is None:
+            raise ValueError("the transformers engine needs a checkpoint (--model)")
+        return TransformersEngine(
+            settings.model, device=settings.device, max_concurrency=settings.max_concurrency
+        )
+    if settings.engine == "vllm":
+        from service.engines.vllm_engine import VllmEngine
+
+        if settings.model is None:
+            raise ValueError("the vllm engine needs a checkpoint (--model)")
+        return VllmEngine(
+            settings.model,
+            settings.vllm,
+            max_num_seqs=settings.max_concurrency,
+            limit_images_per_prompt=max(1, settings.images.max_images_per_request),
+        )
+    if settings.engine == "openai":
+        from service.engines.openai_engine import OpenAIForwardEngine
+
+        if settings.upstream_url is None:
+            raise ValueError("the openai engine needs --upstream-url")
+        key = settings.upstream_api_key
+        return OpenAIForwardEngine(
+            settings.upstream_url,
+            settings.upstream_model or settings.model_id(),
+            api_key=key.get_secret_value() if key is not None else None,
+            max_concurrency=settings.max_concurrency,
+        )
+    raise ValueError(f"unknown engine {settings.engine!r} (transformers | vllm | openai | fake)")
+
+
+def in_process_queue(settings: Settings) -> InProcessJobQueue:
+    """Both sides in one object: the embedded default."""
+    return InProcessJobQueue(
+        max_depth=settings.queue_max_depth,
+        aging_seconds=settings.aging_seconds,
+        heartbeat_interval=settings.heartbeat_interval,
+    )
+
+
+def redis_gateway_queue(settings: Settings, model_id: str) -> GatewayQueue:
+    from service.redis.gateway_queue import RedisGatewayQueue
+
+    assert settings.redis_url is not None, "the Redis queue needs --redis-url"
+    return RedisGatewayQueue(
+        settings.redis_url,
+        model=model_id,
+        max_depth=settings.queue_max_depth,
+        heartbeat_interval=settings.heartbeat_interval,
+        result_ttl=settings.result_ttl,
+    )
+
+
+def redis_worker_queue(
+    settings: Settings, model_id: str, metrics: ServiceMetrics | None = None
+) -> WorkerQueue:
+    from service.redis.worker_queue import RedisWorkerQueue
+
+    assert settings.redis_url is not None, "the Redis queue needs --redis-url"
+    return RedisWorkerQueue(
+        settings.redis_url,
+        model=model_id,
+        aging_seconds=settings.aging_seconds,
+        visibility_timeout=settings.visibility_timeout,
+        heartbeat_interval=settings.heartbeat_interval,
+        max_deliveries=settings.max_deliveries,
+        result_ttl=settings.result_ttl,
+        metrics=metrics,
+    )
+
+
+def make_security(settings: Settings) -> tuple[KeyStore | None, TenantLimiter | None]:
+    """The key store and the tenant limiter (shared in Redis when the queue is), or
+    (None, None) when authentication is off: without tenants there is nothing to limit."""
+    keys = key_store_for(
+        settings.auth,
+        settings.api_keys_file,
+        settings.host,
+        settings.api_keys_reload_interval,
+        settings.max_tenant_labels,
+    )
+    if keys is None:
+        return None, None
+    if settings.redis_url is not None:
+        from service.redis.tenant_limits import RedisTenantLimiter
+
+        return keys, RedisTenantLimiter(settings.redis_url)
+    return keys, InMemoryTenantLimiter()

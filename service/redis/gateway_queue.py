@@ -1,0 +1,203 @@
+"""The Redis queue: gateways and workers as separate processes, at-least-once.
+
+Semantics are those of `service.queue.protocols`, plus what crossing processes
+needs (every key is listed in `keys`). `RedisGatewayQueue` (this module) is the
+gateway's side, `RedisWorkerQueue` (`worker_queue`) the worker's:
+
+- Submit (one Lua call, `ADMIT_SCRIPT`): admission counts the lane's *waiting*
+  jobs (stream length minus entries delivered and not yet acked) against
+  `max_depth`; the job document goes into the lane's stream with the gateway's
+  inbox as its reply-to, each image once under its content hash (TTL), and a
+  token is pushed on the model's wake list.
+- Take (one Lua call, `TAKE_SCRIPT`): the next undelivered entry of every lane,
+  the best by `lanes.effective_rank` (aging), delivered with XREADGROUP,
+  atomically, so concurrent workers never race for the same head; the same call
+  counts the delivery, reads the cancel flag and returns the images. With
+  nothing to take, workers block on the wake list. About once per
+  `heartbeat_interval` the call first reclaims an entry idle longer than
+  `visibility_timeout` (XAUTOCLAIM): its worker died.
+- Delivery: past `max_deliveries` the job goes to the dead-letter stream and
+  its client gets an error. A redelivered job publishes `Restarted` first: a
+  non-stream reader starts over (transparent retry), a stream that already
+  sent text ends with a retriable error.
+- Liveness: workers refresh the idle time of their in-flight entries and their
+  heartbeat (zset per model) every `heartbeat_interval`; gateways are ready
+  when Redis answers and a worker's heartbeat is fresh.
+- Results: the worker appends events, tagged with the job id, to the inbox
+  stream of the gateway that submitted the job (`inbox`); the gateway
+  reads its inbox with one blocking XREAD for all its requests, each bounded by
+  its job's deadline. Inboxes, cancel flags, delivery counters and images all
+  expire (`result_ttl`).
+- Cancel: a flag (checked when a job is taken, so queued jobs never run) and a
+  pub/sub message (so a running job's worker aborts at once).
+- Ack: XACK + XDEL on completion, so a lane's length is waiting + running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+
+from redis.exceptions import RedisError
+
+from service import errors
+from service.core.jobs import DEADLINE_PASSED, Job, JobEvent, is_terminal
+from service.core.lanes import LANE_ORDER, Lane
+from service.redis import keys
+from service.redis.codec import encode_job
+from service.redis.connection import connect
+from service.redis.inbox import UNAVAILABLE, GatewayInbox
+from service.redis.scripts import ADMIT_SCRIPT
+from service.redis.streams import LaneStreams
+
+log = logging.getLogger("gmaivl.queue")
+
+
+class RedisGatewayQueue:
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str,
+        max_depth: int = 256,
+        heartbeat_interval: float = 1.0,
+        result_ttl: int = 600,
+        max_connections: int = 4096,
+    ) -> None:
+        # Each stream being answered holds a connection in a blocking XREAD.
+        self.redis = connect(url, max_connections=max_connections)
+        self.model = model
+        self.max_depth = max_depth
+        self.heartbeat_interval = heartbeat_interval
+        self.result_ttl = result_ttl
+        self._streams = LaneStreams(self.redis, model)
+        self._admit = self.redis.register_script(ADMIT_SCRIPT)
+        self._inbox = GatewayInbox(self.redis, result_ttl)
+        self._deadlines: dict[str, float] = {}  # jobs this process submitted
+        self._done_sample: tuple[float, int] | None = None
+        self._drain_per_second = 0.0
+
+    async def submit(self, job: Job) -> None:
+        images = job.request.images
+        refs = [hashlib.sha256(image.rgb).hexdigest() for image in images]
+        self._inbox.open(job.id)
+        try:
+            await self._streams.ensure_groups()
+            waiting = await self._admit(
+                keys=[
+                    keys.lane_stream(self.model, job.lane),
+                    keys.wake(self.model),
+                    *(keys.image(ref) for ref in refs),
+                ],
+                args=[
+                    keys.GROUP,
+                    self.max_depth,
+                    self.result_ttl,
+                    encode_job(job, refs),
+                    repr(job.enqueued_at),
+                    job.id,
+                    " ".join(refs),
+                    self._inbox.key,
+                    *(image.rgb for image in images),
+                ],
+            )
+        except RedisError as exc:
+            self._inbox.close(job.id)
+            self._streams.forget_groups()
+            log.warning("submit failed: %s", type(exc).__name__)
+            raise errors.NotReady("The queue is unavailable; retry later.") from exc
+        if waiting >= 0:
+            self._inbox.close(job.id)
+            raise errors.Overloaded(
+                f"The {job.lane.value} queue is full; retry later.",
+                retry_after=await self._retry_after(waiting),
+            )
+        self._deadlines[job.id] = job.deadline
+
+    async def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]:
+        deadline = self._deadlines.pop(job_id, time.time() + self.result_ttl)
+        finished = False
+        try:
+            while True:
+                remaining = deadline - time.time()
+                batch = await self._inbox.next_batch(job_id, remaining)
+                if batch is None:
+                    if remaining <= 0:
+                        yield [DEADLINE_PASSED]
+                        return
+                    continue
+                for i, event in enumerate(batch):
+                    if is_terminal(event):
+                        finished = event is not DEADLINE_PASSED and event is not UNAVAILABLE
+                        yield batch[: i + 1]
+                        return
+                yield batch
+        finally:
+            self._inbox.close(job_id)
+            if not finished:
+                with contextlib.suppress(RedisError):
+                    await self.cancel(job_id)
+
+    async def cancel(self, job_id: str) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(keys.cancel_flag(job_id), b"1", ex=self.result_ttl)
+                pipe.publish(keys.CANCEL_CHANNEL, job_id)
+                await pipe.execute()
+        except RedisError:
+            log.warning("could not cancel job %s: Redis unavailable", job_id)
+
+    # observation
+
+    async def depths(self) -> dict[Lane, int]:
+        try:
+            return {lane: await self._streams.waiting(lane) for lane in LANE_ORDER}
+        except RedisError:
+            return dict.fromkeys(LANE_ORDER, 0)
+
+    async def oldest_ages(self) -> dict[Lane, float]:
+        """Seconds the oldest waiting job of each lane has waited (0 when none)."""
+        now, ages = time.time(), {}
+        try:
+            for lane in LANE_ORDER:
+                head = await self._streams.next_undelivered(lane)
+                ages[lane] = max(0.0, now - float(head[1][b"t"])) if head else 0.0
+        except RedisError:
+            return dict.fromkeys(LANE_ORDER, 0.0)
+        return ages
+
+    async def live_workers(self, max_age: float | None = None) -> int:
+        """Workers of this model whose heartbeat is fresh (0 when Redis does not answer)."""
+        fresh = time.time() - (max_age or 3 * self.heartbeat_interval + 2)
+        try:
+            return await self.redis.zcount(keys.workers(self.model), fresh, "+inf")
+        except RedisError:
+            return 0
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except RedisError:
+            return False
+
+    async def close(self) -> None:
+        await self._inbox.stop()
+        with contextlib.suppress(RedisError):
+            await self.redis.aclose()
+
+    async def _retry_after(self, waiting: int) -> int:
+        """From the cluster-wide completion counter, sampled across calls."""
+        now, done = time.monotonic(), int(await self.redis.get(keys.done_counter(self.model)) or 0)
+        if self._done_sample is not None and now - self._done_sample[0] >= 1.0:
+            rate = (done - self._done_sample[1]) / (now - self._done_sample[0])
+            self._drain_per_second = 0.5 * self._drain_per_second + 0.5 * rate
+            self._done_sample = (now, done)
+        elif self._done_sample is None:
+            self._done_sample = (now, done)
+        if self._drain_per_second <= 0:
+            return 5
+        return min(max(1, math.ceil(waiting / self._drain_per_second)), 60)

@@ -1,0 +1,208 @@
+"""The worker's side of the Redis queue: take (with reclaim, delivery counting and
+dead letters), publish to the submitting gateway's inbox, acknowledge, cancel
+callbacks, heartbeat. Semantics: `gateway_queue` and `service.queue.protocols`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from service import errors
+from service.core.jobs import Job, JobEvent, JobFailed, Restarted
+from service.metrics import ServiceMetrics
+from service.redis import keys
+from service.redis.codec import decode_job
+from service.redis.connection import connect
+from service.redis.scripts import TAKE_SCRIPT
+from service.redis.streams import LaneStreams
+from service.redis.worker_io import CancelListener, InboxPublisher
+
+log = logging.getLogger("gmaivl.queue")
+
+
+class RedisWorkerQueue:
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str,
+        aging_seconds: float = 10.0,
+        visibility_timeout: float = 15.0,
+        heartbeat_interval: float = 1.0,
+        max_deliveries: int = 3,
+        result_ttl: int = 600,
+        worker_id: str | None = None,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.redis = connect(url)
+        self.model = model
+        self.aging_seconds = aging_seconds
+        self.visibility_timeout = visibility_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.max_deliveries = max_deliveries
+        self.result_ttl = result_ttl
+        self.worker_id = worker_id or uuid.uuid4().hex[:12]
+        self._streams = LaneStreams(self.redis, model)
+        self._ranks = [lane.rank for lane in self._streams.by_lane]
+        self._take = self.redis.register_script(TAKE_SCRIPT)
+        self._inflight: dict[str, tuple[str, bytes]] = {}  # job -> (stream, entry id)
+        self._reply_to: dict[str, str] = {}  # job -> its gateway's inbox
+        self._publisher = InboxPublisher(self.redis, result_ttl)
+        self._cancels = CancelListener(self.redis, in_flight=lambda: list(self._inflight))
+        self._last_reclaim = 0.0
+        self.redeliveries = 0
+        self.dead_lettered = 0
+
+    async def take(self, timeout: float) -> Job | None:
+        deadline = time.monotonic() + timeout
+        try:
+            await self._streams.ensure_groups()
+            self._cancels.start()
+            # No cancel message may be missed once we run a job.
+            await asyncio.wait_for(self._cancels.subscribed.wait(), max(timeout, 1.0))
+            while True:
+                reply = await self._take_entry()
+                if reply is not None:
+                    job = await self._deliver(*reply)
+                    if job is not None:
+                        return job
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                # A token per submit; one idle worker wakes and re-runs the pick.
+                await self.redis.blpop(
+                    [keys.wake(self.model)], timeout=max(0.01, min(remaining, 1))
+                )
+        except (RedisError, TimeoutError) as exc:
+            self._streams.forget_groups()
+            raise errors.NotReady("The queue is unavailable.") from exc
+
+    async def publish(self, job_id: str, event: JobEvent) -> None:
+        await self._publisher.publish(self._reply_to[job_id], job_id, event)
+
+    async def complete(self, job_id: str) -> None:
+        where = self._inflight.pop(job_id, None)
+        self._reply_to.pop(job_id, None)
+        self._cancels.forget(job_id)
+        if where is None:
+            return
+        stream, entry_id = where
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, keys.GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            pipe.delete(keys.tries(job_id))
+            pipe.incr(keys.done_counter(self.model))
+            await pipe.execute()
+
+    def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        return self._cancels.on_cancel(job_id, callback)
+
+    async def heartbeat(self) -> None:
+        """Mark this worker alive and keep its in-flight entries from being reclaimed."""
+        now = time.time()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(keys.workers(self.model), {self.worker_id: now})
+                pipe.zremrangebyscore(keys.workers(self.model), 0, now - 3600)
+                for stream, entry_id in self._inflight.values():
+                    pipe.xclaim(stream, keys.GROUP, self.worker_id, 0, [entry_id], justid=True)
+                await pipe.execute()
+        except RedisError as exc:
+            raise errors.NotReady("The queue is unavailable.") from exc
+
+    async def leave(self) -> None:
+        """Remove this worker's heartbeat (clean shutdown)."""
+        with contextlib.suppress(RedisError):
+            await self.redis.zrem(keys.workers(self.model), self.worker_id)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except RedisError:
+            return False
+
+    async def close(self) -> None:
+        self._cancels.stop()
+        self._publisher.stop()
+        with contextlib.suppress(RedisError):
+            await self.redis.aclose()
+
+    async def _take_entry(self) -> list[Any] | None:
+        """One TAKE_SCRIPT call; reclaiming first about once per heartbeat interval."""
+        now = time.monotonic()
+        reclaim_idle_ms = 0
+        if now - self._last_reclaim >= self.heartbeat_interval:
+            self._last_reclaim = now
+            reclaim_idle_ms = int(self.visibility_timeout * 1000)
+        return await self._take(
+            keys=self._streams.keys,
+            args=[
+                repr(time.time()),
+                repr(self.aging_seconds),
+                keys.GROUP,
+                self.worker_id,
+                reclaim_idle_ms,
+                self.result_ttl,
+                keys.tries(""),
+                keys.cancel_flag(""),
+                keys.image(""),
+                *self._ranks,
+            ],
+        )
+
+    async def _deliver(
+        self,
+        stream: bytes,
+        entry_id: bytes,
+        document_bytes: bytes,
+        reply_to: bytes,
+        tries: int,
+        cancelled: int,
+        reclaimed: int,
+        images: list[bytes | None],
+    ) -> Job | None:
+        """Checks on a delivered entry; the job to run, or None when it must not run."""
+        if reclaimed:
+            self.redeliveries += 1
+            if self.metrics is not None:
+                self.metrics.redeliveries.inc()
+        document = document_bytes.decode()
+        raw = json.loads(document)
+        job_id = raw["id"]
+        self._inflight[job_id] = (stream.decode(), entry_id)
+        self._reply_to[job_id] = reply_to.decode()
+        failure: JobFailed | None = None
+        if cancelled:
+            await self.complete(job_id)
+            return None
+        if raw["deadline"] <= time.time():
+            failure = JobFailed("deadline_exceeded", "The request expired while queued.")
+        elif tries > self.max_deliveries:
+            self.dead_lettered += 1
+            if self.metrics is not None:
+                self.metrics.dead_letters.inc()
+            await self.redis.xadd(
+                keys.dead_letters(self.model), {"job": document, "tries": str(tries - 1)}
+            )
+            failure = JobFailed("dead_letter", f"The request failed on {tries - 1} workers.")
+        if failure is not None:
+            await self.publish(job_id, failure)
+            await self.complete(job_id)
+            return None
+        if any(data is None for data in images):
+            await self.publish(job_id, JobFailed("not_ready", "The request's images expired."))
+            await self.complete(job_id)
+            return None
+        if tries > 1:
+            await self.publish(job_id, Restarted(tries))
+        return decode_job(document, images)  # type: ignore[arg-type]  # None checked above
