@@ -176,10 +176,10 @@ class Settings(BaseSettings):
         32, ge=0, description="Tenants (in key-file order) that get their own metrics label."
     )
     cache_dir: Path = Field(default_factory=default_cache_dir)
-    demo_recipe: Literal["demo", "demo-smoke"] = Field(
+    demo_recipe: str = Field(
         "demo",
-        description="Without --model, serve trains the demo model once with this recipe "
-        "(demo; demo-smoke: seconds, for tests).",
+        description="Without --model, serve trains the demo model once with this recipe, "
+        "a name of `gmai-vl train --preset` (training/demo_recipe.py defines them).",
     )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     images: ImageLimits = Field(default_factory=ImageLimits)
