@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from service.cli import build_parser
 from service.config import Settings
 from service.core.lanes import Lane
@@ -57,3 +59,24 @@ def test_pacs_entries_from_env_and_file(monkeypatch, tmp_path):
     assert entries[1].password.get_secret_value() == "pw"
     assert "pw" not in repr(settings)  # credentials never in a repr (logs, tracebacks)
     assert settings.fetch.allowed_hosts == ["images.example"]
+
+
+def test_flags_are_derived_from_settings_with_their_descriptions(monkeypatch):
+    from service.settings_cli import settings_from
+
+    monkeypatch.setenv("GMAIVL_PORT", "9000")
+    monkeypatch.setenv("GMAIVL_VLLM_MAX_MODEL_LEN", "512")
+    parser = build_parser()
+    args = parser.parse_args(
+        ["serve", "--engine", "vllm", "--dtype", "float32", "--enforce-eager", "--host", "0.0.0.0"]
+    )
+    settings = settings_from(args)
+    assert (settings.engine, settings.host, settings.port) == ("vllm", "0.0.0.0", 9000)
+    assert (settings.vllm.dtype, settings.vllm.enforce_eager) == ("float32", True)
+    assert settings.vllm.max_model_len == 512  # the environment still fills the group
+    serve = parser._subparsers._group_actions[0].choices["serve"]
+    for action in serve._actions:
+        if action.dest != "help":
+            assert action.help, f"--{action.dest} has no description in Settings"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--engine", "unknown"])  # choices come from the Literal

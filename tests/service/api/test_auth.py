@@ -204,3 +204,29 @@ def test_wrong_keys_take_as_long_whatever_their_length(gateway):
     medians = {name: statistics.median(v) for name, v in samples.items()}
     spread = max(medians.values()) - min(medians.values())
     assert spread < max(0.0005, 0.25 * min(medians.values())), medians
+
+
+def test_a_job_carries_its_callers_tenant(tmp_path):
+    keys = KeyFile(tenants={"cardiology": TenantPolicy()})
+    key = keys.create("cardiology")
+    keys.save(tmp_path / "keys.json")
+    settings = Settings(
+        engine="fake", served_model_name=MODEL, api_keys_file=tmp_path / "keys.json"
+    )
+    service = build_embedded(settings, FakeEngine(token_interval=0))
+    submitted = []
+    submit = service.queue.submit
+
+    async def recording_submit(job):
+        submitted.append(job)
+        await submit(job)
+
+    service.queue.submit = recording_submit
+    with ThreadedServer(service.app) as server:
+        response = httpx.post(
+            server.base_url + "/v1/chat/completions",
+            json=chat(),
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert response.status_code == 200
+    assert [job.tenant for job in submitted] == ["cardiology"]
