@@ -1,8 +1,8 @@
 """Recent latency percentiles from the gateway's own Prometheus histograms, without
 Prometheus and without any work on the request path.
 
-Each read takes the histogram's cumulative bucket counts; the difference from a
-snapshot taken up to `window` seconds earlier is the recent distribution, and its
+Each read takes the histogram's cumulative bucket counts; the difference from the
+snapshot taken about `window` seconds earlier is the recent distribution, and its
 quantiles are interpolated inside buckets as PromQL's `histogram_quantile` does.
 Snapshots are taken only when someone reads (the operations panel polls).
 """
@@ -84,7 +84,9 @@ class RecentWindow:
     def stats(self) -> RecentStats:
         now = self.clock()
         current = self.read()
-        while self._snapshots and self._snapshots[0][0] < now - self.window:
+        # Keep one snapshot at or before the window's start: the baseline; a quiet spell
+        # then reads as "nothing recent", not as everything since start.
+        while len(self._snapshots) >= 2 and self._snapshots[1][0] <= now - self.window:
             self._snapshots.popleft()
         since, base = self._snapshots[0] if self._snapshots else (self.started, {})
         if not self._snapshots or now - self._snapshots[-1][0] >= self.every:
