@@ -160,6 +160,8 @@ def test_dicom_window_changes_the_preview_and_reports_the_window(page: Page):
     page.get_by_label("Width").press("Tab")
     expect(info).to_contain_text("window centre 40 / width 80 (LINEAR, from request)")
     assert not np.array_equal(lung, preview_pixels(page))
+    page.get_by_label("Window").select_option("abdomen")
+    expect(info).to_contain_text("window centre 40 / width 400 (LINEAR, preset abdomen)")
     page.get_by_label("Question").fill("What does this CT slice show?")
     page.get_by_role("button", name="Ask", exact=True).click()
     expect(page.get_by_role("log")).to_have_text(FULL_ANSWER)
