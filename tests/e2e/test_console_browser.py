@@ -243,10 +243,16 @@ def test_find_a_study_in_the_pacs_and_ask_about_one_of_its_instances(page: Page,
 
 
 @pytest.fixture(scope="module")
-def keyed_console(tmp_path_factory) -> Iterator[tuple[str, str]]:
+def keyed_console(tmp_path_factory) -> Iterator[tuple[str, str, str]]:
+    """Keys on: a radiology key, and a key of a tenant allowed one request a minute."""
     keys_path = tmp_path_factory.mktemp("console-keys") / "keys.json"
-    keys = KeyFile(tenants={"radiology": TenantPolicy(requests_per_minute=1000)})
-    key = keys.create("radiology")
+    keys = KeyFile(
+        tenants={
+            "radiology": TenantPolicy(requests_per_minute=1000),
+            "trial": TenantPolicy(requests_per_minute=1),
+        }
+    )
+    key, trial = keys.create("radiology"), keys.create("trial")
     keys.save(keys_path)
     settings = Settings(
         engine="fake",
@@ -256,13 +262,13 @@ def keyed_console(tmp_path_factory) -> Iterator[tuple[str, str]]:
     )
     service = build_embedded(settings, FakeEngine(token_interval=0.01))
     with ThreadedServer(service.app) as server:
-        yield server.base_url, key
+        yield server.base_url, key, trial
 
 
 def test_with_keys_on_no_key_is_a_clear_message_and_a_valid_key_answers(
-    browser: Browser, keyed_console: tuple[str, str]
+    browser: Browser, keyed_console: tuple[str, str, str]
 ):
-    base_url, key = keyed_console
+    base_url, key, _ = keyed_console
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()
@@ -288,3 +294,56 @@ def test_with_keys_on_no_key_is_a_clear_message_and_a_valid_key_answers(
         assert page.evaluate("localStorage.length") == 0
     finally:
         context.close()
+
+
+def test_a_tenant_over_its_rate_reads_when_to_retry(
+    browser: Browser, keyed_console: tuple[str, str, str]
+):
+    base_url, _, trial = keyed_console
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(base_url + "/ui/")
+        page.get_by_label("API key").fill(trial)
+        page.get_by_role("button", name="Use key").click()
+        expect(page.get_by_label("Model")).to_have_value("gmai-vl-demo")
+        page.get_by_label("Max tokens").fill("2")
+        ask = page.get_by_role("button", name="Ask", exact=True)
+        ask.click()
+        expect(page.get_by_role("log")).to_have_text("The image")
+        expect(ask).to_be_enabled()
+        ask.click()
+        error = page.locator("#ask-error")
+        expect(error).to_have_text(
+            re.compile(r"^Too many requests: Rate limit reached .* Retry in \d+ s\.$")
+        )
+    finally:
+        context.close()
+
+
+def test_a_dropped_file_is_used_like_a_chosen_one(page: Page, tmp_path):
+    data = demo_png(tmp_path).read_bytes()
+    page.evaluate(
+        """(bytes) => {
+            const transfer = new DataTransfer();
+            const file = new File([new Uint8Array(bytes)], "dropped.png", {type: "image/png"});
+            transfer.items.add(file);
+            document.getElementById("drop").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }""",
+        list(data),
+    )
+    expect(page.locator("#source")).to_contain_text("dropped.png (image/png")
+    expect(page.locator("#preview-info")).to_contain_text("256 \u00d7 256 px")
+
+
+def test_stop_ends_the_stream_and_keeps_what_came(page: Page):
+    page.get_by_label("Max tokens").fill("40")  # ten seconds of tokens
+    page.get_by_role("button", name="Ask", exact=True).click()
+    log = page.get_by_role("log")
+    expect(log).to_contain_text("The image")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#ask-error")).to_have_text("Stopped.")
+    kept = log.text_content() or ""
+    assert kept.startswith("The image") and len(kept) < 40 * 6
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
