@@ -25,7 +25,7 @@ from service.embedded import build_embedded
 from service.engines.fake import TOKENS, FakeEngine
 from service.security.keys import KeyFile
 from service.security.policy import TenantPolicy
-from tests.conftest import ThreadedServer
+from tests.conftest import ThreadedServer, serve_tiny
 from tests.orthanc import OrthancServer
 from training.data.demo_images import synth_image
 
@@ -347,3 +347,28 @@ def test_stop_ends_the_stream_and_keeps_what_came(page: Page):
     kept = log.text_content() or ""
     assert kept.startswith("The image") and len(kept) < 40 * 6
     expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+
+
+def test_the_console_of_gmai_vl_serve_with_the_real_model(browser: Browser, tiny_checkpoint):
+    """`gmai-vl serve` as a process (static files from the installed package), the
+    tiny LLaVA on the transformers engine: a DICOM question answered in the log."""
+    with serve_tiny(tiny_checkpoint) as base_url:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(base_url + "/ui/")
+            expect(page.get_by_label("Model")).to_have_value("tiny")
+            page.get_by_label("Image").set_input_files(get_testdata_file("MR_small.dcm"))
+            expect(page.locator("#preview-info")).to_contain_text("from file")  # MR_small's own
+            page.get_by_label("Max tokens").fill("6")
+            page.get_by_role("button", name="Ask", exact=True).click()
+            tokens = page.locator("#tokens")
+            expect(tokens).to_have_text(
+                re.compile(r"^[1-6] generated, \d+ in the prompt$"), timeout=60_000
+            )
+            # Sampled text of an untrained model: its content is not the point, its arrival is.
+            expect(page.get_by_role("log")).to_have_attribute("data-state", "done")
+            expect(page.locator("#ask-error")).to_be_hidden()
+            expect(page.locator("#live-workers")).to_have_text("1")
+        finally:
+            context.close()
