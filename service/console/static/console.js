@@ -541,7 +541,9 @@
         status.append(link);
       }
     } catch (err) {
-      status.textContent = err.status === 404 || err.status === 405
+      // A route this gateway lacks answers 404/405 without an error code; a study the
+      // PACS does not know is a 404 with one, and its message says so.
+      status.textContent = err.status === 405 || (err.status === 404 && !err.code)
         ? "Study reads are not available on this gateway."
         : err.message;
       authProblem(err);
