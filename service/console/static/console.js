@@ -518,6 +518,7 @@
         study_instance_uid: study.study_instance_uid,
         pacs: $("pacs-name").value || undefined,
         priority: $("priority").value,
+        max_tokens: parseInt($("max-tokens").value, 10) || undefined,
         store: true,
       });
       while (read.status === "queued" || read.status === "running") {
@@ -530,10 +531,14 @@
         $("answer").textContent = read.answer;
         $("answer").dataset.state = "done";
       }
+      if (read.usage) {
+        $("tokens").textContent = read.usage.completion_tokens + " generated, " + read.usage.prompt_tokens + " in the prompt";
+      }
       if (read.sr) {
         const link = document.createElement("a");
         link.href = "#";
-        link.textContent = read.sr.stored ? " Structured report (stored in the PACS)" : " Structured report";
+        link.textContent = read.sr.stored ? "Structured report (stored in the PACS)" : "Structured report";
+        status.append(" · ");
         link.addEventListener("click", (event) => {
           event.preventDefault();
           downloadSr(read.id);
