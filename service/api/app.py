@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, errors
+from service.api import console, ops, pacs_browse, render
 from service.api.middleware import PUBLIC_PATHS, GatewayMiddleware
 from service.api.protocol import ChatCompletionRequest, ChatCompletionResponse
 from service.api.routes import router
@@ -33,6 +34,9 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app = FastAPI(title="GMAI-VL", version=__version__, lifespan=lifespan)
     app.state.gmaivl = state
     app.include_router(router)
+    for extra in (render.router, ops.router, pacs_browse.router, console.router):
+        app.include_router(extra)  # after the chat routes: their matching stays first
+    app.state.ops_windows = ops.OpsWindows(state)  # recent percentiles span from app start
     app.add_middleware(
         GatewayMiddleware,
         metrics=state.metrics,

@@ -13,6 +13,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
+from service.api.console import CONSOLE_PATHS
 from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
 from service.security.keystore import KeyStore
@@ -21,12 +22,24 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 ROUTES = frozenset(
-    {"/v1/chat/completions", "/v1/models", "/health/live", "/health/ready", "/metrics"}
+    {
+        "/v1/chat/completions",
+        "/v1/models",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/v1/images/render",
+        "/v1/ops/stats",
+        "/v1/dicom/pacs",
+        "/v1/dicom/studies",
+    }
 )
-# Open without a key: probes, scrapes and the API description. They reveal nothing
-# about patients or tenants, and are not audited (they would drown the trail).
+# Open without a key: probes, scrapes, the API description and the console's static
+# files (docs/console.md). They reveal nothing about patients or tenants, and are
+# not audited (they would drown the trail).
 PUBLIC_PATHS = frozenset(
     {"/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs", "/redoc"}
+    | CONSOLE_PATHS
 )
 
 
@@ -36,6 +49,10 @@ def route_label(path: str) -> str:
         return path
     if path.startswith("/v1/models/"):
         return "/v1/models/{model}"  # never the raw model name
+    if path.startswith("/v1/dicom/studies/"):  # never a UID
+        return "/v1/dicom/studies/{study}/..."
+    if path in CONSOLE_PATHS:
+        return "/ui/"
     return "other"
 
 
