@@ -108,6 +108,11 @@ def run_server(kind: str, port: int, interval: float, redis_url: str | None) -> 
     logging.disable(logging.INFO)
     if kind == "thin":
         app = thin_app(interval)
+    elif kind == "gateway-traced":
+        from service import tracing
+
+        assert tracing.configure("bench"), "OTEL_EXPORTER_OTLP_ENDPOINT is not set"
+        app = gateway_app(interval, None)
     else:
         app = gateway_app(interval, redis_url if kind == "gateway-redis" else None)
     uvicorn.run(
@@ -353,7 +358,15 @@ def main() -> None:
         "vs the in-process queue (starts its own redis-server)",
     )
     parser.add_argument(
-        "--serve", choices=["gateway", "gateway-redis", "thin"], help=argparse.SUPPRESS
+        "--trace",
+        action="store_true",
+        help="tracing cost instead: the embedded server with OpenTelemetry tracing on "
+        "(every request sampled, spans exported over OTLP/HTTP to a local sink) vs off",
+    )
+    parser.add_argument(
+        "--serve",
+        choices=["gateway", "gateway-redis", "gateway-traced", "thin"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
@@ -363,7 +376,15 @@ def main() -> None:
         return
     args.pair = ("gateway", "gateway-redis") if args.queue else ("thin", "gateway")
     name = "queue_overhead" if args.queue else "gateway_overhead"
+    if args.trace:
+        args.pair, name = ("gateway", "gateway-traced"), "tracing_overhead"
     redis_server = None
+    sink = None
+    if args.trace:
+        from service.processes import OtlpReceiver
+
+        sink = OtlpReceiver(keep=False).__enter__()
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url  # read by the traced server only
     if args.queue:
         from service.processes import RedisServer
 
@@ -374,6 +395,9 @@ def main() -> None:
     finally:
         if redis_server is not None:
             redis_server.stop()
+        if sink is not None:
+            sink.__exit__(None, None, None)
+            print(f"\nthe traced server sent {sink.exports} OTLP exports")
     text = report(rows, args)
     print("\n" + text)
     OUT_DIR.mkdir(parents=True, exist_ok=True)

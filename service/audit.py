@@ -34,6 +34,7 @@ class AuditEvent:
     outcome: str = "ok"
     status: int | None = None
     latency_ms: float | None = None
+    trace_id: str | None = None  # when tracing is on: the request's trace (docs/operations.md)
 
     def note_sop_instance_uid(self, uid: str) -> None:
         self.sop_instance_uid_sha256.append(hash_uid(uid))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from service import tracing
 from service.components import (
     in_process_queue,
     make_engine,
@@ -90,4 +91,5 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
 
 
 def serve(settings: Settings) -> None:
+    tracing.configure("gmai-vl")
     run_uvicorn(build_embedded(settings).app, settings)

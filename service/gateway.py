@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
+from service import tracing
 from service.api.app import create_app
 from service.api.serving_chat import ChatCompletions
 from service.api.state import AppState
@@ -93,16 +94,20 @@ def run_uvicorn(app: FastAPI, settings: Settings) -> None:
     import uvicorn
 
     logging.getLogger().setLevel(settings.log_level.upper())  # ours too, not only uvicorn's
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,  # paths and headers only, but we keep request logs to audit events
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,  # paths and headers only; request logs are audit events
+        )
+    finally:
+        tracing.shutdown()  # flush the last spans
 
 
 def serve_gateway(settings: Settings) -> None:
     """`gmai-vl gateway`: this app over the Redis queue."""
+    tracing.configure("gmai-vl-gateway")
     queue = redis_gateway_queue(settings, settings.model_id())
     run_uvicorn(build_gateway_app(settings, queue, ServiceMetrics()), settings)

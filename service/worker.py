@@ -10,10 +10,12 @@ at once. Every job ends with a terminal event and an ack, whatever happened.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from typing import Any
 
-from service import errors
+from service import errors, tracing
 from service.core.generation import Finish
 from service.core.jobs import Job, JobFailed
 from service.engines.base import Engine
@@ -109,13 +111,18 @@ class Worker:
 
     async def _run_job(self, job: Job) -> None:
         try:
+            now = time.time()
             if self.metrics is not None:
                 self.metrics.queue_wait.labels(job.lane.value).observe(
-                    max(0.0, time.time() - job.enqueued_at)
+                    max(0.0, now - job.enqueued_at)
                 )
-            outcome = await self._generate(job)
-            if outcome is not None:
-                await self.queue.publish(job.id, outcome)
+            with tracing.resumed(job.trace):
+                lane = {"gmaivl.lane": job.lane.value}
+                tracing.record_span("queue.wait", job.enqueued_at, now, lane)
+                with tracing.span("worker.job", lane):
+                    outcome = await self._generate(job)
+                    if outcome is not None:
+                        await self.queue.publish(job.id, outcome)
             await self.queue.complete(job.id)
         except asyncio.CancelledError:
             await self.engine.abort(job.request.request_id)  # worker stopping: hand it back
@@ -165,14 +172,34 @@ class Worker:
         return None
 
     async def _pump(self, job: Job) -> JobFailed | None:
+        with tracing.span("engine.generate", {"gmaivl.engine": self.engine.name}) as span:
+            return await self._pump_traced(job, span)
+
+    async def _pump_traced(self, job: Job, span: Any) -> JobFailed | None:
+        """Engine events -> the queue; on the engine span (when traced) the first
+        token as an event and the token counts as attributes."""
+        request = job.request
+        if span is not None:  # vLLM continues the trace from the engine's span
+            request = dataclasses.replace(request, trace_headers=tracing.carrier())
+        first_token = span is not None
         try:
-            async for event in self.engine.generate(job.request):
-                if isinstance(event, Finish) and self.metrics is not None:
-                    # Counted before the client can see the answer.
-                    self.metrics.prompt_tokens.labels(job.model).inc(event.usage.prompt_tokens)
-                    self.metrics.completion_tokens.labels(job.model).inc(
-                        event.usage.completion_tokens
-                    )
+            async for event in self.engine.generate(request):
+                if isinstance(event, Finish):
+                    if self.metrics is not None:  # counted before the client sees the answer
+                        usage = event.usage
+                        self.metrics.prompt_tokens.labels(job.model).inc(usage.prompt_tokens)
+                        self.metrics.completion_tokens.labels(job.model).inc(
+                            usage.completion_tokens
+                        )
+                    if span is not None:
+                        span.set_attribute("gen_ai.usage.input_tokens", event.usage.prompt_tokens)
+                        span.set_attribute(
+                            "gen_ai.usage.output_tokens", event.usage.completion_tokens
+                        )
+                        span.set_attribute("gmaivl.finish_reason", event.finish_reason)
+                elif first_token:
+                    span.add_event("first_token")
+                    first_token = False
                 await self.queue.publish(job.id, event)
             return None
         except errors.ServiceError as exc:

@@ -16,6 +16,7 @@ import functools
 import logging
 import signal
 
+from service import tracing
 from service.components import make_engine, redis_worker_queue
 from service.config import Settings
 from service.metrics import ServiceMetrics
@@ -35,6 +36,7 @@ async def worker_readiness(worker: Worker) -> dict[str, bool]:
 
 
 async def run_worker_process(settings: Settings) -> None:
+    tracing.configure("gmai-vl-worker")
     model_id = settings.model_id()
     metrics = ServiceMetrics()
     queue = redis_worker_queue(settings, model_id, metrics)
@@ -66,4 +68,5 @@ async def run_worker_process(settings: Settings) -> None:
         await queue.close()
         if http is not None:
             await http.stop()
+        tracing.shutdown()  # flush the last spans
     log.info("worker stopped")

@@ -12,13 +12,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FOUNDATION = {"service", "service.errors", "service.core"}  # `service` is __version__
+FOUNDATION = {
+    "service",
+    "service.errors",
+    "service.core",
+    "service.tracing",
+}  # `service`: __version__
 COMPOSITION = "*"  # may import any part of the service
 
 RULES: dict[str, set[str] | str] = {
     "service": set(),  # __init__: the version
     "service.errors": set(),
     "service.core": {"service.errors"},
+    "service.tracing": set(),
     "service.config": FOUNDATION,
     "service.metrics": FOUNDATION,
     "service.audit": FOUNDATION,

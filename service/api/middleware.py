@@ -12,7 +12,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import errors
+from service import errors, tracing
 from service.api.console import CONSOLE_PATHS
 from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
@@ -130,7 +130,10 @@ class GatewayMiddleware:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 await self._too_large(send_with_id, event)
                 return
-            await self.app(scope, self._capped(receive), send_with_id)
+            if tracing.enabled() and not public:
+                await self._traced(scope, headers, request_id, route, event, send_with_id, receive)
+            else:
+                await self.app(scope, self._capped(receive), send_with_id)
         except _BodyTooLarge:
             await self._too_large(send_with_id, event)
         except _BodyTooSlow:
@@ -149,6 +152,42 @@ class GatewayMiddleware:
             self.metrics.request_duration.labels(route, model).observe(elapsed)
             if event is not None and self.audit is not None:
                 self._write_audit(self.audit, event, status, elapsed)
+
+    async def _traced(
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        request_id: str,
+        route: str,
+        event: AuditEvent | None,
+        send: Send,
+        receive: Receive,
+    ) -> None:
+        """The app inside the request's span, joined to the client's traceparent."""
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        name = f"{scope['method']} {route}"
+        attributes = {"http.request.method": scope["method"], "http.route": route}
+        with (
+            tracing.incoming(headers, request_id),
+            tracing.span(name, attributes, kind=SpanKind.SERVER) as span,
+        ):
+            if event is not None:
+                event.trace_id = tracing.current_trace_id()
+            try:
+                await self.app(scope, self._capped(receive), send_status)
+            finally:
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
 
     @staticmethod
     def _write_audit(sink: AuditSink, event: AuditEvent, status: int, elapsed: float) -> None:

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from service import errors
+from service import errors, tracing
 from service.api.disconnect import ClientWatch
 from service.api.protocol import ChatCompletionRequest
 from service.api.request_limits import RequestLimits, check_shape
@@ -95,10 +95,11 @@ class ChatCompletions:
             )
         check_shape(body, self.limits)
         plan = plan_request(body, ctx.priority, ctx.timeout, self.settings)
-        self.tenants.check(
-            ctx.principal, body.model, plan.lane, plan.sampling.max_tokens, plan.image_count
-        )
-        charge = await self.tenants.admit(ctx.principal, plan.sampling.max_tokens, plan.timeout)
+        with tracing.span("tenant.admit"):
+            self.tenants.check(
+                ctx.principal, body.model, plan.lane, plan.sampling.max_tokens, plan.image_count
+            )
+            charge = await self.tenants.admit(ctx.principal, plan.sampling.max_tokens, plan.timeout)
         try:
             return await self._admitted(body, plan, ctx, watch, charge)
         except BaseException:
@@ -136,15 +137,21 @@ class ChatCompletions:
             tenant=ctx.principal.tenant if ctx.principal is not None else None,
         )
         try:
-            await self.queue.submit(job)
+            with tracing.span("queue.submit", {"gmaivl.lane": lane.value}):
+                job.trace = tracing.carrier()  # the worker's spans join this trace
+                await self.queue.submit(job)
         except errors.Overloaded as exc:
             self.metrics.rejections.labels(exc.code or "overloaded").inc()
             raise
         batches = self.queue.events(job.id)
         if not body.stream:
             try:
-                with watch.guard():
-                    answer, usage = await self._collect(job, batches, lane, ctx, resolved.dicom)
+                response_span = tracing.start_span("response", {"gmaivl.stream": False})
+                try:
+                    with watch.guard():
+                        answer, usage = await self._collect(job, batches, lane, ctx, resolved.dicom)
+                finally:
+                    tracing.end_span(response_span)
                 if charge is not None:
                     await charge.release(usage)
                 return answer
@@ -153,17 +160,21 @@ class ChatCompletions:
                 raise
             finally:
                 await batches.aclose()
+        response_span = tracing.start_span("response", {"gmaivl.stream": True})
         try:
             with watch.guard():
                 first = await _first_batch(batches)
         except BaseException:
+            tracing.end_span(response_span)
             await self.queue.cancel(job.id)
             await batches.aclose()
             raise
         self._observe_ttft(lane, ctx)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         # it owns job and batches now
-        return self._stream(job, first, batches, include_usage, resolved.dicom, ctx.audit, charge)
+        return self._stream(
+            job, first, batches, include_usage, resolved.dicom, ctx.audit, charge, response_span
+        )
 
     async def _resolve_messages(
         self, body: ChatCompletionRequest, plan: RequestPlan, audit: AuditEvent | None
@@ -242,6 +253,7 @@ class ChatCompletions:
         dicom: list[dict[str, Any]],
         audit: AuditEvent | None,
         charge: TenantCharge | None,
+        response_span: Any | None,
     ) -> AsyncGenerator[str, None]:
         """One write per batch: when a stream falls behind, its pending tokens leave in
         one write instead of one per token. Once headers are sent, a failure travels
@@ -290,6 +302,7 @@ class ChatCompletions:
         finally:
             # Closing the event stream before its end (the client left) cancels the job.
             await batches.aclose()
+            tracing.end_span(response_span, completed=usage is not None)
             if charge is not None:
                 await charge.release(usage)
 

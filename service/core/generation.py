@@ -43,6 +43,7 @@ class GenerationRequest:
     messages: list[dict[str, Any]]
     sampling: SamplingParams
     images: list[ImageInput] = field(default_factory=list)
+    trace_headers: dict[str, str] | None = None  # W3C carrier of the engine's span (vLLM joins it)
 
 
 @dataclass(frozen=True)

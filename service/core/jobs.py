@@ -61,6 +61,7 @@ class Job:
     deadline: float  # wall-clock epoch seconds: the same in every process
     enqueued_at: float = field(default_factory=time.time)
     tenant: str | None = None  # the caller's tenant (auth on), for workers' logs and audit
+    trace: dict[str, str] | None = None  # W3C trace carrier (service.tracing); None: not traced
 
     def remaining(self, now: float | None = None) -> float:
         return self.deadline - (time.time() if now is None else now)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from service import errors
+from service import errors, tracing
 from service.config import VllmSettings
 from service.core.generation import (
     Delta,
@@ -80,6 +81,8 @@ class VllmEngine:
                 backend="xgrammar", disable_any_whitespace=True
             ),
             disable_log_stats=False,  # keeps the vllm:* Prometheus series up to date
+            # vLLM's own request spans join our traces (service.tracing); OTLP/HTTP like ours.
+            otlp_traces_endpoint=_vllm_traces_endpoint(),
         )
         # Construction loads the weights and starts the engine core (seconds to minutes).
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
@@ -114,7 +117,10 @@ class VllmEngine:
         from vllm.exceptions import VLLMValidationError
 
         stream = self._engine.generate(
-            self.prompt_inputs(request), vllm_sampling(request.sampling), request.request_id
+            self.prompt_inputs(request),
+            vllm_sampling(request.sampling),
+            request.request_id,
+            trace_headers=request.trace_headers,
         )
         completion_tokens = 0
         try:
@@ -200,3 +206,11 @@ class VllmMetricsCollector:
         for family in REGISTRY.collect():
             if family.name.startswith("vllm:"):
                 yield family
+
+
+def _vllm_traces_endpoint() -> str | None:
+    """Where vLLM sends its spans: ours when tracing is on (over HTTP, as ours)."""
+    url = tracing.otlp_traces_url() if tracing.enabled() else None
+    if url is not None:
+        os.environ.setdefault("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+    return url

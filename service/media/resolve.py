@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from service import errors
+from service import errors, tracing
 from service.config import FetchSettings, ImageLimits, PacsEntry
 from service.core.generation import ImageInput
 from service.media.dicom import DicomOptions, dicom_to_rgb
@@ -70,30 +70,50 @@ class MediaResolver:
         await self.fetcher.aclose()
 
     async def resolve(self, request: ImageRequest) -> ResolvedImage:
+        """One image part -> images; traced as `image.resolve` with `image.fetch` and
+        `image.decode` children (attributes: source, sizes, counts; never the URL)."""
+        with tracing.span("image.resolve") as span:
+            return await self._resolve(request, span)
+
+    async def _resolve(self, request: ImageRequest, span: Any) -> ResolvedImage:
         options = request.dicom or DicomOptions()
         if request.url.startswith("data:"):
+            _note(span, "gmaivl.image.source", "data_url")
             mime, data = parse_data_url(request.url, self.limits, request.param)
-            return await asyncio.to_thread(
-                decode_payload, mime, data, options, self.limits, request.param
-            )
+            return await self._decode(mime, data, options, request.param)
         url = parse_url(request.url, request.param)
         pacs = next((p for p in self.pacs if p.owns(url)), None)
         if pacs is None:
-            fetched = await self.fetcher.fetch(
-                request.url,
-                policy=self.plain_policy,
-                accept=_PLAIN_ACCEPT,
-                content_types=_PLAIN_TYPES,
-                param=request.param,
-            )
+            _note(span, "gmaivl.image.source", "url")
+            with tracing.span("image.fetch"):
+                fetched = await self.fetcher.fetch(
+                    request.url,
+                    policy=self.plain_policy,
+                    accept=_PLAIN_ACCEPT,
+                    content_types=_PLAIN_TYPES,
+                    param=request.param,
+                )
             mime, data = fetched.media_type, fetched.body
         elif pacs.kind(url, request.param) == "instance":
-            mime, data = DICOM_TYPE, await fetch_instance(self.fetcher, pacs, url, request.param)
+            _note(span, "gmaivl.image.source", "dicomweb_instance")
+            with tracing.span("image.fetch"):
+                data = await fetch_instance(self.fetcher, pacs, url, request.param)
+            mime = DICOM_TYPE
         else:
+            _note(span, "gmaivl.image.source", "dicomweb_rendered")
             return await self._rendered(pacs, url, options, request.param)
-        return await asyncio.to_thread(
-            decode_payload, mime, data, options, self.limits, request.param
-        )
+        return await self._decode(mime, data, options, request.param)
+
+    async def _decode(
+        self, mime: str, data: bytes, options: DicomOptions, param: str
+    ) -> ResolvedImage:
+        attributes = {"gmaivl.image.media_type": mime, "gmaivl.image.bytes": len(data)}
+        with tracing.span("image.decode", attributes) as span:
+            resolved = await asyncio.to_thread(
+                decode_payload, mime, data, options, self.limits, param
+            )
+            _note(span, "gmaivl.image.count", len(resolved.images))
+            return resolved
 
     async def _rendered(
         self, pacs: Pacs, url: httpx.URL, options: DicomOptions, param: str
@@ -106,10 +126,9 @@ class MediaResolver:
                 code="invalid_frame",
             )
         window = PRESETS[options.window] if isinstance(options.window, str) else options.window
-        fetched = await fetch_rendered(self.fetcher, pacs, url, window, param)
-        resolved = await asyncio.to_thread(
-            decode_payload, fetched.media_type, fetched.body, options, self.limits, param
-        )
+        with tracing.span("image.fetch"):
+            fetched = await fetch_rendered(self.fetcher, pacs, url, window, param)
+        resolved = await self._decode(fetched.media_type, fetched.body, options, param)
         used = None
         if window is not None:
             used = {"center": window.center, "width": window.width, "function": window.function}
@@ -119,6 +138,11 @@ class MediaResolver:
         return ResolvedImage(
             resolved.images, {"param": param, "rendered_by": "pacs", "window": used}
         )
+
+
+def _note(span: Any, key: str, value: str | int) -> None:
+    if span is not None:
+        span.set_attribute(key, value)
 
 
 def decode_payload(

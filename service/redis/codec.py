@@ -32,6 +32,7 @@ def encode_job(job: Job, image_refs: list[str]) -> str:
             "deadline": job.deadline,
             "enqueued_at": job.enqueued_at,
             "tenant": job.tenant,
+            "trace": job.trace,
             "sampling": {**asdict(request.sampling), "stop": list(request.sampling.stop)},
             "messages": request.messages,
             "images": [
@@ -71,6 +72,7 @@ def decode_job(document: str, image_bytes: list[bytes]) -> Job:
         raw["deadline"],
         raw["enqueued_at"],
         raw["tenant"],
+        raw.get("trace"),
     )
 
 

@@ -51,6 +51,8 @@ def test_compose_file_parses_with_a_typed_compose_implementation():
         "worker-gpu",
         "prometheus",
         "grafana",
+        "otel-collector",
+        "jaeger",
     }
     with pytest.raises(ValueError):
         PyCompose.from_yaml(interpolated(COMPOSE.read_text()).replace("60s", "sixty"))
@@ -102,3 +104,17 @@ def test_ports_bind_to_loopback_only(compose):
 
 def test_no_secret_values_in_the_compose_file():
     assert not re.search(r"(PASSWORD|API_KEY|TOKEN)\s*[:=]", COMPOSE.read_text())
+
+
+def test_gateways_and_workers_send_traces_to_the_collector(compose):
+    """The collector's config exists, takes OTLP/HTTP on the port the services use,
+    and forwards to the Jaeger service that Grafana reads."""
+    services = compose["services"]
+    for name in ("gateway", "worker", "worker-gpu"):
+        env = services[name]["environment"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+    collector = yaml.safe_load((COMPOSE.parent / "k8s/compose/otel-collector.yml").read_text())
+    assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    assert collector["exporters"]["otlp"]["endpoint"] == "jaeger:4317"
+    sources = yaml.safe_load((COMPOSE.parent / "k8s/compose/grafana-datasource.yml").read_text())
+    assert {s["type"] for s in sources["datasources"]} == {"prometheus", "jaeger"}
