@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import __version__, errors
 from service.api.middleware import PUBLIC_PATHS, GatewayMiddleware
 from service.api.protocol import ChatCompletionRequest, ChatCompletionResponse
+from service.api.reads import router as reads_router
 from service.api.routes import router
 from service.api.state import AppState
 
@@ -33,6 +34,7 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app = FastAPI(title="GMAI-VL", version=__version__, lifespan=lifespan)
     app.state.gmaivl = state
     app.include_router(router)
+    app.include_router(reads_router)
     app.add_middleware(
         GatewayMiddleware,
         metrics=state.metrics,

@@ -21,7 +21,14 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 ROUTES = frozenset(
-    {"/v1/chat/completions", "/v1/models", "/health/live", "/health/ready", "/metrics"}
+    {
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/dicom/reads",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+    }
 )
 # Open without a key: probes, scrapes and the API description. They reveal nothing
 # about patients or tenants, and are not audited (they would drown the trail).
@@ -36,6 +43,8 @@ def route_label(path: str) -> str:
         return path
     if path.startswith("/v1/models/"):
         return "/v1/models/{model}"  # never the raw model name
+    if path.startswith("/v1/dicom/reads/"):
+        return "/v1/dicom/reads/{id}/sr" if path.endswith("/sr") else "/v1/dicom/reads/{id}"
     return "other"
 
 
