@@ -22,16 +22,6 @@ import io
 import logging
 from dataclasses import dataclass
 
-import highdicom as hd
-from highdicom.sr import (
-    CodedConcept,
-    ComprehensiveSR,
-    ContainerContentItem,
-    DeviceObserverIdentifyingAttributes,
-    ImageContentItem,
-    ObserverContext,
-    TextContentItem,
-)
 from pydicom import Dataset, dcmread
 from pydicom.charset import convert_encodings
 from pydicom.sr.codedict import codes
@@ -42,10 +32,10 @@ from service import __version__
 # highdicom logs dataset UIDs and attribute values while it copies modules (PHI).
 logging.getLogger("highdicom").setLevel(logging.ERROR)
 
-REPORT = CodedConcept("18748-4", "LN", "Diagnostic Imaging Report")
-REQUEST = CodedConcept("121062", "DCM", "Request")
-FINDING = CodedConcept("121071", "DCM", "Finding")
-SOURCE_IMAGE = CodedConcept("121324", "DCM", "Source Image")
+REPORT = ("18748-4", "LN", "Diagnostic Imaging Report")
+REQUEST = ("121062", "DCM", "Request")
+FINDING = ("121071", "DCM", "Finding")
+SOURCE_IMAGE = ("121324", "DCM", "Source Image")
 SERIES_DESCRIPTION = "AI-generated report (GMAI-VL), not for diagnostic use"
 SERIES_NUMBER = 9901
 MANUFACTURER = "GMAI-VL"
@@ -65,10 +55,12 @@ def source_header(dicom: bytes) -> Dataset:
     return dcmread(io.BytesIO(dicom), stop_before_pixels=True)
 
 
-def character_set(sources: list[Dataset], texts: list[str]) -> str | list[str]:
-    """The source's Specific Character Set when it can encode every text, else UTF-8."""
-    declared = sources[0].get("SpecificCharacterSet") or "ISO_IR 6"
-    names = [declared] if isinstance(declared, str) else list(declared)
+def character_set(sources: list[Dataset], texts: list[str]) -> str | list[str] | None:
+    """The source's Specific Character Set when it can encode every text (None: the
+    default repertoire, ASCII), else UTF-8."""
+    declared = sources[0].get("SpecificCharacterSet") or None
+    multi = declared is not None and not isinstance(declared, str)  # a pydicom MultiValue
+    names = list(declared) if multi else [declared or "ISO_IR 6"]
     try:
         encodings = convert_encodings(names)
     except LookupError:
@@ -84,7 +76,7 @@ def character_set(sources: list[Dataset], texts: list[str]) -> str | list[str]:
         return False
 
     if all(encodable(char) for text in texts for char in text):
-        return declared if isinstance(declared, str) else list(declared)
+        return list(declared) if multi else declared
     return UTF8
 
 
@@ -95,7 +87,20 @@ def build_sr(
     model: str,
     model_version: str,
 ) -> BuiltSR:
-    """The SR for `answer` to `question` about `sources` (headers of the instances shown)."""
+    """The SR for `answer` to `question` about `sources` (headers of the instances shown).
+    CPU work: call it in a thread."""
+    # Imported here: highdicom takes ~0.2 s to import, and the gateway starts without it.
+    import highdicom as hd
+    from highdicom.sr import (
+        CodedConcept,
+        ComprehensiveSR,
+        ContainerContentItem,
+        DeviceObserverIdentifyingAttributes,
+        ImageContentItem,
+        ObserverContext,
+        TextContentItem,
+    )
+
     device = ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
@@ -105,11 +110,13 @@ def build_sr(
             model_name=f"{model} {model_version}"[:64],
         ),
     )
-    root = ContainerContentItem(name=REPORT, template_id="2000")
-    finding = TextContentItem(name=FINDING, value=answer, relationship_type="CONTAINS")
+    root = ContainerContentItem(name=CodedConcept(*REPORT), template_id="2000")
+    finding = TextContentItem(
+        name=CodedConcept(*FINDING), value=answer, relationship_type="CONTAINS"
+    )
     finding.ContentSequence = [
         ImageContentItem(
-            name=SOURCE_IMAGE,
+            name=CodedConcept(*SOURCE_IMAGE),
             referenced_sop_class_uid=source.SOPClassUID,
             referenced_sop_instance_uid=source.SOPInstanceUID,
             relationship_type="INFERRED FROM",
@@ -118,7 +125,7 @@ def build_sr(
     ]
     root.ContentSequence = [
         *device,
-        TextContentItem(name=REQUEST, value=question, relationship_type="CONTAINS"),
+        TextContentItem(name=CodedConcept(*REQUEST), value=question, relationship_type="CONTAINS"),
         finding,
     ]
     series_uid, sop_uid = generate_uid(), generate_uid()
