@@ -14,7 +14,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -316,6 +319,28 @@ def test_webhook_is_signed(env: Env):
     assert sent == env.get(f"/v1/dicom/reads/{read_id}").json()
     metrics = httpx.get(env.url + "/metrics").text
     assert 'gmaivl_webhook_deliveries_total{outcome="delivered"} 1.0' in metrics
+
+
+def test_the_read_command_waits_and_prints_where_the_sr_went(env: Env):
+    """`gmai-vl read --wait`, as an operator runs it (a child process, key from the env)."""
+    command = [sys.executable, "-m", "service.cli", "read", "--base-url", env.url,
+               "--study", env.study.uid, "--pacs", "main", "--max-tokens", "3",
+               "--wait"]  # fmt: skip
+    done = subprocess.run(
+        command, env={**os.environ, "GMAIVL_API_KEY": env.key}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("read_") and lines[0].endswith(" completed")
+    assert lines[1] == "The image shows"
+    assert lines[2].startswith(f"SR stored in the PACS: study {env.study.uid} series ")
+    unknown = subprocess.run(
+        [*command[:7], "1.2.3.4.5", *command[8:]],
+        env={**os.environ, "GMAIVL_API_KEY": env.key},
+        capture_output=True,
+        text=True,
+    )
+    assert unknown.returncode == 1 and "study_not_found" in unknown.stderr
 
 
 def test_phi_marker_only_in_the_sr(env: Env):
