@@ -76,5 +76,5 @@ async def get_read_sr(read_id: str, request: Request) -> Response:
 @router.delete(READS + "/{read_id}", responses={200: {"model": DicomRead}, **_errors(401, 404)})
 async def cancel_read(read_id: str, request: Request) -> JSONResponse:
     principal = getattr(request.state, "principal", None)
-    read = await _reads(request).cancel(read_id, principal)
+    read = await _reads(request).cancel(read_id, principal, request.state.request_id)
     return JSONResponse(read.public())

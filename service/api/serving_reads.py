@@ -198,7 +198,7 @@ class ReadService:
             raise errors.NotFound("The read has no SR (yet).", param="id", code="sr_not_found")
         return data
 
-    async def cancel(self, read_id: str, principal: Principal | None) -> Read:
+    async def cancel(self, read_id: str, principal: Principal | None, request_id: str) -> Read:
         read = await self.get(read_id, principal)
         if read.terminal:
             return read
@@ -211,6 +211,7 @@ class ReadService:
             elif read.job_id is not None:  # running on another gateway: stop its job
                 await self.queue.cancel(read.job_id)
             self.metrics.dicom_reads.labels("cancelled", "cancelled").inc()
+            self._audit(read, "cancelled", request_id, None)
         return await self.get(read_id, principal)
 
     # running
@@ -252,29 +253,33 @@ class ReadService:
             return  # cancelled meanwhile: the cancel is the outcome
         code = read.error["code"] if read.error else "ok"
         self.metrics.dicom_reads.labels(read.status, code).inc()
-        elapsed = max(time.time() - read.created, 0.0)
-        self.metrics.dicom_read_duration.observe(elapsed)
+        self.metrics.dicom_read_duration.observe(max(time.time() - read.created, 0.0))
         delivery = None
         if read.spec.webhook is not None and self.webhooks is not None:
             delivery = await self.webhooks.deliver(read.spec.webhook, read.public(), read.id)
             self.metrics.webhook_deliveries.labels(delivery).inc()
-        if self.audit is not None:
-            event = ReadAuditEvent(
-                request_id=request_id,
-                route="/v1/dicom/reads",
-                model=read.model,
-                tenant=read.tenant,
-                key_id=read.key_id,
-                images=len(read.instances),
-                outcome=code,
-                latency_ms=round(elapsed * 1000, 3),
-                read_id=read.id,
-                study_instance_uid_sha256=hash_uid(read.study_instance_uid),
-                webhook=delivery,
-            )
-            for uid in read.instances:
-                event.note_sop_instance_uid(uid)
-            self.audit.write(event)
+        self._audit(read, code, request_id, delivery)
+
+    def _audit(self, read: Read, outcome: str, request_id: str, webhook: str | None) -> None:
+        """The read's one audit event (request events are the middleware's)."""
+        if self.audit is None:
+            return
+        event = ReadAuditEvent(
+            request_id=request_id,
+            route="dicom.read",
+            model=read.model,
+            tenant=read.tenant,
+            key_id=read.key_id,
+            images=len(read.instances),
+            outcome=outcome,
+            latency_ms=round(max(time.time() - read.created, 0.0) * 1000, 3),
+            read_id=read.id,
+            study_instance_uid_sha256=hash_uid(read.study_instance_uid),
+            webhook=webhook,
+        )
+        for uid in read.instances:
+            event.note_sop_instance_uid(uid)
+        self.audit.write(event)
 
     # lifecycle (Redis mode: renew our reads, take over orphans)
 

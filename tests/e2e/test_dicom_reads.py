@@ -277,7 +277,14 @@ def test_another_tenant_cannot_see_a_read(env: Env):
 
 
 def test_pacs_stopped_mid_read_fails_with_a_code(env: Env):
-    body = read_body(env, study_instance_uid=env.spare_study.uid, pacs="spare", max_tokens=60)
+    body = read_body(
+        env,
+        study_instance_uid=env.spare_study.uid,
+        pacs="spare",
+        max_tokens=60,
+        webhook=env.hook_url,
+    )
+    env.hooks.event.clear()
     read_id = env.post(body).json()["id"]
     deadline = time.monotonic() + 20
     while not env.get(f"/v1/dicom/reads/{read_id}").json()["instances"]:
@@ -288,6 +295,9 @@ def test_pacs_stopped_mid_read_fails_with_a_code(env: Env):
     assert read["status"] == "failed"
     assert read["error"]["code"] == "pacs_unavailable"
     assert "spare" in read["error"]["message"]
+    assert env.hooks.event.wait(10)  # failures are announced too
+    sent = json.loads(env.hooks.received[-1][0])
+    assert sent["id"] == read_id and sent["error"]["code"] == "pacs_unavailable"
 
 
 def test_cancel_stops_the_generation(env: Env):
@@ -305,9 +315,18 @@ def test_cancel_stops_the_generation(env: Env):
         time.sleep(0.02)
     assert env.get(f"/v1/dicom/reads/{read_id}").json()["status"] == "cancelled"
     assert env.get(f"/v1/dicom/reads/{read_id}/sr").status_code == 404
+    cancelled = [json.loads(line) for line in env.audit.read_text().splitlines()]
+    assert [e["outcome"] for e in cancelled if e.get("read_id") == read_id] == ["cancelled"]
+
+
+def delivered(env: Env) -> float:
+    metrics = httpx.get(env.url + "/metrics").text
+    line = 'gmaivl_webhook_deliveries_total{outcome="delivered"} '
+    return next((float(x[len(line) :]) for x in metrics.splitlines() if x.startswith(line)), 0.0)
 
 
 def test_webhook_is_signed(env: Env):
+    before = delivered(env)
     env.hooks.event.clear()
     read_id = env.post(read_body(env, webhook=env.hook_url)).json()["id"]
     assert env.hooks.event.wait(30)
@@ -317,8 +336,7 @@ def test_webhook_is_signed(env: Env):
     sent = json.loads(body)
     assert sent["id"] == read_id and sent["status"] == "completed"
     assert sent == env.get(f"/v1/dicom/reads/{read_id}").json()
-    metrics = httpx.get(env.url + "/metrics").text
-    assert 'gmaivl_webhook_deliveries_total{outcome="delivered"} 1.0' in metrics
+    assert delivered(env) == before + 1
 
 
 def test_the_read_command_waits_and_prints_where_the_sr_went(env: Env):
