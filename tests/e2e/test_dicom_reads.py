@@ -33,6 +33,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from service.config import Settings
+from service.core.lanes import Lane
 from service.embedded import build_embedded
 from service.engines.fake import FakeEngine
 from service.pacs.webhook import SIGNATURE_HEADER, verify
@@ -160,7 +161,12 @@ def env(orthanc: OrthancServer, tmp_path_factory) -> Iterator[Env]:
     spare_study = make_study()
     for data in spare_study.files:
         spare.upload(data)
-    keys = KeyFile(tenants={"radiology": TenantPolicy(), "other": TenantPolicy()})
+    keys = KeyFile(
+        tenants={
+            "radiology": TenantPolicy(),
+            "other": TenantPolicy(max_priority=Lane.routine, max_images_per_request=1),
+        }
+    )
     key, other_key = keys.create("radiology"), keys.create("other")
     keys.save(tmp / "keys.json")
     hooks = Hooks()
@@ -272,8 +278,27 @@ def test_unknown_study_is_404_and_bad_input_400(env: Env):
 def test_another_tenant_cannot_see_a_read(env: Env):
     read_id = env.post(read_body(env, store=False)).json()["id"]
     assert env.get(f"/v1/dicom/reads/{read_id}", key=env.other_key).status_code == 404
+    assert env.get(f"/v1/dicom/reads/{read_id}/sr", key=env.other_key).status_code == 404
     read = env.wait(read_id, ("completed", "failed"))
     assert read["sr"]["stored"] is False
+    assert env.get(f"/v1/dicom/reads/{read_id}/sr").status_code == 200
+
+
+def test_tenant_policy_applies_as_for_chat(env: Env):
+    r = env.post(read_body(env, priority="stat"), key=env.other_key)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "priority_not_allowed"
+    two = [env.study.ct_sops[0], env.study.mr_sop]
+    r = env.post(read_body(env, sop_instance_uids=two), key=env.other_key)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_images"
+
+
+def test_named_instances_and_a_window_preset(env: Env):
+    body = read_body(env, sop_instance_uids=[env.study.mr_sop], dicom={"window": "brain"})
+    read = env.wait(env.post(body).json()["id"], ("completed", "failed"))
+    assert read["status"] == "completed" and read["instances"] == [env.study.mr_sop]
+    missing = read_body(env, sop_instance_uids=["1.2.3.4"], store=False)
+    read = env.wait(env.post(missing).json()["id"], ("completed", "failed"))
+    assert read["status"] == "failed" and read["error"]["code"] == "instance_not_found"
 
 
 def test_pacs_stopped_mid_read_fails_with_a_code(env: Env):
