@@ -58,7 +58,10 @@ async def select_instances(
     limit: int,
 ) -> list[Selected]:
     """The instances to show, in order; raises `no_images` when there are none."""
-    series = [s for s in await client.series(study) if is_image_series(s)]
+    # One entry per series UID: a PACS may list a series twice (Orthanc does when two
+    # patients' files claim one study).
+    listed = {s.series_instance_uid: s for s in await client.series(study) if is_image_series(s)}
+    series = list(listed.values())
     if series_uid is not None:
         series = [s for s in series if s.series_instance_uid == series_uid]
     series.sort(key=lambda s: (s.series_number is None, s.series_number or 0))
