@@ -152,6 +152,11 @@ class ServiceMetrics:
                 registry=r,
             )
         )
+        self.dicom_reads_running = Gauge(
+            "gmaivl_dicom_reads_running",
+            "Study reads this gateway is running now.",
+            registry=r,
+        )
         self.dicom_read_duration = Histogram(
             "gmaivl_dicom_read_duration_seconds",
             "Time from a read's submission to its end.",

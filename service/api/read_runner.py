@@ -34,6 +34,9 @@ DEFAULT_PROMPT = (
 )
 
 
+WATCH_INTERVAL = 0.5  # seconds between checks of a generating read's record
+
+
 class ReadAbandoned(Exception):
     """The read was cancelled or removed while it ran: stop without an outcome."""
 
@@ -144,7 +147,23 @@ class ReadRunner:
             raise errors.DeadlineExceeded("The read timed out before its generation started.")
         await self.queue.submit(job)
         read.job_id = job_id
-        await self._save(read)
+        collect = asyncio.create_task(self._collect(job_id))
+        watch = asyncio.create_task(self._watch(read.id))
+        try:
+            await self._save(read)
+            await asyncio.wait({collect, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch.done():
+                watch.result()  # raises ReadAbandoned
+            return collect.result()
+        except BaseException:
+            await self.queue.cancel(job_id)
+            raise
+        finally:
+            for task in (collect, watch):
+                task.cancel()
+            await asyncio.gather(collect, watch, return_exceptions=True)
+
+    async def _collect(self, job_id: str) -> tuple[str, dict[str, int]]:
         pieces: list[str] = []
         batches = self.queue.events(job_id)
         try:
@@ -158,9 +177,15 @@ class ReadRunner:
                         raise event.to_exception()
                     else:
                         return "".join(pieces), event.usage.as_openai()
-        except BaseException:
-            await self.queue.cancel(job_id)
-            raise
         finally:
             await batches.aclose()
         raise errors.EngineError("The generation ended without finishing.")
+
+    async def _watch(self, read_id: str) -> None:
+        """Raises ReadAbandoned once the record is terminal: a cancel on another gateway
+        (Redis mode) reaches the gateway running the read within WATCH_INTERVAL."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            current = await self.store.get(read_id)
+            if current is None or current.terminal:
+                raise ReadAbandoned

@@ -223,6 +223,7 @@ class ReadService:
 
     async def _run(self, read: Read, charge: TenantCharge | None, request_id: str) -> None:
         usage = None
+        self.metrics.dicom_reads_running.inc()
         try:
             async with asyncio.timeout(read.spec.timeout):
                 await self.runner.run(read)
@@ -242,6 +243,7 @@ class ReadService:
             log.error("read %s failed:\n%s", read.id, errors.redacted_traceback(exc))
             read.status, read.error = "failed", _error("server_error", "The read failed.")
         finally:
+            self.metrics.dicom_reads_running.dec()
             if charge is not None:
                 await charge.release(None if usage is None else _usage(usage))
         await self._finish(read, request_id)

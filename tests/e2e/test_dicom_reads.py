@@ -261,6 +261,21 @@ def test_a_read_stores_its_sr_in_the_study(env: Env):
     assert dcmread(io.BytesIO(served.content)).SOPInstanceUID == sr["sop_instance_uid"]
 
 
+def test_openapi_documents_the_read_api_with_the_issue_field_names(env: Env):
+    schema = httpx.get(env.url + "/openapi.json").json()
+    assert {"post"} == set(schema["paths"]["/v1/dicom/reads"])
+    assert {"get", "delete"} == set(schema["paths"]["/v1/dicom/reads/{read_id}"])
+    sr = schema["paths"]["/v1/dicom/reads/{read_id}/sr"]["get"]["responses"]["200"]
+    assert "application/dicom" in sr["content"]
+    request = schema["components"]["schemas"]["ReadRequest"]["properties"]
+    assert set(request) == {"model", "study_instance_uid", "series_instance_uid",
+                            "sop_instance_uids", "pacs", "prompt", "dicom", "max_tokens",
+                            "priority", "store", "webhook"}  # fmt: skip
+    read = schema["components"]["schemas"]["DicomRead"]["properties"]
+    assert set(read) == {"id", "object", "status", "created", "model", "study_instance_uid",
+                         "instances", "answer", "usage", "sr", "error"}  # fmt: skip
+
+
 def test_unknown_study_is_404_and_bad_input_400(env: Env):
     r = env.post(read_body(env, study_instance_uid="1.2.3.4.5.6.7.999"))
     assert r.status_code == 404 and r.json()["error"]["code"] == "study_not_found"

@@ -99,3 +99,37 @@ def test_a_gateway_killed_mid_read_loses_nothing(cluster: Cluster, orthanc):
         auth=orthanc.auth,
     ).json()
     assert [s["0020000E"]["Value"][0] for s in found] == [done["sr"]["series_instance_uid"]]
+
+
+def test_a_cancel_on_one_gateway_stops_the_read_running_on_the_other(cluster: Cluster, orthanc):
+    study = make_study()
+    for data in study.files:
+        orthanc.upload(data)
+    cluster.add_worker()
+    a, b = cluster.add_gateway(), cluster.add_gateway()
+    body = {"model": MODEL, "study_instance_uid": study.uid, "max_tokens": 400}
+    read_id = httpx.post(a + "/v1/dicom/reads", json=body, timeout=10).json()["id"]
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{b}/v1/dicom/reads/{read_id}", timeout=5).json().get("answer") is None:
+        read = httpx.get(f"{a}/v1/dicom/reads/{read_id}", timeout=5).json()
+        if read["status"] == "running" and read["instances"]:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # the generation is under way on the worker
+    r = httpx.delete(f"{b}/v1/dicom/reads/{read_id}", timeout=5)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    time.sleep(1.0)  # the first gateway notices and must not overwrite the cancel
+    assert httpx.get(f"{a}/v1/dicom/reads/{read_id}", timeout=5).json()["status"] == "cancelled"
+    # It let go of the read at once, not at the read's deadline.
+    assert "gmaivl_dicom_reads_running 0.0" in httpx.get(a + "/metrics", timeout=5).text
+    found = httpx.get(
+        f"{orthanc.dicomweb}/studies/{study.uid}/series",
+        params={"Modality": "SR"},
+        auth=orthanc.auth,
+    ).json()
+    assert found == []  # nothing was stored
+    aborts = cluster.worker_metric(
+        cluster.workers[0][1], 'gmaivl_engine_aborts_total{reason="cancelled"}'
+    )
+    assert aborts == 1.0
