@@ -6,6 +6,7 @@ Content tree (TID 2000-like):
       HAS OBS CONTEXT  observer device: the model (name, version) as algorithm
       CONTAINS TEXT    Request (DCM 121062): the question asked
       CONTAINS TEXT    Finding (DCM 121071): the answer, exactly as generated
+        HAS CONCEPT MOD  Algorithm Name / Version / Manufacturer (TID 4019): the model
         INFERRED FROM IMAGE  Source Image (DCM 121324), one per instance shown
 
 The document is UNVERIFIED and PRELIMINARY, in a new series whose description
@@ -92,6 +93,7 @@ def build_sr(
     # Imported here: highdicom takes ~0.2 s to import, and the gateway starts without it.
     import highdicom as hd
     from highdicom.sr import (
+        AlgorithmIdentification,
         CodedConcept,
         ComprehensiveSR,
         ContainerContentItem,
@@ -114,14 +116,20 @@ def build_sr(
     finding = TextContentItem(
         name=CodedConcept(*FINDING), value=answer, relationship_type="CONTAINS"
     )
+    algorithm = AlgorithmIdentification(
+        name=model[:64], version=model_version[:64], manufacturer=MANUFACTURER
+    )
     finding.ContentSequence = [
-        ImageContentItem(
-            name=CodedConcept(*SOURCE_IMAGE),
-            referenced_sop_class_uid=source.SOPClassUID,
-            referenced_sop_instance_uid=source.SOPInstanceUID,
-            relationship_type="INFERRED FROM",
-        )
-        for source in sources
+        *algorithm,  # HAS CONCEPT MOD: which model, which version produced the finding
+        *(
+            ImageContentItem(
+                name=CodedConcept(*SOURCE_IMAGE),
+                referenced_sop_class_uid=source.SOPClassUID,
+                referenced_sop_instance_uid=source.SOPInstanceUID,
+                relationship_type="INFERRED FROM",
+            )
+            for source in sources
+        ),
     ]
     root.ContentSequence = [
         *device,

@@ -251,8 +251,10 @@ def test_a_read_stores_its_sr_in_the_study(env: Env):
     texts = [item.TextValue for item in ds.ContentSequence if item.ValueType == "TEXT"]
     assert read["answer"] in texts
     finding = next(i for i in ds.ContentSequence if i.get("TextValue") == read["answer"])
-    assert [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-            for i in finding.ContentSequence] == read["instances"]  # fmt: skip
+    images = [i for i in finding.ContentSequence if i.ValueType == "IMAGE"]
+    assert [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in images] == read[
+        "instances"
+    ]
     assert ds.ContributingEquipmentSequence[-2].Manufacturer == "GMAI-VL"
 
     # The same bytes from the gateway.

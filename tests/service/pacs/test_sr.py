@@ -54,6 +54,11 @@ def test_question_answer_and_the_model_as_device_observer():
                for i in ds.ContentSequence if i.RelationshipType == "HAS OBS CONTEXT"}  # fmt: skip
     assert context["Device Observer Name"].TextValue == "gmai-vl-7b"
     assert context["Device Observer Model Name"].TextValue == "gmai-vl-7b 2.1"
+    finding = next(i for i in ds.ContentSequence if i.get("TextValue") == ANSWER_ZH)
+    modifiers = [i for i in finding.ContentSequence if i.RelationshipType == "HAS CONCEPT MOD"]
+    algorithm = {i.ConceptNameCodeSequence[0].CodeMeaning: i.TextValue for i in modifiers}
+    assert algorithm == {"Algorithm Name": "gmai-vl-7b", "Algorithm Version": "2.1",
+                         "Algorithm Manufacturer": "GMAI-VL"}  # fmt: skip
 
 
 def test_references_and_evidence_name_every_source_image():
@@ -63,9 +68,10 @@ def test_references_and_evidence_name_every_source_image():
     document = hd.sr.ComprehensiveSR.from_dataset(ds)
     assert [e[2] for e in document.get_evidence()] == [ct.SOPInstanceUID, mr.SOPInstanceUID]
     finding = next(i for i in ds.ContentSequence if i.get("TextValue") == ANSWER_ZH)
-    refs = [i.ReferencedSOPSequence[0] for i in finding.ContentSequence]
+    images = [i for i in finding.ContentSequence if i.ValueType == "IMAGE"]
+    refs = [i.ReferencedSOPSequence[0] for i in images]
     assert [r.ReferencedSOPInstanceUID for r in refs] == [ct.SOPInstanceUID, mr.SOPInstanceUID]
-    assert {i.RelationshipType for i in finding.ContentSequence} == {"INFERRED FROM"}
+    assert {i.RelationshipType for i in images} == {"INFERRED FROM"}
 
 
 @pytest.mark.parametrize(
