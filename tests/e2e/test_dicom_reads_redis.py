@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from service.engines.fake import TOKENS
 from service.processes import MODEL, Cluster, free_port, stop_process, wait_ready
 from tests.e2e.test_dicom_reads import make_study
 from tests.orthanc import OrthancServer
@@ -133,3 +134,26 @@ def test_a_cancel_on_one_gateway_stops_the_read_running_on_the_other(cluster: Cl
         cluster.workers[0][1], 'gmaivl_engine_aborts_total{reason="cancelled"}'
     )
     assert aborts == 1.0
+
+
+def test_a_worker_lost_mid_read_is_retried_like_any_job(cluster: Cluster, orthanc):
+    study = make_study()
+    for data in study.files:
+        orthanc.upload(data)
+    first = cluster.add_worker()
+    cluster.wait_worker_metrics(first)
+    gateway = cluster.add_gateway()
+    body = {"model": MODEL, "study_instance_uid": study.uid, "max_tokens": 100}
+    read_id = httpx.post(gateway + "/v1/dicom/reads", json=body, timeout=10).json()["id"]
+    deadline = time.monotonic() + 30
+    taken = 'gmaivl_queue_wait_seconds_count{lane="routine"}'
+    while cluster.worker_metric(first, taken) < 1:
+        assert time.monotonic() < deadline, "the worker never took the read's job"
+        time.sleep(0.05)
+    time.sleep(0.5)  # mid-generation (100 tokens take 2 s)
+    second = cluster.add_worker()
+    cluster.kill_worker(0)
+    done = poll(gateway, read_id, ("completed", "failed"), timeout=60)
+    assert done["status"] == "completed", done["error"]
+    assert done["answer"] == "".join(TOKENS[i % len(TOKENS)] for i in range(100))
+    assert cluster.worker_metric(second, "gmaivl_redeliveries_total") == 1.0
