@@ -66,7 +66,7 @@ class ReadRunner:
         read.status = "running"
         await self._save(read)
         per_instance = len(spec.frames or [None])
-        limit = max(self.settings.images.max_images_per_request // per_instance, 1)
+        limit = max(spec.max_images // per_instance, 1)
         chosen = await select_instances(
             client,
             read.study_instance_uid,

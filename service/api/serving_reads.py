@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from service import errors
+from service.api.protocol import WindowSpec
 from service.api.protocol_reads import ReadRequest
 from service.api.read_runner import ReadAbandoned, ReadRunner
 from service.api.request_plan import timeout_of
@@ -122,14 +123,18 @@ class ReadService:
                 "The PACS has no such study.", param="study_instance_uid", code="study_not_found"
             )
         window = body.dicom.window if body.dicom else None
+        max_images = self.settings.images.max_images_per_request
+        if ctx.principal is not None and ctx.principal.policy.max_images_per_request is not None:
+            max_images = min(max_images, ctx.principal.policy.max_images_per_request)
         spec = ReadSpec(
             pacs=pacs,
             series_instance_uid=body.series_instance_uid,
             sop_instance_uids=body.sop_instance_uids,
             prompt=body.prompt,
-            window=window.model_dump() if hasattr(window, "model_dump") else window,
+            window=window.model_dump() if isinstance(window, WindowSpec) else window,
             frames=frames,
             max_tokens=max_tokens,
+            max_images=max_images,
             lane=lane.value,
             timeout=timeout,
             store=body.store,

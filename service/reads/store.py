@@ -41,6 +41,7 @@ class ReadSpec:
     window: Any = None  # a preset name or {center, width, function}
     frames: list[int] | None = None
     max_tokens: int = 256
+    max_images: int = 4  # the server's and the tenant's image limit, the lower
     lane: str = "routine"
     timeout: float = 120.0
     store: bool = True

@@ -307,6 +307,14 @@ def test_tenant_policy_applies_as_for_chat(env: Env):
     two = [env.study.ct_sops[0], env.study.mr_sop]
     r = env.post(read_body(env, sop_instance_uids=two), key=env.other_key)
     assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_images"
+    read_id = env.post(read_body(env, store=False), key=env.other_key).json()["id"]
+    deadline = time.monotonic() + 30
+    while (read := env.get(f"/v1/dicom/reads/{read_id}", key=env.other_key).json())[
+        "status"
+    ] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert read["instances"] == env.study.expected[:1]  # the tenant's one image
 
 
 def test_named_instances_and_a_window_preset(env: Env):
