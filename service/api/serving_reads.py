@@ -86,24 +86,59 @@ class ReadService:
     # admission
 
     async def submit(self, body: ReadRequest, ctx: RequestContext) -> Read:
+        """Cheap checks first, then the tenant's policy, then the PACS (a network call)."""
         if body.model != self.model_id:
             raise errors.ModelNotFound(
                 f"The requested model does not exist; this server serves {self.model_id!r}.",
                 param="model",
             )
-        pacs = self._pacs_name(body.pacs)
-        lane = body.priority or self._lane_header(ctx.priority)
-        timeout = timeout_of(ctx.timeout, self.settings)
-        max_tokens = body.max_tokens or self.settings.max_tokens_default
-        if max_tokens > self.settings.max_tokens_limit:
+        spec = self._spec(body, ctx)
+        frames = len(spec.frames or [None])
+        images = len(body.sop_instance_uids or [None]) * frames
+        self.tenants.check(ctx.principal, body.model, Lane(spec.lane), spec.max_tokens, images)
+        if images > spec.max_images:
             raise errors.InvalidRequest(
-                f"max_tokens is {max_tokens}; the limit is {self.settings.max_tokens_limit}.",
+                f"The read names {images} images; the limit is {spec.max_images}.",
+                param="sop_instance_uids",
+                code="too_many_images",
+            )
+        if not await self.pacs[spec.pacs].study_exists(body.study_instance_uid):
+            raise errors.NotFound(
+                "The PACS has no such study.", param="study_instance_uid", code="study_not_found"
+            )
+        principal = ctx.principal
+        read = Read(
+            id=new_read_id(),
+            model=self.model_id,
+            study_instance_uid=body.study_instance_uid,
+            spec=spec,
+            tenant=principal.tenant if principal else None,
+            key_id=principal.key_id if principal else None,
+            owner=self.owner,
+        )
+        charge = await self.tenants.admit(principal, spec.max_tokens, spec.timeout)
+        try:
+            await self.store.create(read)
+        except BaseException:
+            if charge is not None:
+                await charge.release(None)
+            raise
+        self._start(read, charge, ctx.request_id)
+        return read
+
+    def _spec(self, body: ReadRequest, ctx: RequestContext) -> ReadSpec:
+        """The read's parameters, validated, with the server's defaults filled in."""
+        settings = self.settings
+        max_tokens = body.max_tokens or settings.max_tokens_default
+        if max_tokens > settings.max_tokens_limit:
+            raise errors.InvalidRequest(
+                f"max_tokens is {max_tokens}; the limit is {settings.max_tokens_limit}.",
                 param="max_tokens",
                 code="max_tokens_too_large",
             )
-        if body.prompt is not None and len(body.prompt) > self.settings.max_text_chars:
+        if body.prompt is not None and len(body.prompt) > settings.max_text_chars:
             raise errors.InvalidRequest(
-                f"The prompt is longer than {self.settings.max_text_chars} characters.",
+                f"The prompt is longer than {settings.max_text_chars} characters.",
                 param="prompt",
                 code="text_too_long",
             )
@@ -115,50 +150,25 @@ class ReadService:
                     code="webhook_not_configured",
                 )
             check_webhook_url(body.webhook, self.webhook_policy)
-        frames = body.dicom.frames if body.dicom and body.dicom.frames else None
-        images = len(body.sop_instance_uids or [None]) * len(frames or [None])
-        self.tenants.check(ctx.principal, body.model, lane, max_tokens, images)
-        if not await self.pacs[pacs].study_exists(body.study_instance_uid):
-            raise errors.NotFound(
-                "The PACS has no such study.", param="study_instance_uid", code="study_not_found"
-            )
+        max_images = settings.images.max_images_per_request
+        policy = ctx.principal.policy if ctx.principal is not None else None
+        if policy is not None and policy.max_images_per_request is not None:
+            max_images = min(max_images, policy.max_images_per_request)
         window = body.dicom.window if body.dicom else None
-        max_images = self.settings.images.max_images_per_request
-        if ctx.principal is not None and ctx.principal.policy.max_images_per_request is not None:
-            max_images = min(max_images, ctx.principal.policy.max_images_per_request)
-        spec = ReadSpec(
-            pacs=pacs,
+        return ReadSpec(
+            pacs=self._pacs_name(body.pacs),
             series_instance_uid=body.series_instance_uid,
             sop_instance_uids=body.sop_instance_uids,
             prompt=body.prompt,
             window=window.model_dump() if isinstance(window, WindowSpec) else window,
-            frames=frames,
+            frames=body.dicom.frames if body.dicom and body.dicom.frames else None,
             max_tokens=max_tokens,
             max_images=max_images,
-            lane=lane.value,
-            timeout=timeout,
+            lane=(body.priority or self._lane_header(ctx.priority)).value,
+            timeout=timeout_of(ctx.timeout, settings),
             store=body.store,
             webhook=body.webhook,
         )
-        principal = ctx.principal
-        read = Read(
-            id=new_read_id(),
-            model=self.model_id,
-            study_instance_uid=body.study_instance_uid,
-            spec=spec,
-            tenant=principal.tenant if principal else None,
-            key_id=principal.key_id if principal else None,
-            owner=self.owner,
-        )
-        charge = await self.tenants.admit(principal, max_tokens, timeout)
-        try:
-            await self.store.create(read)
-        except BaseException:
-            if charge is not None:
-                await charge.release(None)
-            raise
-        self._start(read, charge, ctx.request_id)
-        return read
 
     def _pacs_name(self, name: str | None) -> str:
         if name is None:
