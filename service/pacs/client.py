@@ -85,8 +85,8 @@ class PacsClient:
                 f"PACS {self.name!r} is unreachable {stage}.", code="pacs_unavailable"
             ) from exc
         except (errors.InvalidRequest, errors.UnprocessableImage) as exc:
-            if exc.code == "invalid_uid":
-                raise
+            if exc.code in ("invalid_uid", "image_too_large"):
+                raise  # ours to name: a bad UID, an instance over the byte limit
             raise errors.PacsError(
                 f"PACS {self.name!r} sent an unusable answer {stage}.", code="pacs_error"
             ) from exc
