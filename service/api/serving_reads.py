@@ -305,15 +305,21 @@ class ReadService:
 
     async def _sweep(self) -> None:
         lease = self.settings.read_lease
+        failing = False
         while True:
             await asyncio.sleep(lease / 3)
             try:
                 for read_id in list(self._tasks):
                     await self.store.renew(read_id, self.owner)
                 orphan = await self.store.claim_orphan(self.owner, lease)
-            except Exception as exc:  # Redis away: try again next round
-                log.warning("read sweep failed: %s", type(exc).__name__)
+            except Exception as exc:  # Redis away: try again next round, say so once
+                if not failing:
+                    log.warning("read store unreachable (%s); retrying", type(exc).__name__)
+                failing = True
                 continue
+            if failing:
+                log.info("read store reachable again")
+                failing = False
             if orphan is not None:
                 log.info("read %s taken over from a silent gateway", orphan.id)
                 self._start(orphan, None, orphan.id)
