@@ -43,6 +43,16 @@ class AuditEvent:
         return json.dumps(asdict(self), separators=(",", ":"))
 
 
+@dataclass
+class ReadAuditEvent(AuditEvent):
+    """The one event of a study read, written when it ends: the study and the instances
+    shown (hashed), the outcome, the latency from submission, the webhook's delivery."""
+
+    read_id: str | None = None
+    study_instance_uid_sha256: str | None = None
+    webhook: str | None = None  # delivered | failed | None (no webhook)
+
+
 def hash_uid(uid: str) -> str:
     """A stable pseudonym: an auditor holding the UID can find its events; the log alone
     does not reveal it."""

@@ -1,7 +1,8 @@
 """The `gmai-vl` command line.
 
-`serve`, `gateway`, `worker` and `keys` (service.security.cli) live here; their
-settings flags come from `Settings` (`service.settings_cli`). The other command
+`serve`, `gateway`, `worker`, `keys` (service.security.cli) and `read`
+(service.reads.client) live here; the settings flags come from `Settings`
+(`service.settings_cli`). The other command
 groups (`model`, `data`, `train`, `eval`) are contributed by the `training`
 package through the `gmai_vl.commands` entry point group, so `service` never
 imports `training`.
@@ -17,6 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from service.config import Settings
+from service.reads.client import add_read_command
 from service.security.cli import add_keys_commands
 from service.security.keystore import AuthConfigError
 from service.settings_cli import add_settings_flags, settings_from
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=run_worker)
 
     add_keys_commands(sub)
+    add_read_command(sub)
     for command in entry_points(group="gmai_vl.commands"):
         command.load()(sub)
     return parser

@@ -9,6 +9,7 @@ from service.engines.base import Engine
 from service.metrics import ServiceMetrics
 from service.queue.memory import InProcessJobQueue
 from service.queue.protocols import GatewayQueue, WorkerQueue
+from service.reads.store import InMemoryReadStore, ReadStore
 from service.security.keystore import KeyStore, key_store_for
 from service.security.limits import InMemoryTenantLimiter, TenantLimiter
 
@@ -111,3 +112,12 @@ def make_security(settings: Settings) -> tuple[KeyStore | None, TenantLimiter | 
 
         return keys, RedisTenantLimiter(settings.redis_url)
     return keys, InMemoryTenantLimiter()
+
+
+def make_read_store(settings: Settings) -> ReadStore:
+    """Study reads live where the queue does: in memory, or in Redis (any gateway answers)."""
+    if settings.redis_url is None:
+        return InMemoryReadStore()
+    from service.redis.read_store import RedisReadStore
+
+    return RedisReadStore(settings.redis_url, settings.read_ttl)

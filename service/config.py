@@ -191,6 +191,25 @@ class Settings(BaseSettings):
     pacs_file: Path | None = Field(
         None, description="A JSON file with more PACS entries (keeps credentials out of env)."
     )
+    read_ttl: int = Field(
+        7 * 24 * 3600, ge=60, description="Seconds a study read and its SR are kept in Redis."
+    )
+    read_lease: float = Field(
+        10.0,
+        gt=0,
+        description="Redis mode: a running read whose gateway is silent this long is taken "
+        "over by another gateway.",
+    )
+    model_version: str = Field(
+        "unversioned", description="The model's version, written into SRs as the algorithm's."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key that signs read webhooks; unset: webhooks refused."
+    )
+    webhook_max_attempts: int = Field(4, ge=1, description="Deliveries tried per webhook.")
+    webhook_backoff: float = Field(
+        0.5, ge=0, description="Seconds before the second webhook try; doubles after each."
+    )
     audit_log: str | None = Field(
         None, description="Audit sink: a JSON-lines file path, or '-' for stdout; unset: off."
     )

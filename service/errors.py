@@ -10,9 +10,12 @@
     ├── AuthenticationFailed           401 (+ WWW-Authenticate) missing/bad/revoked key
     ├── PermissionDenied               403 (key valid, its tenant may not do this)
     ├── ModelNotFound                  404
+    ├── NotFound                       404 (a study or read that does not exist; code names it)
     ├── Overloaded                     429 (+ Retry-After), queue full or rate
     │   └── TenantLimitExceeded        429 (+ Retry-After), a tenant limit; code names it
     ├── NotReady                       503 (model not loaded, no worker)
+    ├── PacsError                      502 (a configured PACS failed us; code: pacs_unavailable,
+    │                                      pacs_error, sr_store_failed)
     ├── DeadlineExceeded               504 (expired in the queue or while running)
     ├── Cancelled                      499 (client went away; nobody reads it)
     └── EngineError                    500 (the engine failed on a valid request)
@@ -54,9 +57,21 @@ class ImageTooLarge(InvalidRequest):
 
 
 class ImageFetchFailed(InvalidRequest):
-    """The client's image URL could not be fetched: its fault (the URL), so a 4xx."""
+    """The client's image URL could not be fetched: its fault (the URL), so a 4xx.
+    `upstream_status` is the remote server's HTTP status when it answered one."""
 
     code = "image_fetch_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        upstream_status: int | None = None,
+    ):
+        super().__init__(message, param=param, code=code)
+        self.upstream_status = upstream_status
 
 
 class RequestTooLarge(InvalidRequest):
@@ -94,6 +109,12 @@ class ModelNotFound(ServiceError):
     code = "model_not_found"
 
 
+class NotFound(ServiceError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class Overloaded(ServiceError):
     status_code = 429
     type = "rate_limit_error"
@@ -116,6 +137,14 @@ class NotReady(ServiceError):
     status_code = 503
     type = "server_error"
     code = "not_ready"
+
+
+class PacsError(ServiceError):
+    """A configured PACS was unreachable or answered an error: not the client's fault."""
+
+    status_code = 502
+    type = "server_error"
+    code = "pacs_error"
 
 
 class DeadlineExceeded(ServiceError):

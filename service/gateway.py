@@ -21,9 +21,10 @@ from fastapi import FastAPI
 from service import tracing
 from service.api.app import create_app
 from service.api.serving_chat import ChatCompletions
+from service.api.serving_reads import ReadService
 from service.api.state import AppState
 from service.audit import open_audit_sink
-from service.components import make_security, redis_gateway_queue
+from service.components import make_read_store, make_security, redis_gateway_queue
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.queue.protocols import GatewayQueue
@@ -49,6 +50,16 @@ def build_gateway_app(
     keys, limiter = make_security(settings)
     chat = ChatCompletions(settings, queue, metrics, model_id, limiter)
     audit = open_audit_sink(settings.audit_log)
+    reads = ReadService(
+        settings,
+        queue,
+        metrics,
+        model_id,
+        make_read_store(settings),
+        chat.media.fetcher,
+        chat.tenants,
+        audit,
+    )
     checks = extra_checks or {}
 
     async def readiness() -> dict[str, bool]:
@@ -68,9 +79,11 @@ def build_gateway_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with background() if background is not None else contextlib.nullcontext():
+            await reads.start()
             try:
                 yield
             finally:
+                await reads.aclose()
                 await queue.close()
                 await chat.aclose()
                 if audit is not None:
@@ -86,6 +99,7 @@ def build_gateway_app(
         served_models=served_models,
         audit=audit,
         keys=keys,
+        reads=reads,
     )
     return create_app(state, lifespan=lifespan)
 

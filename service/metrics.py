@@ -144,6 +144,33 @@ class ServiceMetrics:
             "Jobs given up after every allowed delivery failed.",
             registry=r,
         )
+        self.dicom_reads = Labelled(
+            Counter(
+                "gmaivl_dicom_reads",
+                "Study reads finished, by outcome (completed, failed, cancelled) and reason.",
+                ["outcome", "reason"],
+                registry=r,
+            )
+        )
+        self.dicom_reads_running = Gauge(
+            "gmaivl_dicom_reads_running",
+            "Study reads this gateway is running now.",
+            registry=r,
+        )
+        self.dicom_read_duration = Histogram(
+            "gmaivl_dicom_read_duration_seconds",
+            "Time from a read's submission to its end.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.webhook_deliveries = Labelled(
+            Counter(
+                "gmaivl_webhook_deliveries",
+                "Read webhooks, by outcome (delivered, failed).",
+                ["outcome"],
+                registry=r,
+            )
+        )
         for lane in Lane:
             self.queue_depth.labels(lane.value).set(0)
             self.queue_oldest_age.labels(lane.value).set(0)

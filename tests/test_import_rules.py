@@ -32,7 +32,10 @@ RULES: dict[str, set[str] | str] = {
     "service.security": FOUNDATION | {"service.config"},
     "service.engines": FOUNDATION | {"service.config"},
     "service.queue": FOUNDATION,
-    "service.redis": FOUNDATION | {"service.queue", "service.metrics", "service.security"},
+    "service.reads": FOUNDATION,
+    "service.pacs": FOUNDATION | {"service.config", "service.media"},
+    "service.redis": FOUNDATION
+    | {"service.queue", "service.metrics", "service.security", "service.reads"},
     "service.api": FOUNDATION
     | {
         "service.config",
@@ -41,6 +44,8 @@ RULES: dict[str, set[str] | str] = {
         "service.media",
         "service.queue",
         "service.security",
+        "service.pacs",
+        "service.reads",
     },
     "service.console": set(),  # static files of the browser console; no code
     "service.worker": FOUNDATION | {"service.engines", "service.queue", "service.metrics"},

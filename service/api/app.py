@@ -22,6 +22,7 @@ from service import __version__, errors
 from service.api import console, ops, pacs_browse, render
 from service.api.middleware import PUBLIC_PATHS, GatewayMiddleware
 from service.api.protocol import ChatCompletionRequest, ChatCompletionResponse
+from service.api.reads import router as reads_router
 from service.api.routes import router
 from service.api.state import AppState
 
@@ -34,7 +35,7 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app = FastAPI(title="GMAI-VL", version=__version__, lifespan=lifespan)
     app.state.gmaivl = state
     app.include_router(router)
-    for extra in (render.router, ops.router, pacs_browse.router, console.router):
+    for extra in (reads_router, render.router, ops.router, pacs_browse.router, console.router):
         app.include_router(extra)  # after the chat routes: their matching stays first
     app.state.ops_windows = ops.OpsWindows(state)  # recent percentiles span from app start
     app.add_middleware(
@@ -67,9 +68,13 @@ def _openapi_with_request_models(app: FastAPI) -> dict[str, Any]:
         components_root = schema["components"]
         components_root["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         for path, operations in schema["paths"].items():
-            if path not in PUBLIC_PATHS:
-                for operation in operations.values():
+            for operation in operations.values():
+                if path not in PUBLIC_PATHS:
                     operation["security"] = [{"bearer": []}]
+                # FastAPI documents its 422 for parsed bodies; ours answers those with 400.
+                invalid = operation.get("responses", {}).get("422", {})
+                if "HTTPValidationError" in str(invalid):
+                    del operation["responses"]["422"]
         app.openapi_schema = schema
     return app.openapi_schema
 

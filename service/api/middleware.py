@@ -25,6 +25,7 @@ ROUTES = frozenset(
     {
         "/v1/chat/completions",
         "/v1/models",
+        "/v1/dicom/reads",
         "/health/live",
         "/health/ready",
         "/metrics",
@@ -53,6 +54,8 @@ def route_label(path: str) -> str:
         return "/v1/dicom/studies/{study}/..."
     if path in CONSOLE_PATHS:
         return "/ui/"
+    if path.startswith("/v1/dicom/reads/"):
+        return "/v1/dicom/reads/{id}/sr" if path.endswith("/sr") else "/v1/dicom/reads/{id}"
     return "other"
 
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from service.api.serving_chat import ChatCompletions
+from service.api.serving_reads import ReadService
 from service.audit import AuditSink
 from service.config import Settings
 from service.metrics import ServiceMetrics
@@ -27,6 +28,7 @@ class AppState:
     served_models: Callable[[], Awaitable[list[str]]] | None = None  # default: [model_id]
     audit: AuditSink | None = None  # one event per audited request
     keys: KeyStore | None = None  # None: authentication off (local use)
+    reads: ReadService | None = None  # study reads (/v1/dicom/reads)
     created: int = field(default_factory=lambda: int(time.time()))
 
     async def models(self) -> list[str]:

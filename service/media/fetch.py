@@ -82,6 +82,15 @@ class Fetched:
     body: bytes
 
 
+@dataclass(frozen=True)
+class Posted:
+    """The answer to a POST: its status and the first bytes of its body (capped)."""
+
+    status_code: int
+    content_type: str
+    body: bytes
+
+
 class SafeFetcher:
     """One pooled httpx client for the gateway; `fetch` applies the rules above."""
 
@@ -114,6 +123,59 @@ class SafeFetcher:
         except TimeoutError as exc:
             raise errors.ImageFetchFailed(
                 f"Fetching the image took longer than {self.limits.total_timeout:g} s.",
+                param=param,
+                code="image_fetch_timeout",
+            ) from exc
+
+    async def post(
+        self,
+        url: str,
+        *,
+        policy: HostPolicy,
+        content: bytes,
+        content_type: str,
+        param: str,
+        headers: Mapping[str, str] | None = None,
+        accept: str = "*/*",
+    ) -> Posted:
+        """POST `content` under the same rules as a fetch (allow-list, address checks,
+        timeouts); redirects are not followed (a POST body is not replayed elsewhere).
+        Any status comes back: the caller decides what counts as delivered."""
+        target = parse_url(url, param)
+        try:
+            async with asyncio.timeout(self.limits.total_timeout):
+                address = await checked_address(target, policy, param)
+                request = self._client.build_request(
+                    "POST",
+                    target.copy_with(host=str(address)),
+                    content=content,
+                    headers={
+                        **(headers or {}),
+                        "Content-Type": content_type,
+                        "Accept": accept,
+                        "Host": _host_header(target),
+                    },
+                    extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+                )
+                with _transport_errors(target.host, "while receiving a POST", param):
+                    response = await self._client.send(request, stream=True)
+                try:
+                    body = bytearray()
+                    with _transport_errors(target.host, "while answering a POST", param):
+                        async for chunk in response.aiter_bytes():
+                            body += chunk
+                            if len(body) > self.limits.max_bytes:
+                                break  # an answer is read for its status; the rest is dropped
+                    return Posted(
+                        response.status_code,
+                        response.headers.get("content-type", ""),
+                        bytes(body[: self.limits.max_bytes]),
+                    )
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            raise errors.ImageFetchFailed(
+                f"The POST to {target.host} took longer than {self.limits.total_timeout:g} s.",
                 param=param,
                 code="image_fetch_timeout",
             ) from exc
@@ -158,10 +220,13 @@ class SafeFetcher:
         content_types: frozenset[str],
         param: str,
     ) -> Fetched:
+        if response.status_code == 204 and "" in content_types:
+            return Fetched(content_type="", media_type="", body=b"")  # e.g. an empty QIDO result
         if response.status_code != 200:
             raise errors.ImageFetchFailed(
                 f"The image server {target.host} answered HTTP {response.status_code}.",
                 param=param,
+                upstream_status=response.status_code,
             )
         content_type = response.headers.get("content-type", "")
         media_type = content_type.split(";", 1)[0].strip().lower()

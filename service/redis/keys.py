@@ -10,6 +10,9 @@ gmaivl:wake:{model}          list pushed on submit; idle workers block on it
 gmaivl:dlq:{model}           stream of jobs that failed every delivery (dead letters)
 gmaivl:workers:{model}       zset worker id -> last heartbeat (unix seconds)
 gmaivl:done:{model}          counter of completed jobs (drain rate for Retry-After)
+gmaivl:read:{id}             a study read's record, JSON (TTL: read_ttl)
+gmaivl:read:{id}:sr          its SR, DICOM Part 10 bytes (TTL: read_ttl)
+gmaivl:reads:running         zset read id -> last renewal by the gateway running it
 """
 
 from __future__ import annotations
@@ -75,3 +78,14 @@ def tenant_tokens(tenant: str) -> str:
 
 def tenant_leases(tenant: str) -> str:
     return f"{PREFIX}:tenant:{{{tenant}}}:lease"
+
+
+def read_record(read_id: str) -> str:
+    return f"{PREFIX}:read:{read_id}"
+
+
+def read_sr(read_id: str) -> str:
+    return f"{PREFIX}:read:{read_id}:sr"
+
+
+READS_RUNNING = f"{PREFIX}:reads:running"

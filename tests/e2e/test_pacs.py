@@ -11,6 +11,7 @@ import io
 import json
 import secrets
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,8 +54,19 @@ def invalid_phi_dicom() -> bytes:
     return buf.getvalue()
 
 
+def phi_study_dicom() -> bytes:
+    """The PHI file alone in a study of its own (for study reads)."""
+    ds = dcmread(io.BytesIO(phi_dicom()))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 PHI_DICOM = phi_dicom()
 PHI_UID = str(dcmread(io.BytesIO(PHI_DICOM), stop_before_pixels=True).SOPInstanceUID)
+PHI_STUDY_DICOM = phi_study_dicom()
+PHI_STUDY = dcmread(io.BytesIO(PHI_STUDY_DICOM), stop_before_pixels=True)
 
 
 class Served:
@@ -66,6 +78,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint, orthanc: OrthancServer, tmp_path_factory) -> Iterator[Served]:
     orthanc.upload(PHI_DICOM)
+    orthanc.upload(PHI_STUDY_DICOM)
     folder = tmp_path_factory.mktemp("pacs-serve")
     log, audit = folder / "server.log", folder / "audit.jsonl"
     env = {
@@ -176,6 +189,36 @@ def test_inline_dicom_over_the_sdk(served):
     assert r.model_extra["dicom"][0]["frames"][0]["window"]["source"] == "file"
 
 
+def wait_read(served: Served, read_id: str) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        read = httpx.get(f"{served.base_url}/v1/dicom/reads/{read_id}", timeout=10).json()
+        if read["status"] in ("completed", "failed", "cancelled"):
+            return read
+        time.sleep(0.1)
+    raise TimeoutError(read_id)
+
+
+def test_a_study_read_with_the_real_engine(served, orthanc):
+    """The tiny model behind a study read: QIDO-RS, WADO-RS, the transformers engine,
+    the SR stored back with STOW-RS."""
+    study = str(PHI_STUDY.StudyInstanceUID)
+    body = {"model": "tiny", "study_instance_uid": study, "max_tokens": 6}
+    r = httpx.post(served.base_url + "/v1/dicom/reads", json=body, timeout=30)
+    assert r.status_code == 202, r.text
+    read = wait_read(served, r.json()["id"])
+    assert read["status"] == "completed", read["error"]
+    assert read["usage"]["completion_tokens"] <= 6
+    assert read["instances"] == [PHI_STUDY.SOPInstanceUID]
+    sr = httpx.get(f"{served.base_url}/v1/dicom/reads/{read['id']}/sr", timeout=10)
+    ds = dcmread(io.BytesIO(sr.content))
+    assert ds.Modality == "SR" and ds.StudyInstanceUID == study
+    found = httpx.get(
+        f"{orthanc.dicomweb}/studies/{study}/series", params={"Modality": "SR"}, auth=orthanc.auth
+    ).json()
+    assert read["sr"]["series_instance_uid"] in [s["0020000E"]["Value"][0] for s in found]
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # the test writes invalid values on purpose
 def test_phi_marker_appears_nowhere(served, orthanc):
     """Runs last in this module: it reads the whole log and audit trail of the server."""
@@ -193,6 +236,17 @@ def test_phi_marker_appears_nowhere(served, orthanc):
     answers = [
         served.client.chat.completions.create(model="tiny", messages=m, max_tokens=4) for m in ok
     ]
+    study, read_uid = str(PHI_STUDY.StudyInstanceUID), str(PHI_STUDY.SOPInstanceUID)
+    submitted = httpx.post(
+        served.base_url + "/v1/dicom/reads",
+        json={"model": "tiny", "study_instance_uid": study, "sop_instance_uids": [read_uid],
+              "prompt": prompt, "max_tokens": 4},
+        timeout=30,
+    )  # fmt: skip
+    read = wait_read(served, submitted.json()["id"])
+    assert read["status"] == "completed", read["error"]
+    sr = httpx.get(f"{served.base_url}/v1/dicom/reads/{read['id']}/sr", timeout=10).content
+    assert MARKER.encode() in sr  # the SR is where the patient's name belongs
     streamed = list(
         served.client.chat.completions.create(
             model="tiny", messages=parts(inline, text=prompt), max_tokens=4, stream=True
@@ -220,6 +274,7 @@ def test_phi_marker_appears_nowhere(served, orthanc):
     phi_events = [e for e in events if e["sop_instance_uid_sha256"]]
     texts = {
         "answers": " ".join(a.model_dump_json() for a in answers),
+        "read": submitted.text + json.dumps(read),
         "stream": " ".join(c.model_dump_json() for c in streamed),
         "errors": " ".join(errors_seen),
         "metrics": metrics,
@@ -231,6 +286,7 @@ def test_phi_marker_appears_nowhere(served, orthanc):
         assert PASSWORD not in text, f"PACS password leaked into {where}"
     for where in ("audit", "server log", "errors", "metrics"):
         assert PHI_UID not in texts[where], f"SOP Instance UID in {where}"
+        assert read_uid not in texts[where] and study not in texts[where], f"a UID in {where}"
         assert "19700101" not in texts[where]
     # The log is not empty: the test would pass vacuously against a silent server.
     assert "Uvicorn running" in texts["server log"] or "Application startup" in texts["server log"]
@@ -246,8 +302,13 @@ def test_phi_marker_appears_nowhere(served, orthanc):
         "invalid_request",
     ]
     assert {e["status"] for e in events[-len(refused_bodies) :]} == {422, 400, 404}
+    read_events = [e for e in events if e["route"] == "dicom.read"]
+    assert [e["read_id"] for e in read_events if e["read_id"] == read["id"]] == [read["id"]]
+    assert read_events[-1]["sop_instance_uid_sha256"] == [
+        hashlib.sha256(read_uid.encode()).hexdigest()
+    ]
     assert all(
-        set(e)
+        set(e) - {"read_id", "study_instance_uid_sha256", "webhook"}
         == {
             "request_id",
             "route",

@@ -15,6 +15,12 @@ from service import errors
         (errors.AuthenticationFailed("m"), 401, "authentication_error", "invalid_api_key"),
         (errors.PermissionDenied("m"), 403, "permission_error", "permission_denied"),
         (errors.ModelNotFound("m"), 404, "invalid_request_error", "model_not_found"),
+        (
+            errors.NotFound("m", code="read_not_found"),
+            404,
+            "invalid_request_error",
+            "read_not_found",
+        ),
         (errors.Overloaded("m", retry_after=7), 429, "rate_limit_error", "queue_full"),
         (
             errors.TenantLimitExceeded("m", limit="requests_per_minute", retry_after=3),
@@ -23,6 +29,7 @@ from service import errors
             "tenant_requests_per_minute",
         ),
         (errors.NotReady("m"), 503, "server_error", "not_ready"),
+        (errors.PacsError("m", code="pacs_unavailable"), 502, "server_error", "pacs_unavailable"),
         (errors.DeadlineExceeded("m"), 504, "timeout_error", "deadline_exceeded"),
         (errors.EngineError("m"), 500, "server_error", "engine_error"),
     ],

@@ -1,0 +1,342 @@
+"""Study reads, the orchestration: admit a read (`POST /v1/dicom/reads`), run it in
+the background, answer for it (`GET`, `DELETE`), and end it (audit, metrics,
+webhook). The steps of one run (instances, images, generation, SR) are in
+`read_runner`.
+
+A read is admitted only when its study exists (QIDO-RS: else 404) and its
+tenant may ask for it (model, lane, images, max_tokens; rate and concurrency
+charged as for chat and held until the read ends). Everything after the 202
+ends in the record: `completed`, or `failed` with a code, or `cancelled`.
+In Redis mode each running read is renewed by its gateway; a gateway that
+stops renewing (it died) has its reads taken over by another (`claim_orphan`),
+which runs them again from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from service import errors
+from service.api.protocol import WindowSpec
+from service.api.protocol_reads import ReadRequest
+from service.api.read_runner import ReadAbandoned, ReadRunner
+from service.api.request_plan import timeout_of
+from service.api.serving_chat import RequestContext
+from service.api.tenancy import TenantCharge, TenantGate
+from service.audit import AuditSink, ReadAuditEvent, hash_uid
+from service.config import Settings
+from service.core.generation import Usage
+from service.core.lanes import Lane
+from service.media.fetch import HostPolicy, SafeFetcher
+from service.metrics import ServiceMetrics
+from service.pacs.client import PacsClient
+from service.pacs.webhook import WebhookSender, check_webhook_url
+from service.queue.protocols import GatewayQueue
+from service.reads.store import Read, ReadSpec, ReadStore, new_read_id
+from service.security.policy import Principal
+
+log = logging.getLogger("gmaivl.reads")
+
+
+class ReadService:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: GatewayQueue,
+        metrics: ServiceMetrics,
+        model_id: str,
+        store: ReadStore,
+        fetcher: SafeFetcher,
+        tenants: TenantGate,
+        audit: AuditSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.metrics = metrics
+        self.model_id = model_id
+        self.store = store
+        self.tenants = tenants
+        self.audit = audit
+        self.owner = uuid.uuid4().hex  # this gateway, as the owner of the reads it runs
+        self.pacs = {entry.name: PacsClient(entry, fetcher) for entry in settings.pacs_entries()}
+        fetch = settings.fetch
+        self.webhook_policy = HostPolicy.of(fetch.allowed_hosts, fetch.allowed_networks)
+        secret = settings.webhook_secret
+        self.webhooks = (
+            WebhookSender(
+                fetcher,
+                self.webhook_policy,
+                secret.get_secret_value(),
+                settings.webhook_max_attempts,
+                settings.webhook_backoff,
+            )
+            if secret is not None
+            else None
+        )
+        self.runner = ReadRunner(settings, queue, model_id, store, self.pacs)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # admission
+
+    async def submit(self, body: ReadRequest, ctx: RequestContext) -> Read:
+        """Cheap checks first, then the tenant's policy, then the PACS (a network call)."""
+        if body.model != self.model_id:
+            raise errors.ModelNotFound(
+                f"The requested model does not exist; this server serves {self.model_id!r}.",
+                param="model",
+            )
+        spec = self._spec(body, ctx)
+        frames = len(spec.frames or [None])
+        images = len(body.sop_instance_uids or [None]) * frames
+        self.tenants.check(ctx.principal, body.model, Lane(spec.lane), spec.max_tokens, images)
+        if images > spec.max_images:
+            raise errors.InvalidRequest(
+                f"The read names {images} images; the limit is {spec.max_images}.",
+                param="sop_instance_uids",
+                code="too_many_images",
+            )
+        if not await self.pacs[spec.pacs].study_exists(body.study_instance_uid):
+            raise errors.NotFound(
+                "The PACS has no such study.", param="study_instance_uid", code="study_not_found"
+            )
+        principal = ctx.principal
+        read = Read(
+            id=new_read_id(),
+            model=self.model_id,
+            study_instance_uid=body.study_instance_uid,
+            spec=spec,
+            tenant=principal.tenant if principal else None,
+            key_id=principal.key_id if principal else None,
+            owner=self.owner,
+        )
+        charge = await self.tenants.admit(principal, spec.max_tokens, spec.timeout)
+        try:
+            await self.store.create(read)
+        except BaseException:
+            if charge is not None:
+                await charge.release(None)
+            raise
+        self._start(read, charge, ctx.request_id)
+        return read
+
+    def _spec(self, body: ReadRequest, ctx: RequestContext) -> ReadSpec:
+        """The read's parameters, validated, with the server's defaults filled in."""
+        settings = self.settings
+        max_tokens = body.max_tokens or settings.max_tokens_default
+        if max_tokens > settings.max_tokens_limit:
+            raise errors.InvalidRequest(
+                f"max_tokens is {max_tokens}; the limit is {settings.max_tokens_limit}.",
+                param="max_tokens",
+                code="max_tokens_too_large",
+            )
+        if body.prompt is not None and len(body.prompt) > settings.max_text_chars:
+            raise errors.InvalidRequest(
+                f"The prompt is longer than {settings.max_text_chars} characters.",
+                param="prompt",
+                code="text_too_long",
+            )
+        if body.webhook is not None:
+            if self.webhooks is None:
+                raise errors.InvalidRequest(
+                    "Webhooks are not enabled on this server (no webhook secret).",
+                    param="webhook",
+                    code="webhook_not_configured",
+                )
+            check_webhook_url(body.webhook, self.webhook_policy)
+        max_images = settings.images.max_images_per_request
+        policy = ctx.principal.policy if ctx.principal is not None else None
+        if policy is not None and policy.max_images_per_request is not None:
+            max_images = min(max_images, policy.max_images_per_request)
+        window = body.dicom.window if body.dicom else None
+        return ReadSpec(
+            pacs=self._pacs_name(body.pacs),
+            series_instance_uid=body.series_instance_uid,
+            sop_instance_uids=body.sop_instance_uids,
+            prompt=body.prompt,
+            window=window.model_dump() if isinstance(window, WindowSpec) else window,
+            frames=body.dicom.frames if body.dicom and body.dicom.frames else None,
+            max_tokens=max_tokens,
+            max_images=max_images,
+            lane=(body.priority or self._lane_header(ctx.priority)).value,
+            timeout=timeout_of(ctx.timeout, settings),
+            store=body.store,
+            webhook=body.webhook,
+        )
+
+    def _pacs_name(self, name: str | None) -> str:
+        if name is None:
+            if len(self.pacs) != 1:
+                raise errors.InvalidRequest(
+                    f"{len(self.pacs)} PACS are configured; name one in `pacs`.",
+                    param="pacs",
+                    code="pacs_required",
+                )
+            return next(iter(self.pacs))
+        if name not in self.pacs:
+            raise errors.InvalidRequest(
+                "No PACS of that name is configured.", param="pacs", code="unknown_pacs"
+            )
+        return name
+
+    def _lane_header(self, header: str | None) -> Lane:
+        if header is None:
+            return self.settings.default_priority
+        try:
+            return Lane(header.strip().lower())
+        except ValueError as exc:
+            raise errors.InvalidRequest(
+                "X-Priority must be one of: " + ", ".join(lane.value for lane in Lane) + ".",
+                param="X-Priority",
+                code="invalid_priority",
+            ) from exc
+
+    # answering
+
+    async def get(self, read_id: str, principal: Principal | None) -> Read:
+        read = await self.store.get(read_id) if read_id.startswith("read_") else None
+        # Another tenant's read does not exist for this caller.
+        if read is None or (principal is not None and read.tenant != principal.tenant):
+            raise errors.NotFound("No such read.", param="id", code="read_not_found")
+        return read
+
+    async def sr(self, read_id: str, principal: Principal | None) -> bytes:
+        await self.get(read_id, principal)
+        data = await self.store.get_sr(read_id)
+        if data is None:
+            raise errors.NotFound("The read has no SR (yet).", param="id", code="sr_not_found")
+        return data
+
+    async def cancel(self, read_id: str, principal: Principal | None, request_id: str) -> Read:
+        read = await self.get(read_id, principal)
+        if read.terminal:
+            return read
+        read.status = "cancelled"
+        if await self.store.update(read):
+            self._cancelled.add(read_id)
+            task = self._tasks.get(read_id)
+            if task is not None:
+                task.cancel()
+            elif read.job_id is not None:  # running on another gateway: stop its job
+                await self.queue.cancel(read.job_id)
+            self.metrics.dicom_reads.labels("cancelled", "cancelled").inc()
+            self._audit(read, "cancelled", request_id, None)
+        return await self.get(read_id, principal)
+
+    # running
+
+    def _start(self, read: Read, charge: TenantCharge | None, request_id: str) -> None:
+        task = asyncio.create_task(self._run(read, charge, request_id))
+        self._tasks[read.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(read.id, None))
+
+    async def _run(self, read: Read, charge: TenantCharge | None, request_id: str) -> None:
+        usage = None
+        self.metrics.dicom_reads_running.inc()
+        try:
+            async with asyncio.timeout(read.spec.timeout):
+                await self.runner.run(read)
+            usage = read.usage
+        except ReadAbandoned:
+            return  # cancelled elsewhere: that gateway recorded the outcome
+        except asyncio.CancelledError:
+            if read.id not in self._cancelled:
+                raise  # the gateway is stopping: the read stays for another to take over
+            self._cancelled.discard(read.id)
+            return
+        except TimeoutError:
+            read.status, read.error = "failed", _error("deadline_exceeded", "The read timed out.")
+        except errors.ServiceError as exc:
+            read.status, read.error = "failed", _error(errors.code_of(exc), exc.message)
+        except Exception as exc:  # a bug must not leave the read running forever
+            log.error("read %s failed:\n%s", read.id, errors.redacted_traceback(exc))
+            read.status, read.error = "failed", _error("server_error", "The read failed.")
+        finally:
+            self.metrics.dicom_reads_running.dec()
+            if charge is not None:
+                await charge.release(None if usage is None else _usage(usage))
+        await self._finish(read, request_id)
+
+    async def _finish(self, read: Read, request_id: str) -> None:
+        if read.status != "completed" and read.status != "failed":
+            read.status = "failed"
+        if not await self.store.update(read):
+            return  # cancelled meanwhile: the cancel is the outcome
+        code = read.error["code"] if read.error else "ok"
+        self.metrics.dicom_reads.labels(read.status, code).inc()
+        self.metrics.dicom_read_duration.observe(max(time.time() - read.created, 0.0))
+        delivery = None
+        if read.spec.webhook is not None and self.webhooks is not None:
+            delivery = await self.webhooks.deliver(read.spec.webhook, read.public(), read.id)
+            self.metrics.webhook_deliveries.labels(delivery).inc()
+        self._audit(read, code, request_id, delivery)
+
+    def _audit(self, read: Read, outcome: str, request_id: str, webhook: str | None) -> None:
+        """The read's one audit event (request events are the middleware's)."""
+        if self.audit is None:
+            return
+        event = ReadAuditEvent(
+            request_id=request_id,
+            route="dicom.read",
+            model=read.model,
+            tenant=read.tenant,
+            key_id=read.key_id,
+            images=len(read.instances),
+            outcome=outcome,
+            latency_ms=round(max(time.time() - read.created, 0.0) * 1000, 3),
+            read_id=read.id,
+            study_instance_uid_sha256=hash_uid(read.study_instance_uid),
+            webhook=webhook,
+        )
+        for uid in read.instances:
+            event.note_sop_instance_uid(uid)
+        self.audit.write(event)
+
+    # lifecycle (Redis mode: renew our reads, take over orphans)
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        lease = self.settings.read_lease
+        failing = False
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                for read_id in list(self._tasks):
+                    await self.store.renew(read_id, self.owner)
+                orphan = await self.store.claim_orphan(self.owner, lease)
+            except Exception as exc:  # Redis away: try again next round, say so once
+                if not failing:
+                    log.warning("read store unreachable (%s); retrying", type(exc).__name__)
+                failing = True
+                continue
+            if failing:
+                log.info("read store reachable again")
+                failing = False
+            if orphan is not None:
+                log.info("read %s taken over from a silent gateway", orphan.id)
+                self._start(orphan, None, orphan.id)
+
+    async def aclose(self) -> None:
+        tasks = [*self._tasks.values(), *([self._sweeper] if self._sweeper else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.store.close()
+
+
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    return Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))

@@ -1,0 +1,163 @@
+"""A study read's record and the store that keeps it.
+
+`ReadStore` semantics (both implementations pass the same tests):
+- `create(read)` stores a new record; `get(id)` returns it or None (unknown or expired).
+- `update(read)` replaces a record unless the stored one is already terminal
+  (`completed`, `failed`, `cancelled`): it returns False then, so a read cancelled
+  on one gateway is never overwritten by the gateway still running it.
+- `put_sr(id, data)` / `get_sr(id)` keep the SR's Part 10 bytes beside the record.
+- `claim_orphan(owner, stale_after)` (Redis) hands a gateway a read whose owner
+  stopped renewing it; `renew(id, owner)` is the owner's heartbeat.
+
+The in-memory store lives and dies with its process (the embedded default);
+`service.redis.read_store` keeps records in Redis with a TTL, so any gateway
+answers for any read and a gateway restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+Status = Literal["queued", "running", "completed", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+def new_read_id() -> str:
+    return "read_" + uuid.uuid4().hex
+
+
+@dataclass
+class ReadSpec:
+    """What the client asked for (kept so another gateway can run the read again)."""
+
+    pacs: str
+    series_instance_uid: str | None = None
+    sop_instance_uids: list[str] | None = None
+    prompt: str | None = None
+    window: Any = None  # a preset name or {center, width, function}
+    frames: list[int] | None = None
+    max_tokens: int = 256
+    max_images: int = 4  # the server's and the tenant's image limit, the lower
+    lane: str = "routine"
+    timeout: float = 120.0
+    store: bool = True
+    webhook: str | None = None
+
+
+@dataclass
+class Read:
+    id: str
+    model: str
+    study_instance_uid: str
+    spec: ReadSpec
+    status: Status = "queued"
+    created: int = field(default_factory=lambda: int(time.time()))
+    tenant: str | None = None
+    key_id: str | None = None
+    instances: list[str] = field(default_factory=list)
+    answer: str | None = None
+    usage: dict[str, int] | None = None
+    sr: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    owner: str | None = None  # the gateway running it
+    job_id: str | None = None  # its generation job, while one exists
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def public(self) -> dict[str, Any]:
+        """The `dicom.read` object clients see (docs/api.md)."""
+        return {
+            "id": self.id,
+            "object": "dicom.read",
+            "status": self.status,
+            "created": self.created,
+            "model": self.model,
+            "study_instance_uid": self.study_instance_uid,
+            "instances": list(self.instances),
+            "answer": self.answer,
+            "usage": self.usage,
+            "sr": self.sr,
+            "error": self.error,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Read:
+        data = json.loads(raw)
+        data["spec"] = ReadSpec(**data["spec"])
+        return cls(**data)
+
+
+class ReadStore(Protocol):
+    async def create(self, read: Read) -> None: ...
+
+    async def get(self, read_id: str) -> Read | None: ...
+
+    async def update(self, read: Read) -> bool: ...
+
+    async def put_sr(self, read_id: str, data: bytes) -> None: ...
+
+    async def get_sr(self, read_id: str) -> bytes | None: ...
+
+    async def renew(self, read_id: str, owner: str) -> None: ...
+
+    async def claim_orphan(self, owner: str, stale_after: float) -> Read | None: ...
+
+    async def close(self) -> None: ...
+
+
+class InMemoryReadStore:
+    """Records in a dict: the embedded default (lost on restart, docs/pacs.md).
+    Bounded: the oldest terminal reads are dropped beyond `max_reads`."""
+
+    def __init__(self, max_reads: int = 10_000) -> None:
+        self.max_reads = max_reads
+        self._reads: dict[str, str] = {}  # JSON, so callers never share a mutable record
+        self._srs: dict[str, bytes] = {}
+
+    async def create(self, read: Read) -> None:
+        self._reads[read.id] = read.to_json()
+        if len(self._reads) > self.max_reads:
+            self._evict()
+
+    async def get(self, read_id: str) -> Read | None:
+        raw = self._reads.get(read_id)
+        return Read.from_json(raw) if raw is not None else None
+
+    async def update(self, read: Read) -> bool:
+        current = await self.get(read.id)
+        if current is None or current.terminal:
+            return False
+        self._reads[read.id] = read.to_json()
+        return True
+
+    async def put_sr(self, read_id: str, data: bytes) -> None:
+        self._srs[read_id] = data
+
+    async def get_sr(self, read_id: str) -> bytes | None:
+        return self._srs.get(read_id)
+
+    async def renew(self, read_id: str, owner: str) -> None:
+        return None  # one process: its reads end with it
+
+    async def claim_orphan(self, owner: str, stale_after: float) -> Read | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _evict(self) -> None:
+        for read_id in list(self._reads):
+            if len(self._reads) <= self.max_reads:
+                return
+            if Read.from_json(self._reads[read_id]).terminal:
+                del self._reads[read_id]
+                self._srs.pop(read_id, None)

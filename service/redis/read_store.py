@@ -1,0 +1,96 @@
+"""RedisReadStore: study reads as Redis records with a TTL (`service.reads.store`
+has the semantics). Any gateway answers for any read; a read whose gateway stops
+renewing it (`reads:running` score older than the lease) is claimed by another.
+
+`update` is one script: it refuses to overwrite a terminal record (a cancel on one
+gateway wins over the gateway still running the read) and keeps the running set
+in step with the status.
+"""
+
+from __future__ import annotations
+
+import time
+
+from service.reads.store import Read
+from service.redis import keys
+from service.redis.connection import connect
+
+# KEYS: record, running set. ARGV: new JSON, ttl, terminal (0/1), read id, now.
+UPDATE_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local status = cjson.decode(current)['status']
+if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+else
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[5]), ARGV[4])
+end
+return 1
+"""
+
+# KEYS: running set. ARGV: stale-before time, now, record key prefix.
+# The oldest stale read is re-scored (claimed) and its record returned; stale ids
+# whose record expired or ended are dropped on the way.
+CLAIM_SCRIPT = """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 10)
+for _, id in ipairs(stale) do
+  local record = redis.call('GET', ARGV[3] .. id)
+  local status = record and cjson.decode(record)['status']
+  if status == 'queued' or status == 'running' then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), id)
+    return record
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return false
+"""
+
+
+class RedisReadStore:
+    def __init__(self, url: str, ttl: int) -> None:
+        self.redis = connect(url)
+        self.ttl = ttl
+        self._update = self.redis.register_script(UPDATE_SCRIPT)
+        self._claim = self.redis.register_script(CLAIM_SCRIPT)
+
+    async def create(self, read: Read) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.read_record(read.id), read.to_json(), ex=self.ttl)
+            pipe.zadd(keys.READS_RUNNING, {read.id: time.time()})
+            await pipe.execute()
+
+    async def get(self, read_id: str) -> Read | None:
+        raw = await self.redis.get(keys.read_record(read_id))
+        return Read.from_json(raw) if raw is not None else None
+
+    async def update(self, read: Read) -> bool:
+        done = await self._update(
+            keys=[keys.read_record(read.id), keys.READS_RUNNING],
+            args=[read.to_json(), self.ttl, int(read.terminal), read.id, time.time()],
+        )
+        return bool(done)
+
+    async def put_sr(self, read_id: str, data: bytes) -> None:
+        await self.redis.set(keys.read_sr(read_id), data, ex=self.ttl)
+
+    async def get_sr(self, read_id: str) -> bytes | None:
+        return await self.redis.get(keys.read_sr(read_id))
+
+    async def renew(self, read_id: str, owner: str) -> None:
+        await self.redis.zadd(keys.READS_RUNNING, {read_id: time.time()}, xx=True)
+
+    async def claim_orphan(self, owner: str, stale_after: float) -> Read | None:
+        now = time.time()
+        raw = await self._claim(
+            keys=[keys.READS_RUNNING], args=[now - stale_after, now, keys.read_record("")]
+        )
+        if not raw:
+            return None
+        read = Read.from_json(raw)
+        read.owner = owner
+        return read
+
+    async def close(self) -> None:
+        await self.redis.aclose()
