@@ -227,6 +227,14 @@ class Row:
     ttft_p50_ms: float
     p50_ms: float
     p99_ms: float
+    cpu_ms_per_request: float  # the server process's CPU time (user + system) per request
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc). Unlike throughput,
+    CPU per request does not depend on what else the machine is doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -265,12 +273,16 @@ def measure(kind: str, args: argparse.Namespace) -> list[Row]:
         rows = []
         for concurrency in args.concurrency:
             stagger = 0.0 if args.lockstep else args.tokens * args.interval
+            cpu_before = process_cpu_seconds(server.pid)
             result = asyncio.run(load(port, concurrency, args.seconds, args.tokens, stagger))
+            cpu = process_cpu_seconds(server.pid) - cpu_before
+            result["cpu_ms_per_request"] = cpu * 1e3 / max(result["requests"], 1)
             rows.append(Row(concurrency, kind, **result))
             print(
                 f"  {kind:13s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
                 f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
-                f"p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}",
+                f"p99 {result['p99_ms']:7.2f} ms  cpu/req {result['cpu_ms_per_request']:.3f} ms  "
+                f"errors {result['errors']}",
                 flush=True,
             )
         return rows
@@ -286,26 +298,28 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         f"{cand} vs {base}: {args.tokens} tokens per stream, one every {args.interval * 1e3:g} ms, "
         f"{args.seconds:g} s per level, {os.cpu_count()} cores.",
         "",
-        "| streams | server | req/s | TTFT p50 ms | p50 ms | p99 ms | errors |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| streams | server | req/s | TTFT p50 ms | p50 ms | p99 ms | CPU ms/req | errors |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in args.concurrency:
         for kind in (base, cand):
             r = by[(kind, c)]
             lines.append(
                 f"| {c} | {kind} | {r.rps:.1f} | {r.ttft_p50_ms:.2f} | {r.p50_ms:.2f} | "
-                f"{r.p99_ms:.2f} | {r.errors} |"
+                f"{r.p99_ms:.2f} | {r.cpu_ms_per_request:.3f} | {r.errors} |"
             )
     lines += [
         "",
-        f"| streams | throughput {cand}/{base} | added TTFT p50 ms | added p50 ms | added p99 ms |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        f"| streams | throughput {cand}/{base} | added TTFT p50 ms | added p50 ms | added p99 ms "
+        "| CPU per request |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in args.concurrency:
         g, t = by[(cand, c)], by[(base, c)]
         lines.append(
             f"| {c} | {g.rps / t.rps:.3f} | {g.ttft_p50_ms - t.ttft_p50_ms:+.2f} | "
-            f"{g.p50_ms - t.p50_ms:+.2f} | {g.p99_ms - t.p99_ms:+.2f} |"
+            f"{g.p50_ms - t.p50_ms:+.2f} | {g.p99_ms - t.p99_ms:+.2f} | "
+            f"{g.cpu_ms_per_request / t.cpu_ms_per_request:.3f}x |"
         )
     return "\n".join(lines)
 

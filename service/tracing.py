@@ -7,17 +7,19 @@ rest itself: `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` (+ `_ARG`),
 `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_*`. When off, `span()` is a shared
 null context and nothing else runs: no cost on the hot path.
 
-What crosses process boundaries is a W3C carrier (`traceparent`, `tracestate`,
-and our request id as `baggage`): the gateway takes the client's `traceparent`
-and `tracestate` (never its baggage), and a job carries the carrier through the
-queue so worker spans join the request's trace. Every span gets the request id
-as `gmaivl.request_id`. Span attributes carry no PHI: sizes, counts, kinds,
-codes, lanes, never prompts, answers, names or UIDs.
+What crosses process boundaries is a W3C carrier (`traceparent`, `tracestate`)
+plus our request id: the gateway takes the client's `traceparent` and
+`tracestate` (nothing else), and a job carries the carrier through the queue so
+worker spans join the request's trace. Every span gets the request id as
+`gmaivl.request_id`. Span attributes carry no PHI: sizes, counts, kinds, codes,
+lanes, never prompts, answers, names, URLs or UIDs; a failure is recorded by its
+error type and code only (messages and stack traces may quote a header).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -26,8 +28,13 @@ from typing import Any
 log = logging.getLogger("gmaivl.tracing")
 
 REQUEST_ID_KEY = "gmaivl.request_id"
+_CARRIER_REQUEST_ID = "gmaivl-request-id"  # our key beside traceparent in a job's carrier
 _NULL = contextlib.nullcontext()
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on
+_propagator: Any = None  # W3C trace context only: a client's baggage is never taken
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gmaivl_request_id", default=None
+)
 
 
 def enabled() -> bool:
@@ -47,22 +54,32 @@ def otlp_traces_url() -> str | None:
 
 def configure(default_service_name: str) -> bool:
     """Install the tracer provider when the environment asks for traces; True if on."""
-    global _tracer
+    global _tracer, _propagator
     url = otlp_traces_url()
     if url is None or _tracer is not None:
         return _tracer is not None
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    class RequestIdProcessor(SpanProcessor):
+        """Every span started while a request is being served gets its id."""
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            request_id = _request_id.get()
+            if request_id is not None:
+                span.set_attribute(REQUEST_ID_KEY, request_id)
 
     name = os.environ.get("OTEL_SERVICE_NAME") or default_service_name
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
-    provider.add_span_processor(_request_id_processor())
+    provider.add_span_processor(RequestIdProcessor())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
     trace.set_tracer_provider(provider)
     _tracer = provider.get_tracer("gmaivl")
+    _propagator = TraceContextTextMapPropagator()
     for handler in logging.getLogger().handlers:  # logs name the trace they belong to
         handler.addFilter(TraceIdLogFilter())
         fmt = handler.formatter._fmt if handler.formatter is not None else "%(message)s"
@@ -84,35 +101,47 @@ def shutdown() -> None:
     _tracer = None
 
 
-def span(name: str, attributes: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-    """A context manager for a span under the current one (a null context when off)."""
+def span(name: str, attributes: Mapping[str, Any] | None = None, kind: Any = None) -> Any:
+    """A context manager for a span under the current one, made current for its body
+    (a shared null context yielding None when tracing is off)."""
     if _tracer is None:
         return _NULL
-    return _current_span(name, attributes, **kwargs)
+    return _CurrentSpan(name, attributes, kind)
 
 
-@contextlib.contextmanager
-def _current_span(name: str, attributes: Mapping[str, Any] | None, **kwargs: Any) -> Iterator[Any]:
+class _CurrentSpan:
     """A current span that records a failure by its type and code only: exception
-    messages and stack traces (which quote chained foreign errors) may hold PHI."""
-    from opentelemetry.trace import Status, StatusCode
+    messages and stack traces (which quote chained foreign errors) may hold PHI.
+    A class, not a generator context manager: this runs several times per request."""
 
-    with _tracer.start_as_current_span(
-        name,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-        **kwargs,
-    ) as current:
-        try:
-            yield current
-        except BaseException as exc:
-            current.set_status(Status(StatusCode.ERROR))
-            current.set_attribute("error.type", type(exc).__qualname__)
+    __slots__ = ("attributes", "kind", "name", "span", "token")
+
+    def __init__(self, name: str, attributes: Mapping[str, Any] | None, kind: Any) -> None:
+        self.name, self.attributes, self.kind = name, attributes, kind
+
+    def __enter__(self) -> Any:
+        from opentelemetry import context, trace
+
+        kwargs = {} if self.kind is None else {"kind": self.kind}
+        self.span = _tracer.start_span(self.name, attributes=self.attributes, **kwargs)
+        self.token = context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        from opentelemetry import context
+
+        if exc is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            self.span.set_status(Status(StatusCode.ERROR))
+            self.span.set_attribute("error.type", type(exc).__qualname__)
             code = getattr(exc, "code", None)
             if isinstance(code, str):
-                current.set_attribute("gmaivl.error_code", code)
-            raise
+                self.span.set_attribute("gmaivl.error_code", code)
+        context.detach(self.token)
+        self.span.end()
 
 
 def start_span(name: str, attributes: Mapping[str, Any] | None = None) -> Any | None:
@@ -145,35 +174,35 @@ def tracer() -> Any:
 @contextlib.contextmanager
 def incoming(headers: Mapping[bytes, bytes], request_id: str) -> Iterator[None]:
     """The context of an HTTP request: the client's traceparent/tracestate (if any)
-    and our request id as baggage, attached for the duration."""
+    and our request id, attached for the duration."""
     if _tracer is None:
         yield
         return
-    from opentelemetry import baggage, context
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry import context
 
     carrier = {
         key: headers[raw].decode("latin-1")
         for key, raw in (("traceparent", b"traceparent"), ("tracestate", b"tracestate"))
         if raw in headers
     }
-    ctx = TraceContextTextMapPropagator().extract(carrier)
-    ctx = baggage.set_baggage(REQUEST_ID_KEY, request_id, context=ctx)
-    token = context.attach(ctx)
+    token = context.attach(_propagator.extract(carrier))
+    request_token = _request_id.set(request_id)
     try:
         yield
     finally:
+        _request_id.reset(request_token)
         context.detach(token)
 
 
 def carrier() -> dict[str, str] | None:
-    """The current context as a W3C carrier to send with a job (None when off)."""
+    """The current context as a carrier to send with a job (None when off)."""
     if _tracer is None:
         return None
-    from opentelemetry import propagate
-
     out: dict[str, str] = {}
-    propagate.inject(out)
+    _propagator.inject(out)
+    request_id = _request_id.get()
+    if request_id is not None:
+        out[_CARRIER_REQUEST_ID] = request_id
     return out or None
 
 
@@ -183,12 +212,14 @@ def resumed(job_carrier: Mapping[str, str] | None) -> Iterator[None]:
     if _tracer is None or not job_carrier:
         yield
         return
-    from opentelemetry import context, propagate
+    from opentelemetry import context
 
-    token = context.attach(propagate.extract(dict(job_carrier)))
+    token = context.attach(_propagator.extract(job_carrier))
+    request_token = _request_id.set(job_carrier.get(_CARRIER_REQUEST_ID))
     try:
         yield
     finally:
+        _request_id.reset(request_token)
         context.detach(token)
 
 
@@ -200,20 +231,6 @@ def current_trace_id() -> str | None:
 
     span_context = trace.get_current_span().get_span_context()
     return format(span_context.trace_id, "032x") if span_context.is_valid else None
-
-
-def _request_id_processor() -> Any:
-    """A span processor: every span started under a request's context gets its id."""
-    from opentelemetry import baggage
-    from opentelemetry.sdk.trace import SpanProcessor
-
-    class RequestIdProcessor(SpanProcessor):
-        def on_start(self, span: Any, parent_context: Any = None) -> None:
-            request_id = baggage.get_baggage(REQUEST_ID_KEY, parent_context)
-            if request_id is not None:
-                span.set_attribute(REQUEST_ID_KEY, str(request_id))
-
-    return RequestIdProcessor()
 
 
 class TraceIdLogFilter(logging.Filter):

@@ -10,6 +10,7 @@ decoding (in threads) next, admission last, so a refused request costs little.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -55,6 +56,9 @@ class ResolvedMessages:
     dicom: list[dict[str, Any]]  # extension: frames and window per DICOM image part
 
 
+_UNTRACED = contextlib.nullcontext()
+
+
 class ChatCompletions:
     def __init__(
         self,
@@ -95,7 +99,8 @@ class ChatCompletions:
             )
         check_shape(body, self.limits)
         plan = plan_request(body, ctx.priority, ctx.timeout, self.settings)
-        with tracing.span("tenant.admit"):
+        # a span only where there is a tenant to admit (auth on)
+        with tracing.span("tenant.admit") if ctx.principal is not None else _UNTRACED:
             self.tenants.check(
                 ctx.principal, body.model, plan.lane, plan.sampling.max_tokens, plan.image_count
             )

@@ -13,10 +13,17 @@ import httpx
 import pytest
 
 from service.processes import MODEL, Cluster, OtlpReceiver, ReceivedSpan
+from service.security.keys import KeyFile
+from service.security.policy import TenantPolicy
 from tests.e2e.test_pacs import MARKER, PHI_DICOM
 
-GATEWAY_SPANS = {"POST /v1/chat/completions", "tenant.admit", "image.resolve", "image.decode",
-                 "queue.submit", "response"}  # fmt: skip
+GATEWAY_SPANS = {
+    "POST /v1/chat/completions",
+    "image.resolve",
+    "image.decode",
+    "queue.submit",
+    "response",
+}  # fmt: skip (tenant.admit: with keys only)
 WORKER_SPANS = {"queue.wait", "worker.job", "engine.generate"}
 
 
@@ -91,7 +98,7 @@ def test_one_trace_from_the_client_through_gateway_redis_and_worker(traced, tmp_
     assert {s.service for s in receiver.trace(trace_id)} == {"gmai-vl-gateway", "gmai-vl-worker"}
     by_id = {s.span_id: s.name for s in spans.values()}
     parent = {name: by_id.get(span.parent_span_id) for name, span in spans.items()}
-    assert parent["tenant.admit"] == parent["queue.submit"] == parent["response"] == server.name
+    assert parent["queue.submit"] == parent["response"] == server.name
     assert parent["image.resolve"] == server.name and parent["image.decode"] == "image.resolve"
     # the job carried the context across Redis: the worker's spans hang under the enqueue
     assert parent["queue.wait"] == parent["worker.job"] == "queue.submit"
@@ -118,8 +125,14 @@ def test_one_trace_from_the_client_through_gateway_redis_and_worker(traced, tmp_
     assert [e["trace_id"] for e in audit if e["request_id"] == "req-trace-1"] == [trace_id]
 
 
-def test_a_refused_request_is_traced_with_its_error_code_only(traced):
+def test_a_refused_request_is_traced_with_its_error_code_only(traced, tmp_path):
+    """With keys on: the tenant's admission is a span too; the broken image fails its
+    decode span by error type and code, without the exception's message."""
     cluster, receiver = traced
+    keys = KeyFile(tenants={"radiology": TenantPolicy()})
+    key = keys.create("radiology")
+    keys.save(tmp_path / "keys.json")
+    cluster.env.update(GMAIVL_AUTH="keys", GMAIVL_API_KEYS_FILE=str(tmp_path / "keys.json"))
     cluster.add_worker()
     gateway = cluster.add_gateway()
     header, trace_id, _ = traceparent()
@@ -127,10 +140,15 @@ def test_a_refused_request_is_traced_with_its_error_code_only(traced):
     body = dicom_chat()
     body["messages"][0]["content"][0]["image_url"]["url"] = broken
     response = httpx.post(
-        gateway + "/v1/chat/completions", json=body, headers={"traceparent": header}, timeout=30
+        gateway + "/v1/chat/completions",
+        json=body,
+        headers={"traceparent": header, "Authorization": f"Bearer {key}"},
+        timeout=30,
     )
     assert response.status_code == 422
-    spans = wait_for_spans(receiver, trace_id, {"POST /v1/chat/completions", "image.decode"})
+    names = {"POST /v1/chat/completions", "tenant.admit", "image.decode"}
+    spans = wait_for_spans(receiver, trace_id, names)
+    assert spans["tenant.admit"].parent_span_id == spans["POST /v1/chat/completions"].span_id
     decode = spans["image.decode"]
     assert decode.attributes["error.type"] == "UnprocessableImage"
     assert decode.attributes["gmaivl.error_code"] == response.json()["error"]["code"]
