@@ -14,10 +14,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from service.config import PacsEntry, Settings
@@ -372,3 +374,27 @@ def test_the_console_of_gmai_vl_serve_with_the_real_model(browser: Browser, tiny
             expect(page.locator("#live-workers")).to_have_text("1")
         finally:
             context.close()
+
+
+def test_read_study_stores_a_report_in_the_pacs_and_links_it(page: Page, orthanc: OrthancServer):
+    """ "Read study" through the reads API: the read completes, the answer shows, and
+    the structured report it links is the one stored in the PACS."""
+    page.get_by_label("Modality").fill("MR")
+    page.get_by_role("button", name="Search").click()
+    studies = page.locator("#studies tbody tr")
+    expect(studies.first).to_be_visible()
+    studies.first.get_by_role("button").click()
+    expect(page.locator("#series li").first).to_be_visible()
+    page.get_by_role("button", name="Read study").click()
+    status = page.locator("#read-status")
+    expect(status).to_contain_text("Read completed", timeout=60_000)
+    expect(page.get_by_role("log")).to_have_text(FULL_ANSWER)
+    link = status.get_by_role("link", name="Structured report (stored in the PACS)")
+    with page.expect_download() as download:
+        link.click()
+    report = dcmread(download.value.path())
+    assert report.Modality == "SR" and report.VerificationFlag == "UNVERIFIED"
+    stored = httpx.get(
+        f"{orthanc.dicomweb}/studies/{report.StudyInstanceUID}/series", auth=orthanc.auth
+    ).json()
+    assert report.SeriesInstanceUID in {s["0020000E"]["Value"][0] for s in stored}
