@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from service.config import Settings
+from service.engines.checkpoint import UnservableCheckpoint
 from service.security.cli import add_keys_commands
 from service.security.keystore import AuthConfigError
 from service.settings_cli import add_settings_flags, settings_from
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except AuthConfigError as exc:
+    except (AuthConfigError, UnservableCheckpoint) as exc:
         log.error("%s", exc)
         return 2
 

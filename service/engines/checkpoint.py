@@ -1,0 +1,71 @@
+"""Is a checkpoint directory one our engines serve? Checked before an engine loads.
+
+Both engines load a native Hugging Face LLaVA (`LlavaForConditionalGeneration`)
+and never run code shipped in a checkpoint. Anything else (xtuner output, a
+remote-code `enhanced_llava`, the original LLaVA layout, any `auto_map`) is
+refused with the format's name and the `gmai-vl model import` command that
+converts it. Only JSON files and file names are read here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REMOTE_CODE_FILES = (
+    "config.json",
+    "tokenizer_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+)
+ORIGINAL_LLAVA_ARCHS = {"LlavaLlamaForCausalLM", "LlavaMistralForCausalLM"}
+
+
+class UnservableCheckpoint(ValueError):
+    """The checkpoint is not in the native layout; the message says how to convert it."""
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def source_format(model_dir: Path) -> str | None:
+    """None for a native LLaVA; otherwise the format's name, for the message."""
+    config = _json(model_dir / "config.json")
+    if (model_dir / "projector" / "config.json").is_file():
+        return "xtuner LLaVA output (llm/, visual_encoder/, projector/)"
+    if config is None:
+        return "a directory without a readable config.json"
+    kind = config.get("model_type")
+    archs = set(config.get("architectures") or ())
+    if kind == "enhanced_llava":
+        return "enhanced_llava (remote code, InternLM2 text model)"
+    if archs & ORIGINAL_LLAVA_ARCHS or "mm_projector_type" in config:
+        return "original LLaVA (LlavaLlamaForCausalLM layout)"
+    for name in REMOTE_CODE_FILES:
+        data = _json(model_dir / name) or {}
+        if "auto_map" in data or "auto_map" in (data.get("text_config") or {}):
+            return f"a remote-code checkpoint (auto_map in {name})"
+    if kind != "llava":
+        return f"model_type {str(kind)[:40]!r}, not LLaVA"
+    return None
+
+
+def check_servable(model_dir: Path) -> None:
+    """Raise `UnservableCheckpoint` unless `model_dir` is a native LLaVA checkpoint."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UnservableCheckpoint(f"no checkpoint directory at {model_dir}")
+    found = source_format(model_dir)
+    if found is not None:
+        raise UnservableCheckpoint(
+            f"{model_dir} is {found}: the engines load only the native LLaVA layout and "
+            "never run code from a checkpoint. Convert it once with "
+            f"`gmai-vl model import {model_dir} --out {model_dir}-native` "
+            "and serve the new directory (docs/models.md)."
+        )
