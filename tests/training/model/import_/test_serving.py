@@ -63,7 +63,7 @@ async def test_greedy_answers_match_between_engines(engines):
     fmt, vllm, reference = engines
     for i in range(len(PROMPTS)):
         expected = reference_token_ids(reference, request(i))
-        assert len(expected) >= 1
+        assert len(expected) >= 4  # a real answer, not an immediate stop
         assert await vllm_token_ids(vllm, request(i)) == expected, (fmt, PROMPTS[i])
 
 
