@@ -69,3 +69,15 @@ def check_servable(model_dir: Path) -> None:
             f"`gmai-vl model import {model_dir} --out {model_dir}-native` "
             "and serve the new directory (docs/models.md)."
         )
+
+
+def processor_chat_template(model_dir: Path) -> str | None:
+    """The chat template a checkpoint keeps beside its processor rather than in its
+    tokenizer (llava-hf's `chat_template.json`, or `chat_template.jinja`)."""
+    model_dir = Path(model_dir)
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    data = _json(model_dir / "chat_template.json") or {}
+    template = data.get("chat_template")
+    return template if isinstance(template, str) else None

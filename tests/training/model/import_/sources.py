@@ -297,3 +297,77 @@ def make_llava(root: Path, image_size: int = 56, kind: str = "mistral") -> Path:
     save_sharded(weights, root, shards=2)
     tower.save_pretrained(root.parent / (root.name + "-clip"))  # what --vision-tower names
     return root
+
+
+# llava-hf/llava-1.5-7b-hf's chat template (its chat_template.json), verbatim.
+LLAVA_HF_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}"
+    "{{ message['role'].upper() + ': '}}{% endif %}"
+    "{# Render all images first #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}"
+    "{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' '}}{% endfor %}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def make_llava_hf(root: Path, image_size: int = 56) -> Path:
+    """A native Hugging Face LLaVA that is not ours, as llava-hf publishes them (saved by
+    transformers 4): `language_model.model.*`, `vision_tower.vision_model.*` keys, the
+    chat template only in the processor's `chat_template.json`, `<image>` and `<pad>`
+    appended to a Llama tokenizer, a vocabulary padded past them, CLIPImageProcessor."""
+    gen = torch.Generator().manual_seed(7)
+    tok = tokenizer(["<image>", "<pad>"])
+    tok.pad_token = "<pad>"
+    vocab = len(tok) + 14  # padded "to 64" as llava-hf's converter does
+    text = {**LLAMA, "model_type": "llama", "vocab_size": vocab, "pad_token_id": len(tok) - 1}
+    text.pop("torch_dtype")
+    tower = clip_tower(image_size, seed=8)
+    root.mkdir(parents=True)
+    write_json(
+        root / "config.json",
+        {
+            "architectures": ["LlavaForConditionalGeneration"],
+            "model_type": "llava",
+            "text_config": text,
+            "vision_config": {**tower.config.to_dict(), "model_type": "clip_vision_model"},
+            "image_token_index": tok.convert_tokens_to_ids("<image>"),
+            "pad_token_id": text["pad_token_id"],
+            "projector_hidden_act": "gelu",
+            "vision_feature_layer": -2,
+            "vision_feature_select_strategy": "default",
+            "torch_dtype": "float32",
+        },
+    )
+    write_json(root / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2,
+                                                 "pad_token_id": text["pad_token_id"]})  # fmt: skip
+    tok.save_pretrained(root)
+    for stray in ("chat_template.jinja",):
+        (root / stray).unlink(missing_ok=True)
+    write_json(root / "chat_template.json", {"chat_template": LLAVA_HF_TEMPLATE})
+    write_json(
+        root / "preprocessor_config.json",
+        {"image_processor_type": "CLIPImageProcessor", "processor_class": "LlavaProcessor",
+         "crop_size": {"height": image_size, "width": image_size},
+         "size": {"shortest_edge": image_size}, "do_center_crop": True, "do_normalize": True,
+         "do_rescale": True, "do_resize": True, "do_convert_rgb": True, "resample": 3,
+         "rescale_factor": 1 / 255, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+         "image_std": [0.26862954, 0.26130258, 0.27577711]},
+    )  # fmt: skip
+    write_json(
+        root / "processor_config.json",
+        {"processor_class": "LlavaProcessor", "patch_size": 14, "image_token": "<image>",
+         "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1},
+    )  # fmt: skip
+    weights = {f"language_model.{k}": v for k, v in llama_weights(text, gen).items()
+               if not k.endswith("inv_freq")}  # fmt: skip
+    weights.update({f"vision_tower.vision_model.{k}": v for k, v in tower.state_dict().items()})
+    weights.update({k.replace("model.0.", "multi_modal_projector.linear_1.")
+                    .replace("model.2.", "multi_modal_projector.linear_2."): v
+                    for k, v in projector_weights(64, 128, gen).items()})  # fmt: skip
+    save_sharded(weights, root, shards=1)
+    return root

@@ -131,7 +131,8 @@ def test_chat_template_renders_llava_v1(imported):
 
 
 def test_stop_tokens_and_no_remote_code(imported, source_dirs):
-    for fmt, out in imported.items():
+    for fmt in FORMATS:
+        out = imported[fmt]
         generation = json.loads((out / "generation_config.json").read_text())
         tokenizer = AutoProcessor.from_pretrained(out).tokenizer
         end = "<|im_end|>" if fmt != "llava" else "</s>"
@@ -144,7 +145,11 @@ def test_stop_tokens_and_no_remote_code(imported, source_dirs):
 def test_image_token_is_the_sources_own_and_vocabulary_grows_only_when_needed(
     imported, source_dirs
 ):
-    records = {fmt: json.loads((out / "import.json").read_text()) for fmt, out in imported.items()}
+    records = {
+        fmt: json.loads((out / "import.json").read_text())
+        for fmt in FORMATS
+        for out in [imported[fmt]]
+    }
     assert records["enhanced-llava"]["image_token_added"] is False
     source = json.loads((source_dirs["enhanced-llava"] / "config.json").read_text())
     config = json.loads((imported["enhanced-llava"] / "config.json").read_text())

@@ -45,7 +45,7 @@ def request(i: int) -> GenerationRequest:
     )
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=FORMATS)
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=[*FORMATS, "llava-hf"])
 async def engines(request, imported):
     """One format at a time: its vLLM engine is stopped before the next one starts."""
     path = imported[request.param]
@@ -65,6 +65,13 @@ async def test_greedy_answers_match_between_engines(engines):
         expected = reference_token_ids(reference, request(i))
         assert len(expected) >= 4  # a real answer, not an immediate stop
         assert await vllm_token_ids(vllm, request(i)) == expected, (fmt, PROMPTS[i])
+    if fmt == "llava-hf":  # its own template, kept beside the processor, in both engines
+        prompt = vllm.prompt_inputs(request(0))["prompt"]
+        assert prompt == "USER: <image>\nWhat modality is this? ASSISTANT:"
+        assert (
+            reference.processor.apply_chat_template(request(0).messages, add_generation_prompt=True)
+            == prompt
+        )
 
 
 def test_serve_refuses_a_source_layout_and_names_the_import_command(source_dirs):
