@@ -27,9 +27,11 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     if (directory / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(directory)
     if (directory / "tokenizer.model").is_file():
-        from transformers import LlamaTokenizer  # converts the sentencepiece model
+        from training.model.import_.spm import from_sentencepiece
 
-        return LlamaTokenizer.from_pretrained(directory)
+        config_path = directory / "tokenizer_config.json"
+        config = read_json(config_path) if config_path.is_file() else {}
+        return from_sentencepiece(directory / "tokenizer.model", config)
     raise ImportFormatError(f"no tokenizer (tokenizer.json or tokenizer.model) in {directory}")
 
 

@@ -42,6 +42,16 @@ INTERNLM2 = {
     "pad_token_id": 0,
     "torch_dtype": "float32",
 }
+INTERNLM2_TOKENIZER_CONFIG = {
+    "tokenizer_class": "InternLM2Tokenizer",
+    "auto_map": {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", None]},
+    "add_bos_token": True,
+    "add_eos_token": False,
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "pad_token": "</s>",
+}
 LLAMA = {
     "hidden_size": 128,
     "intermediate_size": 256,
@@ -95,6 +105,26 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, out: Path, remote_class: str | 
         config["tokenizer_class"] = remote_class
         config["auto_map"] = {"AutoTokenizer": [f"tokenization_internlm2.{remote_class}", None]}
         path.write_text(json.dumps(config))
+
+
+def sentencepiece_model(directory: Path, dummy_prefix: bool) -> Path:
+    """A BPE sentencepiece model shaped like InternLM2's: identity normalization, byte
+    fallback, ChatML markers as user-defined pieces."""
+    import sentencepiece
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus = directory / "corpus.txt"
+    corpus.write_text("\n".join(corpus_lines()))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(directory / "tokenizer"), vocab_size=500,
+        model_type="bpe", user_defined_symbols=["<|im_start|>", "<|im_end|>"],
+        byte_fallback=True, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
+        add_dummy_prefix=dummy_prefix, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", minloglevel=2,
+    )  # fmt: skip
+    corpus.unlink()
+    (directory / "tokenizer.vocab").unlink()
+    return directory / "tokenizer.model"
 
 
 def internlm2_weights(config: dict, prefix: str = "", gen=None) -> dict[str, torch.Tensor]:
@@ -188,13 +218,14 @@ def save_sharded(weights: dict[str, torch.Tensor], out: Path, shards: int) -> No
 
 def make_xtuner(root: Path, image_size: int = 336) -> Path:
     """xtuner's LLaVA output (full fine-tune, ViT trained): LLM + tokenizer at the root,
-    `visual_encoder/`, `projector/`; the LLM as `.bin` shards with an index."""
+    `visual_encoder/`, `projector/`; the LLM as `.bin` shards with an index; the
+    tokenizer a sentencepiece `tokenizer.model` only."""
     gen = torch.Generator().manual_seed(1)
-    tok = tokenizer(["<|im_start|>", "<|im_end|>"])
-    config = {**INTERNLM2, "vocab_size": len(tok) + 6}  # padded, like InternLM2's 92544
-    root.mkdir(parents=True)
+    # As InternLM2 ships it: a sentencepiece model and remote code, no tokenizer.json.
+    sentencepiece_model(root, dummy_prefix=False)
+    config = {**INTERNLM2, "vocab_size": 506}  # padded past the 500 pieces, like 92544
     write_json(root / "config.json", config)
-    save_tokenizer(tok, root, "InternLM2Tokenizer")
+    write_json(root / "tokenizer_config.json", INTERNLM2_TOKENIZER_CONFIG)
     weights = internlm2_weights(config, gen=gen)
     keys = sorted(weights)
     index = {}

@@ -278,3 +278,29 @@ def test_source_builders_are_what_they_claim(source_dirs):
     assert len(list(source_dirs["xtuner"].glob("pytorch_model-*.bin"))) == 2
     assert len(list(source_dirs["enhanced-llava"].glob("model-*.safetensors"))) == 3
     assert sources.INTERNLM2["num_attention_heads"] // sources.INTERNLM2["num_key_value_heads"] > 1
+
+
+def test_a_sentencepiece_only_tokenizer_is_converted_and_checked(tmp_path):
+    """InternLM2 ships `tokenizer.model` and remote code only: the import converts it
+    without that code, reproduces sentencepiece, and refuses when it cannot."""
+    import sentencepiece
+
+    from training.model.import_.parts import load_tokenizer
+
+    model = sources.sentencepiece_model(tmp_path / "internlm2", dummy_prefix=False)
+    (model.parent / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "InternLM2Tokenizer", "add_bos_token": True, "bos_token": "<s>",
+         "eos_token": "</s>", "unk_token": "<unk>",
+         "auto_map": {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", None]}}
+    ))  # fmt: skip
+    tokenizer = load_tokenizer(model.parent)
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(model))
+    text = "Axial CT:  a 12 mm nodule\n\tin the right upper lobe. 胸部"
+    assert tokenizer(text)["input_ids"] == [1, *sp.encode(text)]
+    assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
+    prompt = "<|im_start|>user\nHi<|im_end|>\n"
+    assert tokenizer(prompt)["input_ids"] == [1, *sp.encode(prompt)]
+
+    odd = sources.sentencepiece_model(tmp_path / "dummy-prefix", dummy_prefix=True)
+    with pytest.raises(ImportFormatError, match="does not reproduce sentencepiece"):
+        load_tokenizer(odd.parent)
