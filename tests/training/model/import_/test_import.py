@@ -304,3 +304,48 @@ def test_a_sentencepiece_only_tokenizer_is_converted_and_checked(tmp_path):
     odd = sources.sentencepiece_model(tmp_path / "dummy-prefix", dummy_prefix=True)
     with pytest.raises(ImportFormatError, match="does not reproduce sentencepiece"):
         load_tokenizer(odd.parent)
+
+
+MEMORY_SCRIPT = """
+import resource, sys
+from pathlib import Path
+from training.model.import_.importer import ImportOptions, import_checkpoint
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import_checkpoint(Path(sys.argv[1]), Path(sys.argv[2]),
+                  ImportOptions(progress=False, max_shard_bytes=32 << 20))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_shard_by_shard_memory(tmp_path):
+    """A 0.33 GB source (4 shards) imports in 32 MiB output shards: peak memory grows
+    by well under half the model, so a 7B model is never held twice."""
+    text = {**sources.INTERNLM2, "hidden_size": 512, "intermediate_size": 1536,
+            "num_hidden_layers": 16, "num_attention_heads": 8, "num_key_value_heads": 2,
+            "vocab_size": 32000}  # fmt: skip
+    tok = sources.tokenizer(["<|im_start|>", "<|im_end|>", "<image>"])
+    src = tmp_path / "src"
+    src.mkdir()
+    tower = sources.clip_tower(56, seed=4)
+    sources.write_json(src / "config.json", {
+        "model_type": "enhanced_llava", "text_config": text,
+        "vision_config": tower.config.to_dict(), "torch_dtype": "float32",
+        "image_token_index": tok.convert_tokens_to_ids("<image>"),
+    })  # fmt: skip
+    sources.save_tokenizer(tok, src, "InternLM2Tokenizer")
+    weights = sources.internlm2_weights(text, prefix="language_model.")
+    weights |= {f"vision_tower.{k}": v for k, v in tower.state_dict().items()}
+    weights |= {k.replace("model.0.", "multi_modal_projector.linear_1.")
+                .replace("model.2.", "multi_modal_projector.linear_2."): v
+                for k, v in sources.projector_weights(64, 512).items()}  # fmt: skip
+    size = sum(t.numel() * t.element_size() for t in weights.values())
+    sources.save_sharded(weights, src, shards=4)
+    del weights
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(src), str(tmp_path / "out")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    grown = int(done.stdout.strip().splitlines()[-1])
+    assert size > 300e6
+    assert grown < 0.5 * size, (grown, size)
+    assert len(list((tmp_path / "out").glob("model-*.safetensors"))) >= 9
