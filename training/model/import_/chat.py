@@ -10,7 +10,8 @@ adds it when the source's did, so it is never doubled.
 - `llava-v1`: LLaVA-1.5's `conv_llava_v1` (vicuna): `SYSTEM USER: <image>\\n... ASSISTANT:`,
   an answer ends with `</s>`.
 - `mistral-instruct`: LLaVA's `conv_mistral_instruct` (LLaVA-Med v1.5):
-  `[INST] <image>\\n... [/INST]`, an answer is ` text </s>`.
+  `[INST] <image>\\n... [/INST]`, an answer is ` text </s>`; a system message is
+  wrapped in `<<SYS>>` inside the first turn (LLaMA-2 style).
 """
 
 from __future__ import annotations
@@ -52,8 +53,14 @@ LLAVA_V1 = (
 )
 
 MISTRAL_INSTRUCT = (
-    _CONTENT + "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}{{ '[INST] ' + render(message['content']) + ' [/INST]' }}"
+    _CONTENT + "{% set ns = namespace(system='', first=true) %}"
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{% set ns.system = '<<SYS>>\n' + render(message['content']) + '\n<</SYS>>\n\n' %}"
+    "{% endif %}{% endfor %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + (ns.system if ns.first else '') + render(message['content']) + ' [/INST]' }}"
+    "{% set ns.first = false %}"
     "{% elif message['role'] == 'assistant' %}"
     "{{ ' ' + render(message['content']) + ' </s>' }}{% endif %}"
     "{% endfor %}"

@@ -130,6 +130,33 @@ def test_chat_template_renders_llava_v1(imported):
     assert rendered == llava_v1(expected_turns, system)
 
 
+def llava_mistral_instruct(turns: list[tuple[str, str | None]], system: str) -> str:
+    """LLaVA's conv_mistral_instruct.get_prompt (SeparatorStyle.LLAMA_2, sep '', sep2 '</s>')."""
+    out = ""
+    messages = [m for turn in turns for m in turn]
+    for i, message in enumerate(messages):
+        if not message:
+            continue
+        if i == 0 and system:
+            message = f"<<SYS>>\n{system}\n<</SYS>>\n\n" + message
+        out += f"[INST] {message} [/INST]" if i % 2 == 0 else f" {message} </s>"
+    return out
+
+
+@pytest.mark.parametrize("system", [None, "You are a radiologist."])
+def test_chat_template_renders_llava_mistral_instruct(system):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from training.model.import_.chat import chat_template
+
+    template = ImmutableSandboxedEnvironment().from_string(
+        chat_template("mistral-instruct", "<image>")
+    )
+    rendered = template.render(messages=chat(TURNS, system), add_generation_prompt=True)
+    expected_turns = [("<image>\n" + TURNS[0][0], TURNS[0][1]), TURNS[1]]
+    assert rendered == llava_mistral_instruct(expected_turns, system or "")
+
+
 def test_stop_tokens_and_no_remote_code(imported, source_dirs):
     for fmt in FORMATS:
         out = imported[fmt]
