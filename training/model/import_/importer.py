@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,11 +198,7 @@ def check_keys(plan: Plan) -> None:
                 produced += rule.names
     if unknown:
         raise ImportFormatError(f"{len(unknown)} source keys have no mapping, e.g. {unknown[:3]}")
-    duplicates = (
-        sorted({k for k in produced if produced.count(k) > 1})
-        if len(set(produced)) != len(produced)
-        else []
-    )
+    duplicates = sorted(k for k, n in Counter(produced).items() if n > 1)
     missing = sorted(set(plan.expected) - set(produced))
     extra = sorted(set(produced) - set(plan.expected))
     if duplicates or missing or extra:

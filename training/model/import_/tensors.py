@@ -70,13 +70,6 @@ class FileTensors:
     def names(self) -> list[str]:
         return list(self._where)
 
-    def shape(self, key: str) -> tuple[int, ...]:
-        path = self._where[key]
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), "pt") as f:
-                return tuple(f.get_slice(key).get_shape())
-        return tuple(self.get(key).shape)
-
     def get(self, key: str) -> torch.Tensor:
         path = self._where[key]
         if path.suffix == ".safetensors":

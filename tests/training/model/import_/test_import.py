@@ -376,3 +376,27 @@ def test_shard_by_shard_memory(tmp_path):
     assert size > 300e6
     assert grown < 0.5 * size, (grown, size)
     assert len(list((tmp_path / "out").glob("model-*.safetensors"))) >= 9
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda s: s | {"language_model.model.layers.0.attention.extra.weight": (4,)},
+         "no mapping"),
+        (lambda s: {k: v for k, v in s.items() if "layers.1.ffn_norm" not in k},
+         "missing .*post_attention_layernorm"),
+        (lambda s: s | {"language_model.model.layers.0.feed_forward.w1.weight": (3, 128)},
+         "shape"),
+    ],
+)  # fmt: skip
+def test_incomplete_or_odd_sources_are_refused(source_dirs, change, error):
+    from training.model.import_.importer import convert, plan_import
+    from training.model.import_.tensors import FileTensors, MetaTensors, ShapeSink, weight_files
+
+    src = source_dirs["enhanced-llava"]
+    real = FileTensors(weight_files(src))
+    shapes = {k: tuple(real.get(k).shape) for k in real.names()}
+    meta = MetaTensors(change(shapes), torch.float32)
+    with pytest.raises(ImportFormatError, match=error):
+        plan = plan_import(src, ImportOptions(progress=False), open_tensors=lambda _: meta)
+        convert(plan, ShapeSink())
