@@ -292,12 +292,29 @@ def test_missing_vision_tower_is_named(source_dirs, tmp_path):
             (src / entry.name).symlink_to(entry)
     with pytest.raises(ImportFormatError, match="--vision-tower"):
         import_checkpoint(src, tmp_path / "out", ImportOptions(progress=False))
+    # --vision-tower as users have it: a whole CLIPModel (openai/clip-vit-large-patch14-336)
+    from safetensors.torch import load_file
+    from transformers import CLIPConfig, CLIPModel
+
+    tower = reference.read_weights(source_dirs["xtuner"] / "visual_encoder")
+    vision = json.loads((source_dirs["xtuner"] / "visual_encoder" / "config.json").read_text())
+    clip = CLIPModel(CLIPConfig(vision_config=vision, text_config={"hidden_size": 32,
+                     "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
+                     projection_dim=16))  # fmt: skip
+    clip.vision_model.load_state_dict(
+        {k.removeprefix("vision_model."): v for k, v in tower.items()}
+    )
+    clip.save_pretrained(tmp_path / "clip")
     done = import_checkpoint(
-        src,
-        tmp_path / "out",
-        ImportOptions(vision_tower=source_dirs["xtuner"] / "visual_encoder", progress=False),
+        src, tmp_path / "out", ImportOptions(vision_tower=tmp_path / "clip", progress=False)
     )
     assert done.detected.format == "xtuner"
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    towers = {k for k in out if k.startswith("vision_tower.")}
+    assert len(towers) == len(tower)
+    for key, value in tower.items():
+        local = key.removeprefix("vision_model.")
+        assert torch.equal(out["vision_tower.vision_model." + local], value)
 
 
 def test_source_builders_are_what_they_claim(source_dirs):
