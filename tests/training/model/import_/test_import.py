@@ -417,3 +417,30 @@ def test_incomplete_or_odd_sources_are_refused(source_dirs, change, error):
     with pytest.raises(ImportFormatError, match=error):
         plan = plan_import(src, ImportOptions(progress=False), open_tensors=lambda _: meta)
         convert(plan, ShapeSink())
+
+
+def test_xtuner_llm_in_its_own_folder(source_dirs, imported, tmp_path):
+    """`llm/` instead of the root: the same model as the root layout gives."""
+    from safetensors.torch import load_file
+
+    base = source_dirs["xtuner"]
+    src = tmp_path / "xtuner-llm"
+    src.mkdir()
+    for name in ("projector", "visual_encoder"):
+        (src / name).symlink_to(base / name)
+    (src / "llm").mkdir()
+    for entry in base.iterdir():
+        if entry.is_file():
+            (src / "llm" / entry.name).symlink_to(entry)
+    out = tmp_path / "out"
+    import_checkpoint(src, out, ImportOptions(progress=False, max_shard_bytes=1 << 40))
+    got = load_file(out / "model.safetensors")
+    index = json.loads((imported["xtuner"] / "model.safetensors.index.json").read_text())
+    for shard in set(index["weight_map"].values()):
+        for key, value in load_file(imported["xtuner"] / shard).items():
+            assert torch.equal(got[key], value), key
+
+
+def test_a_native_checkpoint_needs_no_import(tiny_checkpoint, tmp_path):
+    with pytest.raises(ImportFormatError, match="needs no import"):
+        import_checkpoint(tiny_checkpoint, tmp_path / "out", ImportOptions(progress=False))
