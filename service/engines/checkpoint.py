@@ -34,25 +34,25 @@ def _json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def source_format(model_dir: Path) -> str | None:
-    """None for a native LLaVA; otherwise the format's name, for the message."""
+def source_format(model_dir: Path) -> tuple[str, bool] | None:
+    """None for a native LLaVA; otherwise (what it is, whether `model import` converts it)."""
     config = _json(model_dir / "config.json")
     if (model_dir / "projector" / "config.json").is_file():
-        return "xtuner LLaVA output (llm/, visual_encoder/, projector/)"
+        return "xtuner LLaVA output (llm/, visual_encoder/, projector/)", True
     if config is None:
-        return "a directory without a readable config.json"
+        return "a directory without a readable config.json", False
     kind = config.get("model_type")
     archs = set(config.get("architectures") or ())
     if kind == "enhanced_llava":
-        return "enhanced_llava (remote code, InternLM2 text model)"
+        return "enhanced_llava (remote code, InternLM2 text model)", True
     if archs & ORIGINAL_LLAVA_ARCHS or "mm_projector_type" in config:
-        return "original LLaVA (LlavaLlamaForCausalLM layout)"
+        return "original LLaVA (LlavaLlamaForCausalLM layout)", True
     for name in REMOTE_CODE_FILES:
         data = _json(model_dir / name) or {}
         if "auto_map" in data or "auto_map" in (data.get("text_config") or {}):
-            return f"a remote-code checkpoint (auto_map in {name})"
+            return f"a remote-code checkpoint (auto_map in {name})", kind == "llava"
     if kind != "llava":
-        return f"model_type {str(kind)[:40]!r}, not LLaVA"
+        return f"model_type {str(kind)[:40]!r}, not LLaVA", False
     return None
 
 
@@ -62,13 +62,23 @@ def check_servable(model_dir: Path) -> None:
     if not model_dir.is_dir():
         raise UnservableCheckpoint(f"no checkpoint directory at {model_dir}")
     found = source_format(model_dir)
-    if found is not None:
-        raise UnservableCheckpoint(
-            f"{model_dir} is {found}: the engines load only the native LLaVA layout and "
-            "never run code from a checkpoint. Convert it once with "
-            f"`gmai-vl model import {model_dir} --out {model_dir}-native` "
-            "and serve the new directory (docs/models.md)."
+    if found is None:
+        return
+    what, convertible = found
+    message = (
+        f"{model_dir} is {what}: the engines load only the native LLaVA layout "
+        "(LlavaForConditionalGeneration) and never run code from a checkpoint."
+    )
+    if convertible:
+        message += (
+            f" Convert it once with `gmai-vl model import {model_dir} --out {model_dir}-native`"
+            " and serve the new directory (docs/models.md)."
         )
+    else:
+        message += (
+            " `gmai-vl model import` reads xtuner, enhanced_llava and LLaVA (docs/models.md)."
+        )
+    raise UnservableCheckpoint(message)
 
 
 def processor_chat_template(model_dir: Path) -> str | None:
