@@ -36,7 +36,10 @@ CLIP_L_336 = {
 
 
 def open_files(directory: Path) -> TensorSource:
-    return FileTensors(weight_files(directory))
+    files = weight_files(directory)
+    if not files:
+        raise ImportFormatError(f"no weight files (*.safetensors, *.bin) in {directory}")
+    return FileTensors(files)
 
 
 @dataclass

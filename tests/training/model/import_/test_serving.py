@@ -23,8 +23,9 @@ from tests.conftest import image_message, png_data_url, serve_cli
 from tests.service.engines.test_vllm_engine import reference_token_ids, vllm_token_ids
 from tests.training.model.import_.conftest import FORMATS
 
-VLLM_CPU = VllmSettings(dtype="float32", kv_cache_memory_bytes=256 * 1024 * 1024,
-                        enforce_eager=True, max_model_len=2048)  # fmt: skip
+VLLM_CPU = VllmSettings(
+    dtype="float32", kv_cache_memory_bytes=256 * 1024 * 1024, enforce_eager=True
+)
 PROMPTS = [
     ((200, 20, 20), (64, 48), "What modality is this?"),
     ((20, 200, 20), (400, 120), "Is there a lesion?"),
