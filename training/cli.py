@@ -39,7 +39,10 @@ def add_import_command(model_sub: argparse._SubParsersAction) -> None:
     imp.add_argument("src", type=Path, help="the source checkpoint directory")
     imp.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
     imp.add_argument(
-        "--format", choices=["auto", "xtuner", "enhanced-llava", "llava"], default="auto"
+        "--format",
+        choices=["auto", "xtuner", "enhanced-llava", "llava"],
+        default="auto",
+        help="the source layout; auto detects it and says which it chose",
     )
     imp.add_argument(
         "--vision-tower",
