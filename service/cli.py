@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from service.config import Settings
+from service.engines.checkpoint import UnservableCheckpoint
 from service.reads.client import add_read_command
 from service.security.cli import add_keys_commands
 from service.security.keystore import AuthConfigError
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except AuthConfigError as exc:
+    except (AuthConfigError, UnservableCheckpoint) as exc:
         log.error("%s", exc)
         return 2
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from service.config import Settings
 from service.engines.base import Engine
+from service.engines.checkpoint import check_servable
 from service.metrics import ServiceMetrics
 from service.queue.memory import InProcessJobQueue
 from service.queue.protocols import GatewayQueue, WorkerQueue
@@ -26,6 +27,7 @@ def make_engine(settings: Settings) -> Engine:
 
         if settings.model is None:
             raise ValueError("the transformers engine needs a checkpoint (--model)")
+        check_servable(settings.model)
         return TransformersEngine(
             settings.model, device=settings.device, max_concurrency=settings.max_concurrency
         )
@@ -34,6 +36,7 @@ def make_engine(settings: Settings) -> Engine:
 
         if settings.model is None:
             raise ValueError("the vllm engine needs a checkpoint (--model)")
+        check_servable(settings.model)
         return VllmEngine(
             settings.model,
             settings.vllm,

@@ -25,6 +25,71 @@ def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     init.add_argument("--out", type=Path, required=True, help="output directory")
     init.add_argument("--seed", type=int, default=0, help="weights are a function of the seed")
     init.set_defaults(func=run_model_init, parser=init)
+    add_import_command(model_sub)
+
+
+def add_import_command(model_sub: argparse._SubParsersAction) -> None:
+    imp = model_sub.add_parser(
+        "import",
+        help="convert an xtuner / enhanced_llava (InternLM2) / original LLaVA checkpoint "
+        "into the native LLaVA layout both engines serve, without remote code",
+        description="gmai-vl model import SRC --out DST [--format auto|xtuner|enhanced-llava|"
+        "llava] [--vision-tower DIR] [--llm DIR]; see docs/models.md",
+    )
+    imp.add_argument("src", type=Path, help="the source checkpoint directory")
+    imp.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
+    imp.add_argument(
+        "--format",
+        choices=["auto", "xtuner", "enhanced-llava", "llava"],
+        default="auto",
+        help="the source layout; auto detects it and says which it chose",
+    )
+    imp.add_argument(
+        "--vision-tower",
+        type=Path,
+        help="a local CLIP checkpoint, when the source has no vision tower weights",
+    )
+    imp.add_argument(
+        "--llm", type=Path, help="xtuner: the base LLM (for llm_adapter/ or a frozen LLM)"
+    )
+    imp.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        help="weights dtype (default: the source's)",
+    )
+    imp.add_argument(
+        "--chat-template",
+        choices=["internlm2-chatml", "llava-v1", "mistral-instruct"],
+        help="default: the source format's (InternLM2 ChatML, LLaVA-1.5)",
+    )
+    imp.add_argument("--shard-size-gb", type=float, default=4.0, help="largest output shard")
+    imp.add_argument("--no-progress", action="store_true")
+    imp.set_defaults(func=run_model_import, parser=imp)
+
+
+def run_model_import(args: argparse.Namespace) -> int:
+    from training.model.import_.formats import ImportFormatError
+    from training.model.import_.importer import ImportOptions, import_checkpoint
+
+    options = ImportOptions(
+        format=args.format,
+        vision_tower=args.vision_tower,
+        llm=args.llm,
+        dtype=args.dtype,
+        chat_template=args.chat_template,
+        max_shard_bytes=int(args.shard_size_gb * (1 << 30)),
+        progress=not args.no_progress,
+    )
+    try:
+        plan = import_checkpoint(args.src, args.out, options)
+    except ImportFormatError as exc:
+        args.parser.error(str(exc))
+    print(
+        f"imported {args.src} as {plan.detected.format} ({plan.detected.reason}); "
+        f"text model {plan.sources.llm_kind} -> {plan.config.text_config.model_type}, "
+        f"chat template {plan.template}, dtype {plan.config.dtype}: {args.out}"
+    )
+    return 0
 
 
 def run_model_init(args: argparse.Namespace) -> int:
@@ -182,8 +247,9 @@ def run_data_build(args: argparse.Namespace) -> int:
     manifest = build(config, args.out, progress=not args.no_progress)
     print(json.dumps({k: manifest[k] for k in ("records", "bad_files", "failed")}))
     if manifest["bad_files"]:
-        log.warning("%d source files skipped; see %s", manifest["bad_files"],
-                    args.out / "bad_files.jsonl")  # fmt: skip
+        log.warning(
+            "%d source files skipped; see %s", manifest["bad_files"], args.out / "bad_files.jsonl"
+        )
     return 1 if manifest["failed"] else 0
 
 
@@ -217,8 +283,11 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--stage", choices=["1", "2", "3", "all"], default="all")
     train.add_argument("--preset", choices=RECIPE_NAMES, help="a built-in recipe instead")
     train.add_argument("--data", type=Path, help="the demo corpus (`gmai-vl data demo`)")
-    train.add_argument("--stage-three-only", action="store_true",
-                       help="demo ablation: stage III alone on the same step budget")  # fmt: skip
+    train.add_argument(
+        "--stage-three-only",
+        action="store_true",
+        help="demo ablation: stage III alone on the same step budget",
+    )
     train.add_argument("--seed", type=int, default=0, help="demo: weights, pretraining, data order")
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--no-progress", action="store_true")

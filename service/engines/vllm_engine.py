@@ -32,6 +32,7 @@ from service.core.generation import (
     SamplingParams,
     Usage,
 )
+from service.engines.checkpoint import processor_chat_template
 
 log = logging.getLogger("gmaivl.engine")
 
@@ -57,6 +58,7 @@ class VllmEngine:
         self.limit_images_per_prompt = limit_images_per_prompt
         self._engine: Any = None
         self._tokenizer: Any = None
+        self._chat_template: str | None = None
         self._ready = False
 
     async def start(self) -> None:
@@ -87,7 +89,10 @@ class VllmEngine:
         # Construction loads the weights and starts the engine core (seconds to minutes).
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         self._tokenizer = self._engine.get_tokenizer()
-        if getattr(self._tokenizer, "chat_template", None) is None:
+        # Ours keep it in the tokenizer too; llava-hf's only beside the processor.
+        self._chat_template = getattr(self._tokenizer, "chat_template", None)
+        self._chat_template = self._chat_template or processor_chat_template(self.model_dir)
+        if self._chat_template is None:
             raise errors.NotReady("The checkpoint has no chat template.")
         await self._warm_up()
         self._ready = True
@@ -151,7 +156,10 @@ class VllmEngine:
         """The checkpoint's chat template over our messages (one `<image>` per image part;
         vLLM's processor expands each to the model's image tokens), and the images."""
         prompt = self._tokenizer.apply_chat_template(
-            request.messages, tokenize=False, add_generation_prompt=True
+            request.messages,
+            chat_template=self._chat_template,
+            tokenize=False,
+            add_generation_prompt=True,
         )
         inputs: dict[str, Any] = {"prompt": prompt}
         if request.images:
