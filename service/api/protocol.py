@@ -8,29 +8,37 @@ Unknown fields are ignored, as the OpenAI SDK may send newer ones.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.core.lanes import Lane
 from service.media.dicom import DicomOptions
-from service.media.windowing import PRESETS, Window
+from service.media.windowing import MAX_WINDOW_VALUE, PRESETS, Window
 
 
-class TextPart(BaseModel):
+class _Request(BaseModel):
+    """Request models refuse NaN and Infinity (pydantic's JSON parser accepts the
+    literals, and a large exponent such as 1e999 parses as Infinity)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class TextPart(_Request):
     type: Literal["text"]
     text: str
 
 
-class WindowSpec(BaseModel):
+class WindowSpec(_Request):
     """An explicit window in modality units (HU for CT)."""
 
-    center: float
-    width: float = Field(ge=1.0)
+    center: float = Field(ge=-MAX_WINDOW_VALUE, le=MAX_WINDOW_VALUE)
+    width: float = Field(ge=1.0, le=MAX_WINDOW_VALUE)
     function: Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"] = "LINEAR"
 
 
-class DicomImageOptions(BaseModel):
+class DicomImageOptions(_Request):
     """Extension: how a DICOM image is rendered. `window` is a preset name or
     {center, width}; `frames` are 1-based frame numbers (default: the middle frame)."""
 
@@ -53,7 +61,7 @@ class DicomImageOptions(BaseModel):
         return DicomOptions(window=window, frames=tuple(self.frames or ()))
 
 
-class ImageURL(BaseModel):
+class ImageURL(_Request):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
     dicom: DicomImageOptions | None = Field(None, description="Extension: DICOM rendering.")
@@ -63,7 +71,7 @@ class ImageURL(BaseModel):
         return len(self.dicom.frames) if self.dicom and self.dicom.frames else 1
 
 
-class ImagePart(BaseModel):
+class ImagePart(_Request):
     type: Literal["image_url"]
     image_url: ImageURL
 
@@ -71,34 +79,44 @@ class ImagePart(BaseModel):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatMessage(_Request):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class JSONSchema(BaseModel):
+class JSONSchema(_Request):
     name: str = Field(max_length=64)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = None
 
+    @field_validator("schema_")
+    @classmethod
+    def finite_numbers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # `Any` escapes allow_inf_nan: a NaN here would reach the engine and its JSON.
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("the schema holds NaN or Infinity; JSON has neither") from None
+        return value
 
-class ResponseFormat(BaseModel):
+
+class ResponseFormat(_Request):
     """`text`, `json_object`, or `json_schema` (structured output, engine permitting)."""
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchema | None = None
 
 
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatCompletionRequest(_Request):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)

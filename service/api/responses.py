@@ -19,7 +19,8 @@ DONE = "data: [DONE]\n\n"
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # allow_nan=False: NaN is not JSON; a non-finite number is a bug to surface, not send.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def sse(payload: dict[str, Any]) -> str:

@@ -29,6 +29,10 @@ class Window:
     function: VoiFunction = "LINEAR"
 
 
+# Window centre/width beyond this are absurd for any modality, and near float32's
+# limit the window math overflows: requests are refused past it, files' windows ignored.
+MAX_WINDOW_VALUE = 1e9
+
 # Common CT windows (center, width in HU), as radiology references list them.
 PRESETS: dict[str, Window] = {
     "lung": Window(-600.0, 1500.0),
