@@ -37,6 +37,7 @@ class FakeEngine:
         self.max_concurrency = max_concurrency
         self.startup_delay = startup_delay
         self.running: set[str] = set()
+        self.started: list[str] = []  # request ids in the order they started (lane tests)
         self.aborted: list[str] = []
         self.tokens_emitted = 0
         self._ready = False
@@ -53,6 +54,7 @@ class FakeEngine:
         refuse_structured_output(request, self.name)
         rid = request.request_id
         self.running.add(rid)
+        self.started.append(rid)
         try:
             prompt_tokens = sum(
                 len(part.get("text", "").split()) or 1
