@@ -31,6 +31,7 @@ from service.core.generation import (
     SamplingParams,
     Usage,
 )
+from service.engines.cpu_kv_cache import check_fits, plan_cpu_kv_cache
 
 log = logging.getLogger("gmaivl.engine")
 
@@ -64,6 +65,9 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         o = self.settings
+        kv_cache_bytes = o.kv_cache_memory_bytes
+        if kv_cache_bytes is None and _on_cpu():
+            kv_cache_bytes = self._cpu_kv_cache_bytes()
         args = AsyncEngineArgs(
             model=str(self.model_dir),
             dtype=o.dtype,
@@ -71,7 +75,7 @@ class VllmEngine:
             max_num_seqs=self.max_concurrency,
             tensor_parallel_size=o.tensor_parallel_size,
             gpu_memory_utilization=o.gpu_memory_utilization,
-            kv_cache_memory_bytes=o.kv_cache_memory_bytes,
+            kv_cache_memory_bytes=kv_cache_bytes,
             limit_mm_per_prompt={"image": self.limit_images_per_prompt},
             enforce_eager=o.enforce_eager,
             # Compact JSON for response_format: whitespace between tokens is legal JSON,
@@ -88,6 +92,25 @@ class VllmEngine:
             raise errors.NotReady("The checkpoint has no chat template.")
         await self._warm_up()
         self._ready = True
+
+    def _cpu_kv_cache_bytes(self) -> int:
+        """On CPU, a cache sized for max_concurrency x max_model_len rather than vLLM's
+        90% of the node (engines/cpu_kv_cache.py); NotReady when it cannot fit."""
+        plan = plan_cpu_kv_cache(
+            self.model_dir, self.settings.max_model_len, self.max_concurrency, self.settings.dtype
+        )
+        available = _cpu_memory_available()
+        check_fits(plan, available)
+        log.info(
+            "vllm on CPU: KV cache %.0f MiB for %d sequence(s) x %d tokens "
+            "(%d bytes per token; %.0f MiB free on the memory node)",
+            plan.bytes / 2**20,
+            plan.sequences,
+            plan.max_model_len,
+            plan.bytes_per_token,
+            available / 2**20,
+        )
+        return plan.bytes
 
     async def _warm_up(self) -> None:
         image = ImageInput(32, 32, bytes(32 * 32 * 3))
@@ -165,6 +188,20 @@ class VllmEngine:
     def collectors(self) -> list[Any]:
         """vLLM's own `vllm:*` series (on prometheus_client's global registry)."""
         return [VllmMetricsCollector()]
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def _cpu_memory_available() -> int:
+    """Free memory of the NUMA node vLLM's CPU worker will allocate on (as it counts it)."""
+    from vllm.utils.cpu_resource_utils import get_allowed_cpu_list, get_memory_node_info
+
+    cpus = get_allowed_cpu_list()
+    return int(get_memory_node_info(cpus[0].numa_node if cpus else 0).available_memory)
 
 
 def vllm_sampling(params: SamplingParams) -> Any:

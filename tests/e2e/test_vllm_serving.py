@@ -26,6 +26,9 @@ from tests.conftest import image_message, png_data_url
 from tests.deploy.assets import exported_series, queried_names
 
 VLLM_FLAGS = ["--dtype", "float32", "--kv-cache-memory-bytes", str(256 << 20), "--enforce-eager"]
+# `gmai-vl serve` below runs without --kv-cache-memory-bytes: on CPU the service sizes
+# the cache itself (engines/cpu_kv_cache.py); vLLM's own default would not start here.
+SERVE_FLAGS = ["--dtype", "float32", "--enforce-eager"]
 # With this image and text the (seeded, untrained) tiny model does not emit EOS for
 # hundreds of tokens at temperature 0: long enough to leave in the middle.
 LONG_ANSWER_PROMPT = "hi"
@@ -40,10 +43,16 @@ def start(args: list[str], log: Path) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def served_vllm(tiny_checkpoint: Path, tmp_path_factory) -> Iterator[str]:
-    """`gmai-vl serve --engine vllm`: gateway + in-process queue + vLLM worker."""
+def serve_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vllm") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def served_vllm(tiny_checkpoint: Path, serve_log: Path) -> Iterator[str]:
+    """`gmai-vl serve --engine vllm`: gateway + in-process queue + vLLM worker, with
+    the defaults a user gets (no KV cache size given)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm") / "serve.log"
+    log = serve_log
     process = start(
         [
             "-m",
@@ -59,7 +68,7 @@ def served_vllm(tiny_checkpoint: Path, tmp_path_factory) -> Iterator[str]:
             "8",
             "--port",
             str(port),
-            *VLLM_FLAGS,
+            *SERVE_FLAGS,
         ],
         log,
     )
@@ -100,6 +109,33 @@ def wait_for(condition, what: str, timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not {what} after {timeout} s"
         time.sleep(0.05)
+
+
+def test_serve_on_cpu_sizes_the_kv_cache_itself_and_says_so(served_vllm, serve_log):
+    """Started without --kv-cache-memory-bytes (vLLM alone would want 90% of the node):
+    the cache is sized for 8 sequences of the model's context, and the log says so."""
+    log = serve_log.read_text()
+    assert re.search(r"vllm on CPU: KV cache \d+ MiB for 8 sequence\(s\) x \d+ tokens", log)
+    assert "less than desired CPU memory utilization" not in log
+
+
+def test_serve_on_cpu_refuses_a_cache_that_cannot_fit_in_one_clear_line(tmp_path, tiny_checkpoint):
+    """A context no memory holds: one error line with the figures and the remedies,
+    no engine started, no traceback; the gateway answers 503 not ready."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    flags = ["--max-model-len", str(10**9), "--max-concurrency", "8", *SERVE_FLAGS]
+    process = start(["-m", "service.cli", "serve", "--engine", "vllm", "--model",
+                     str(tiny_checkpoint), "--port", str(port), *flags], log)  # fmt: skip
+    try:
+        wait_for(lambda: "cannot start" in log.read_text(), "refused", timeout=120)
+        text = log.read_text()
+        assert "vLLM on CPU cannot start: a KV cache for 8 sequence(s) of 1000000000 tokens" in text
+        assert "--max-model-len" in text and "Traceback" not in text
+        ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json()["checks"]["model_loaded"] is False
+    finally:
+        stop_process(process)
 
 
 def test_openai_sdk_stream_and_non_stream(served_vllm):
