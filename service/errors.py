@@ -143,6 +143,7 @@ _WORKER_CODES: dict[str, type[ServiceError]] = {
     "invalid_request": InvalidRequest,
     "context_length_exceeded": InvalidRequest,
     "unsupported_response_format": InvalidRequest,
+    "unsupported_parameter": InvalidRequest,
     "upstream_rejected": InvalidRequest,
     "worker_lost": NotReady,
     "dead_letter": EngineError,

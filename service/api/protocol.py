@@ -3,7 +3,9 @@
 
 Extensions are few and named as such: `priority` (a lane) on the request, and
 `image_url.dicom` (window, frames) on an image part (docs/pacs.md).
-Unknown fields are ignored, as the OpenAI SDK may send newer ones.
+Unknown fields are ignored, as the OpenAI SDK may send newer ones; OpenAI parameters
+that would change the answer and that no engine here honours are refused by name
+(`api/parameters.py`).
 """
 
 from __future__ import annotations
@@ -116,7 +118,9 @@ class ResponseFormat(_Request):
 
 
 class ChatCompletionRequest(_Request):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    # Unknown fields are kept aside (`model_extra`): OpenAI parameters this server does
+    # not honour are refused by name (api/parameters.py), the rest ignored.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -128,7 +132,13 @@ class ChatCompletionRequest(_Request):
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    n: int = Field(1, ge=1, le=128, description="1 only: n > 1 is 400 unsupported_parameter.")
+    logprobs: bool | None = Field(
+        None, description="Each answer token's log probability (choices[].logprobs.content)."
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Alternatives per token; needs logprobs: true."
+    )
     user: str | None = None
     response_format: ResponseFormat | None = None
     priority: Lane | None = Field(None, description="Extension: the priority lane.")
@@ -148,11 +158,26 @@ class ChatCompletionMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class ChatCompletionChoice(BaseModel):
     index: int
     message: ChatCompletionMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class CompletionUsage(BaseModel):

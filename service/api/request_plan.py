@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import errors
+from service.api.parameters import check_parameters
 from service.api.protocol import ChatCompletionRequest, ImagePart
 from service.config import Settings
 from service.core.generation import SamplingParams
@@ -35,6 +36,7 @@ def plan_request(
     body: ChatCompletionRequest, priority: str | None, timeout: str | None, settings: Settings
 ) -> RequestPlan:
     """The plan of `body`, given its X-Priority and X-Request-Timeout headers."""
+    check_parameters(body)
     lane = lane_of(body, priority, settings.default_priority)
     seconds = timeout_of(timeout, settings)
     sampling = sampling_of(body, settings)
@@ -104,6 +106,7 @@ def sampling_of(body: ChatCompletionRequest, settings: Settings) -> SamplingPara
         seed=body.seed,
         stop=body.stop_sequences(),
         response_format=response_format(body),
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
     )
 
 

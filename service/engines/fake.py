@@ -16,11 +16,22 @@ from service.core.generation import (
     Finish,
     GenerationEvent,
     GenerationRequest,
+    Logprob,
+    TokenLogprobs,
     Usage,
 )
 from service.engines.base import refuse_structured_output
 
 TOKENS = ("The", " image", " shows", " no", " acute", " abnormality", ".")
+
+
+def fake_logprobs(i: int, k: int) -> TokenLogprobs:
+    """Token i's log probabilities: itself at -0.25, then the next tokens of TOKENS
+    at -1, -2, ... (deterministic, so tests can check every field)."""
+    top = tuple(
+        Logprob.of(TOKENS[(i + j) % len(TOKENS)], -0.25 if j == 0 else -float(j)) for j in range(k)
+    )
+    return TokenLogprobs(Logprob.of(TOKENS[i % len(TOKENS)], -0.25), top)
 
 
 class FakeEngine:
@@ -80,7 +91,8 @@ class FakeEngine:
                 if hit is not None:
                     yield Finish("stop", Usage(prompt_tokens, i + 1))
                     return
-                yield Delta(token)
+                k = request.sampling.logprobs
+                yield Delta(token, () if k is None else (fake_logprobs(i, k),))
             yield Finish("length", Usage(prompt_tokens, request.sampling.max_tokens))
         finally:
             self.running.discard(rid)

@@ -28,6 +28,8 @@ from service.core.generation import (
     GenerationEvent,
     GenerationRequest,
     ImageInput,
+    Logprob,
+    TokenLogprobs,
     Usage,
 )
 
@@ -136,12 +138,30 @@ async def _events(response: httpx.Response) -> AsyncIterator[GenerationEvent]:
             usage = Usage(u["prompt_tokens"], u["completion_tokens"])
         for choice in chunk.get("choices") or ():
             text = (choice.get("delta") or {}).get("content")
-            if text:
-                yield Delta(text)
+            logprobs = _logprobs(choice.get("logprobs"))
+            if text or logprobs:
+                yield Delta(text or "", logprobs)
             reason = choice.get("finish_reason") or reason
     if reason is None:
         return  # closed before the end: aborted (no Finish, engines/base.py)
     yield Finish("length" if reason == "length" else "stop", usage or Usage(0, 0))
+
+
+def _logprobs(raw: Any) -> tuple[TokenLogprobs, ...]:
+    """The upstream chunk's `logprobs.content` as ours (token text and log probability;
+    bytes are rebuilt from the text, as every engine here does)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
+        return ()
+    return tuple(
+        TokenLogprobs(
+            Logprob.of(str(entry.get("token", "")), float(entry.get("logprob", 0.0))),
+            tuple(
+                Logprob.of(str(top.get("token", "")), float(top.get("logprob", 0.0)))
+                for top in entry.get("top_logprobs") or ()
+            ),
+        )
+        for entry in raw["content"]
+    )
 
 
 def upstream_body(request: GenerationRequest, model: str) -> dict[str, Any]:
@@ -163,6 +183,9 @@ def upstream_body(request: GenerationRequest, model: str) -> dict[str, Any]:
         body["stop"] = list(s.stop)
     if s.response_format is not None:
         body["response_format"] = s.response_format
+    if s.logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = s.logprobs
     return body
 
 

@@ -28,7 +28,9 @@ from service.core.generation import (
     GenerationEvent,
     GenerationRequest,
     ImageInput,
+    Logprob,
     SamplingParams,
+    TokenLogprobs,
     Usage,
 )
 from service.engines.cpu_kv_cache import check_fits, plan_cpu_kv_cache
@@ -57,6 +59,7 @@ class VllmEngine:
         self.limit_images_per_prompt = limit_images_per_prompt
         self._engine: Any = None
         self._tokenizer: Any = None
+        self._eos_ids: set[int] = set()
         self._ready = False
 
     async def start(self) -> None:
@@ -88,6 +91,7 @@ class VllmEngine:
         # Construction loads the weights and starts the engine core (seconds to minutes).
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         self._tokenizer = self._engine.get_tokenizer()
+        self._eos_ids = {self._tokenizer.eos_token_id} - {None}
         if getattr(self._tokenizer, "chat_template", None) is None:
             raise errors.NotReady("The checkpoint has no chat template.")
         await self._warm_up()
@@ -141,11 +145,13 @@ class VllmEngine:
         )
         completion_tokens = 0
         try:
+            k = request.sampling.logprobs
             async for output in stream:
                 completion = output.outputs[0]
                 completion_tokens += len(completion.token_ids)
-                if completion.text:
-                    yield Delta(completion.text)
+                logprobs = () if k is None else self._logprobs(completion, k)
+                if completion.text or logprobs:
+                    yield Delta(completion.text, logprobs)
                 if output.finished:
                     if completion.finish_reason not in ("stop", "length"):
                         return  # aborted: no Finish (engines/base.py)
@@ -163,6 +169,35 @@ class VllmEngine:
             raise errors.InvalidRequest(
                 "The request cannot be run by this model.", code="invalid_request"
             ) from exc
+
+    def _logprobs(self, completion: Any, k: int) -> tuple[TokenLogprobs, ...]:
+        """vLLM's per-position {token id: Logprob(logprob, rank, decoded_token)} (the
+        sampled token and the k best) as ours; the end-of-sequence token is left out,
+        as its text is (the reference engine does the same)."""
+        out = []
+        for token_id, position in zip(
+            completion.token_ids, completion.logprobs or (), strict=False
+        ):
+            if token_id in self._eos_ids or not position:
+                continue
+            chosen = position.get(token_id)
+            top = sorted(
+                ((t, lp) for t, lp in position.items() if lp.rank is not None and lp.rank <= k),
+                key=lambda item: item[1].rank,
+            )
+            out.append(
+                TokenLogprobs(
+                    self._logprob(token_id, chosen),
+                    tuple(self._logprob(t, lp) for t, lp in top),
+                )
+            )
+        return tuple(out)
+
+    def _logprob(self, token_id: int, value: Any) -> Logprob:
+        text = value.decoded_token if value is not None else None
+        if text is None:
+            text = self._tokenizer.decode([token_id])
+        return Logprob.of(text, value.logprob if value is not None else float("-inf"))
 
     def prompt_inputs(self, request: GenerationRequest) -> dict[str, Any]:
         """The checkpoint's chat template over our messages (one `<image>` per image part;
@@ -225,6 +260,7 @@ def vllm_sampling(params: SamplingParams) -> Any:
         stop=list(params.stop) or None,
         output_kind=RequestOutputKind.DELTA,
         structured_outputs=structured,
+        logprobs=params.logprobs,
     )
 
 

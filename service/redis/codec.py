@@ -15,7 +15,9 @@ from service.core.generation import (
     Finish,
     GenerationRequest,
     ImageInput,
+    Logprob,
     SamplingParams,
+    TokenLogprobs,
     Usage,
 )
 from service.core.jobs import Job, JobEvent, JobFailed, Restarted
@@ -60,6 +62,7 @@ def decode_job(document: str, image_bytes: list[bytes]) -> Job:
             sampling["seed"],
             tuple(sampling["stop"]),
             sampling["response_format"],
+            sampling.get("logprobs"),  # absent in jobs of an older gateway
         ),
         images,
     )
@@ -90,6 +93,8 @@ def decode_events(text: str | bytes) -> list[tuple[str, JobEvent]]:
 
 def _event_body(event: JobEvent) -> dict[str, Any]:
     if isinstance(event, Delta):
+        if event.logprobs:
+            return {"t": "d", "text": event.text, "lp": [_token_body(t) for t in event.logprobs]}
         return {"t": "d", "text": event.text}
     if isinstance(event, Finish):
         return {
@@ -106,9 +111,19 @@ def _event_body(event: JobEvent) -> dict[str, Any]:
 def _event_from_body(raw: dict[str, Any]) -> JobEvent:
     kind = raw.pop("t")
     if kind == "d":
-        return Delta(raw["text"])
+        return Delta(raw["text"], tuple(_token_from_body(t) for t in raw.get("lp", ())))
     if kind == "f":
         return Finish(raw["reason"], Usage(raw["prompt"], raw["completion"]))
     if kind == "x":
         return JobFailed(**raw)
     return Restarted(raw["attempt"])
+
+
+def _token_body(token: TokenLogprobs) -> list[Any]:
+    """[token, logprob, [[token, logprob], ...]]: bytes are the token's UTF-8, rebuilt."""
+    return [token.chosen.token, token.chosen.logprob, [[t.token, t.logprob] for t in token.top]]
+
+
+def _token_from_body(raw: list[Any]) -> TokenLogprobs:
+    token, logprob, top = raw
+    return TokenLogprobs(Logprob.of(token, logprob), tuple(Logprob.of(t, lp) for t, lp in top))
