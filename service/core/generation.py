@@ -78,12 +78,14 @@ class Logprob:
     bytes: tuple[int, ...]
 
     @classmethod
-    def of(cls, token: str, logprob: float) -> Logprob:
-        """Finite always: -inf and NaN become MIN_LOGPROB, so the JSON stays JSON."""
+    def of(cls, token: str, logprob: float, raw: bytes | None = None) -> Logprob:
+        """Finite always: -inf and NaN become MIN_LOGPROB, so the JSON stays JSON.
+        `raw` is the token's own bytes where the engine knows them (a byte-level token
+        may be part of a character: its text is then U+FFFD, its bytes are exact)."""
         value = float(logprob)
         if not value > MIN_LOGPROB:  # also NaN
             value = MIN_LOGPROB
-        return cls(token, value, tuple(token.encode("utf-8")))
+        return cls(token, value, tuple(token.encode("utf-8") if raw is None else raw))
 
     def as_openai(self) -> dict[str, Any]:
         return {"token": self.token, "logprob": self.logprob, "bytes": list(self.bytes)}

@@ -34,7 +34,7 @@ from service.core.generation import (
     Usage,
 )
 from service.engines.base import refuse_structured_output
-from service.engines.detokenize import IncrementalDetokenizer
+from service.engines.detokenize import IncrementalDetokenizer, TokenBytes
 
 log = logging.getLogger("gmaivl.engine")
 
@@ -72,6 +72,7 @@ class TransformersEngine:
             raise errors.NotReady("The checkpoint has no chat template.")
         text_config = self.model.config.text_config
         self.max_model_len = text_config.max_position_embeddings
+        self._token_bytes = TokenBytes(self.processor.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         torch.set_grad_enabled(False)
@@ -152,11 +153,13 @@ class TransformersEngine:
     def _token_logprobs(
         self, token: int, logprob: float, top: list[tuple[int, float]]
     ) -> TokenLogprobs:
-        decode = self.processor.tokenizer.decode
         return TokenLogprobs(
-            Logprob.of(decode([token]), logprob),
-            tuple(Logprob.of(decode([t]), lp) for t, lp in top),
+            self._logprob(token, logprob), tuple(self._logprob(t, lp) for t, lp in top)
         )
+
+    def _logprob(self, token: int, logprob: float) -> Logprob:
+        text, raw = self._token_bytes(token)
+        return Logprob.of(text, logprob, raw)
 
     def _encode(self, request: GenerationRequest) -> dict[str, Any]:
         prompt = self.processor.apply_chat_template(request.messages, add_generation_prompt=True)

@@ -34,6 +34,7 @@ from service.core.generation import (
     Usage,
 )
 from service.engines.cpu_kv_cache import check_fits, plan_cpu_kv_cache
+from service.engines.detokenize import TokenBytes
 
 log = logging.getLogger("gmaivl.engine")
 
@@ -92,6 +93,7 @@ class VllmEngine:
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         self._tokenizer = self._engine.get_tokenizer()
         self._eos_ids = {self._tokenizer.eos_token_id} - {None}
+        self._token_bytes = TokenBytes(self._tokenizer)
         if getattr(self._tokenizer, "chat_template", None) is None:
             raise errors.NotReady("The checkpoint has no chat template.")
         await self._warm_up()
@@ -194,10 +196,10 @@ class VllmEngine:
         return tuple(out)
 
     def _logprob(self, token_id: int, value: Any) -> Logprob:
-        text = value.decoded_token if value is not None else None
-        if text is None:
-            text = self._tokenizer.decode([token_id])
-        return Logprob.of(text, value.logprob if value is not None else float("-inf"))
+        # Our text and bytes for the token (as the reference engine's), not vLLM's
+        # decoded_token: the same token reads the same whichever engine served it.
+        text, raw = self._token_bytes(token_id)
+        return Logprob.of(text, value.logprob if value is not None else float("-inf"), raw)
 
     def prompt_inputs(self, request: GenerationRequest) -> dict[str, Any]:
         """The checkpoint's chat template over our messages (one `<image>` per image part;

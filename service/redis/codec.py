@@ -120,10 +120,17 @@ def _event_from_body(raw: dict[str, Any]) -> JobEvent:
 
 
 def _token_body(token: TokenLogprobs) -> list[Any]:
-    """[token, logprob, [[token, logprob], ...]]: bytes are the token's UTF-8, rebuilt."""
-    return [token.chosen.token, token.chosen.logprob, [[t.token, t.logprob] for t in token.top]]
+    """[token, logprob, bytes, [[token, logprob, bytes], ...]]."""
+    return [*_logprob_body(token.chosen), [_logprob_body(t) for t in token.top]]
+
+
+def _logprob_body(logprob: Logprob) -> list[Any]:
+    return [logprob.token, logprob.logprob, list(logprob.bytes)]
 
 
 def _token_from_body(raw: list[Any]) -> TokenLogprobs:
-    token, logprob, top = raw
-    return TokenLogprobs(Logprob.of(token, logprob), tuple(Logprob.of(t, lp) for t, lp in top))
+    token, logprob, data, top = raw
+    return TokenLogprobs(
+        Logprob.of(token, logprob, bytes(data)),
+        tuple(Logprob.of(t, lp, bytes(b)) for t, lp, b in top),
+    )

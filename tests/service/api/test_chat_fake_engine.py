@@ -362,3 +362,25 @@ def test_openapi_documents_the_chat_request(fast):
         "stop",
         "priority",
     } <= set(properties)
+
+
+def test_logprobs_through_the_openai_sdk_stream_and_non_stream(fast):
+    """OpenAI's shape: choices[].logprobs.content[] with token, logprob, bytes and
+    top_logprobs; in a stream, on each content chunk. The fake engine's values are
+    fixed (engines/fake.py), so every field is checked."""
+    server, _, _ = fast
+    sdk = client(server)
+    kwargs = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+              "logprobs": True, "top_logprobs": 2}  # fmt: skip
+    answer = sdk.chat.completions.create(**kwargs)
+    content = answer.choices[0].logprobs.content
+    assert [t.token for t in content] == ["The", " image", " shows"]
+    assert content[1].logprob == -0.25 and content[1].bytes == list(b" image")
+    top = [(t.token, t.logprob) for t in content[1].top_logprobs]
+    assert top == [(" image", -0.25), (" shows", -1.0)]
+    chunks = list(sdk.chat.completions.create(**kwargs, stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in
+                c.choices[0].logprobs.content]  # fmt: skip
+    assert [t.model_dump() for t in streamed] == [t.model_dump() for t in content]
+    plain = sdk.chat.completions.create(**{**kwargs, "logprobs": False, "top_logprobs": None})
+    assert plain.choices[0].logprobs is None
