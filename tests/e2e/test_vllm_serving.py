@@ -149,6 +149,23 @@ def test_openai_sdk_stream_and_non_stream(served_vllm):
     assert usage.prompt_tokens == answer.usage.prompt_tokens
 
 
+def test_logprobs_through_the_sdk_stream_and_non_stream(served_vllm):
+    client = openai.OpenAI(base_url=served_vllm + "/v1", api_key="x")
+    answer = ask(client, IMAGES[1], logprobs=True, top_logprobs=2, max_tokens=8)
+    content = answer.choices[0].logprobs.content
+    assert len(content) >= 1 and all(len(t.top_logprobs) == 2 for t in content)
+    assert all(t.logprob <= 0 and t.bytes is not None for t in content)
+    # greedy: each chosen token is the best alternative
+    assert all(t.token == t.top_logprobs[0].token for t in content)
+    text = bytes(b for t in content for b in t.bytes).decode("utf-8", errors="replace")
+    assert text.rstrip("\ufffd") == answer.choices[0].message.content
+    chunks = list(ask(client, IMAGES[1], logprobs=True, top_logprobs=2, max_tokens=8,
+                      stream=True))  # fmt: skip
+    streamed = [t.token for c in chunks if c.choices and c.choices[0].logprobs
+                for t in c.choices[0].logprobs.content]  # fmt: skip
+    assert streamed == [t.token for t in content]
+
+
 async def test_16_concurrent_requests_all_correct(served_vllm):
     sync = openai.OpenAI(base_url=served_vllm + "/v1", api_key="x")
     expected = [ask(sync, image).choices[0].message.content for image in IMAGES]
