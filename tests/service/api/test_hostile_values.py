@@ -9,6 +9,8 @@ import base64
 import io
 import json
 import logging
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -209,3 +211,38 @@ def test_the_server_log_filter_keeps_frames_and_drops_messages(caplog):
             logger.exception("Exception in %s", "ASGI application")
     assert MARKER not in caplog.text
     assert "_boom" in caplog.text and "builtins.ValueError (message withheld)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "value", [b"1_0", b"nan", b"inf", b"1e3", b"0x10", b"-1", b"5 5", "\u0665".encode()]
+)  # float() takes the first and the last (an Arabic-Indic five)
+def test_x_request_timeout_is_a_plain_decimal(gateway, value):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    r = httpx.post(gateway + "/v1/chat/completions", json=body,
+                   headers={"X-Request-Timeout": value}, timeout=10)  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["param"] == "X-Request-Timeout"
+
+
+def test_a_client_leaving_mid_body_is_no_error(gateway, caplog):
+    """A chunked body that announces 256 TB and stops: the client leaves, the server
+    logs no error (nothing broke: a 499 nobody reads) and keeps serving."""
+    host, port = gateway.removeprefix("http://").split(":")
+    before = _answered_4xx(gateway)
+    with caplog.at_level(logging.INFO):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\nffffffffffff\r\n{\"model\"")  # fmt: skip
+            time.sleep(0.2)  # the server is reading the body when the client leaves
+        deadline = time.monotonic() + 10
+        while _answered_4xx(gateway) == before:  # the request is over once it is counted
+            assert time.monotonic() < deadline, "the abandoned request never ended"
+            time.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert httpx.get(gateway + "/health/ready").status_code == 200
+
+
+def _answered_4xx(gateway: str) -> float:
+    text = httpx.get(gateway + "/metrics", timeout=5).text
+    prefix = 'gmaivl_requests_total{model="fake",route="/v1/chat/completions",status_class="4xx"}'
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
