@@ -225,11 +225,17 @@ def token_logprobs(logits: Any, token: int, k: int) -> tuple[float, list[tuple[i
     return float(logprobs[token]), pairs
 
 
+# Below this a temperature is greedy, as in vLLM: dividing logits by 1e-300 gives
+# inf, softmax NaN, and torch.multinomial an error (a 500 for a valid request).
+GREEDY_BELOW = 1e-5
+
+
 def sample_token(logits: Any, params: SamplingParams, generator: Any) -> int:
-    """Greedy at temperature 0; otherwise temperature, then nucleus (top_p) sampling."""
+    """Greedy at temperature 0 (or below GREEDY_BELOW); otherwise temperature, then
+    nucleus (top_p) sampling."""
     import torch
 
-    if params.temperature == 0:
+    if params.temperature < GREEDY_BELOW:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
     if params.top_p < 1.0:

@@ -118,3 +118,10 @@ async def test_logprobs_zero_gives_the_chosen_token_only(engine):
     *deltas, _ = await run(engine, request(max_tokens=4, temperature=1.0, seed=3, logprobs=0))
     tokens = [t for d in deltas for t in d.logprobs]
     assert tokens and all(t.top == () for t in tokens)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-6])
+async def test_a_vanishing_temperature_is_greedy_not_an_engine_error(engine, temperature):
+    """logits / 1e-300 overflow to inf and softmax to NaN: greedy below 1e-5, as vLLM."""
+    greedy = await run(engine, request("g", temperature=0))
+    assert await run(engine, request("t", temperature=temperature)) == greedy
