@@ -47,8 +47,9 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     # uvicorn logs what reaches it with the exception's message; ours never reach it
-    # (the middleware answers them), this holds for whatever else might.
-    errors.redact_server_logs("uvicorn.error", "uvicorn.asgi")
+    # (the middleware answers them), this holds for whatever else might, as for
+    # asyncio's report of a task whose exception nobody retrieved.
+    errors.redact_server_logs("uvicorn.error", "uvicorn.asgi", "asyncio")
     app.openapi = lambda: _openapi_with_request_models(app)  # type: ignore[method-assign]
     return app
 

@@ -199,8 +199,11 @@ def test_an_unexpected_error_is_a_500_logged_once_without_its_message(gateway, c
     assert httpx.get(gateway + "/health/ready").status_code == 200
 
 
-def test_the_server_log_filter_keeps_frames_and_drops_messages(caplog):
+def test_the_server_log_filter_keeps_frames_and_drops_messages(gateway, caplog):
     from service import errors
+
+    for name in ("uvicorn.error", "uvicorn.asgi", "asyncio"):  # installed by the app
+        assert any(isinstance(f, errors.RedactExceptions) for f in logging.getLogger(name).filters)
 
     logger = logging.getLogger("test.redacted")
     logger.addFilter(errors.RedactExceptions())
