@@ -138,6 +138,21 @@ def test_serve_on_cpu_refuses_a_cache_that_cannot_fit_in_one_clear_line(tmp_path
         stop_process(process)
 
 
+def test_a_worker_whose_cache_cannot_fit_exits_with_one_clear_line(redis_server, tiny_checkpoint):
+    """`gmai-vl worker` (Redis mode) under the same refusal: exit status 1, the figures
+    and remedies in one line, no traceback; Kubernetes sees a failing container."""
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "worker", "--redis-url", redis_server.url,
+         "--engine", "vllm", "--model", str(tiny_checkpoint), "--max-model-len", str(10**9),
+         "--max-concurrency", "4", *SERVE_FLAGS],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "worker cannot start: vLLM on CPU cannot start: a KV cache for 4 sequence(s)" in output
+    assert "Traceback" not in output
+
+
 def test_openai_sdk_stream_and_non_stream(served_vllm):
     client = openai.OpenAI(base_url=served_vllm + "/v1", api_key="x")
     answer = ask(client, IMAGES[0])
