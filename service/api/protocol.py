@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.core.lanes import Lane
 from service.media.dicom import DicomOptions
@@ -142,6 +142,16 @@ class ChatCompletionRequest(_Request):
     user: str | None = None
     response_format: ResponseFormat | None = None
     priority: Lane | None = Field(None, description="Extension: the priority lane.")
+
+    @model_validator(mode="after")
+    def finite_extras(self) -> ChatCompletionRequest:
+        # Unknown fields are kept (api/parameters.py reads some): no NaN among them either.
+        if self.model_extra:
+            try:
+                json.dumps(self.model_extra, allow_nan=False)
+            except ValueError:
+                raise ValueError("a field holds NaN or Infinity; JSON has neither") from None
+        return self
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:

@@ -124,6 +124,13 @@ def test_nan_inside_a_json_schema_is_400(gateway):
     assert error["param"] == "response_format.json_schema.schema"
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_nan_in_an_unknown_top_level_field_is_400(gateway, literal):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "future": [1]}
+    r = post(gateway, json.dumps(body).replace("[1]", f"[{literal}]").encode())
+    assert r.status_code == 400, r.text
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_stream_over_a_dicom_with_a_nan_window_is_strict_json(gateway):
     body = image_body(dicom_url(WindowCenter="NaN", WindowWidth="400"), stream=True)
