@@ -23,6 +23,7 @@ import httpx
 from service import errors
 from service.core.chat_format import to_openai_messages
 from service.core.generation import (
+    MIN_LOGPROB,
     Delta,
     Finish,
     GenerationEvent,
@@ -153,15 +154,28 @@ def _logprobs(raw: Any) -> tuple[TokenLogprobs, ...]:
     if not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
         return ()
     return tuple(
-        TokenLogprobs(
-            Logprob.of(str(entry.get("token", "")), float(entry.get("logprob", 0.0))),
-            tuple(
-                Logprob.of(str(top.get("token", "")), float(top.get("logprob", 0.0)))
-                for top in entry.get("top_logprobs") or ()
-            ),
-        )
+        TokenLogprobs(_logprob(entry), tuple(_logprob(top) for top in _list(entry, "top_logprobs")))
         for entry in raw["content"]
+        if isinstance(entry, dict)
     )
+
+
+def _logprob(entry: Any) -> Logprob:
+    """One upstream entry; a missing or odd value is the floor, not a failed answer."""
+    if not isinstance(entry, dict):
+        return Logprob.of("", MIN_LOGPROB)
+    value = entry.get("logprob")
+    number = float(value) if isinstance(value, int | float) else MIN_LOGPROB
+    data = entry.get("bytes")
+    raw = bytes(data) if isinstance(data, list) and all(
+        isinstance(b, int) and 0 <= b < 256 for b in data
+    ) else None  # fmt: skip
+    return Logprob.of(str(entry.get("token", "")), number, raw)
+
+
+def _list(entry: dict[str, Any], key: str) -> list[Any]:
+    value = entry.get(key)
+    return value if isinstance(value, list) else []
 
 
 def upstream_body(request: GenerationRequest, model: str) -> dict[str, Any]:
