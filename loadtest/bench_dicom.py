@@ -80,6 +80,33 @@ def cases() -> dict[str, bytes]:
     }
 
 
+def four_gib_declared() -> bytes:
+    """CT_small.dcm whose Pixel Data declares 4 GiB: refused without reading it (the
+    test bounds the memory; its time is measured here, where load cannot flake it)."""
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    at = data.find(b"\xe0\x7f\x10\x00OW")  # (7FE0,0010) Pixel Data, explicit VR OW
+    return data[: at + 8] + (0xFFFFFFF0).to_bytes(4, "little") + data[at + 12 :]
+
+
+def refusals(limits: ImageLimits, repeat: int) -> dict[str, float]:
+    """Median ms until a hostile file is refused (a 4xx, nothing decoded)."""
+    from service import errors
+
+    def refuse(data: bytes) -> float:
+        started = time.perf_counter()
+        try:
+            dicom_to_rgb(data, DicomOptions(), limits)
+        except errors.ServiceError:
+            return (time.perf_counter() - started) * 1000
+        raise AssertionError("not refused")
+
+    hostile = {"4 GiB declared Pixel Data length": four_gib_declared()}
+    return {
+        name: round(statistics.median(refuse(data) for _ in range(repeat)), 3)
+        for name, data in hostile.items()
+    }
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     started = time.perf_counter()
     value = fn()
@@ -154,8 +181,12 @@ def main() -> None:
         m = r["median_ms"]
         cells = " ".join(f"{m[p]:7.2f}" for p in (*PHASES, "total"))
         print(f"{name:58} {cells} {r['p90_ms_total']:6.2f}")
+    refused = refusals(limits, args.repeat)
+    for name, ms in refused.items():
+        print(f"refused: {name}: {ms:.2f} ms median")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"max_side": args.max_side, "repeat": args.repeat, "results": results}
+    report = {"max_side": args.max_side, "repeat": args.repeat, "results": results,
+              "refusals_median_ms": refused}  # fmt: skip
     (args.out / "dicom_decode.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(results, args.out / "dicom_decode.png")
     print(f"wrote {args.out / 'dicom_decode.json'} and dicom_decode.png")

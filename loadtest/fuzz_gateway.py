@@ -10,6 +10,14 @@ the served model, so they get past the model check into validation, limits and
 generation. Prints cases tried and failures, writes them to --out as JSON;
 exits 1 on any failure. The same runner, with a small budget, is a test
 (tests/loadtest/test_fuzz_gateway.py).
+
+Transport-level rejections are counted apart, not as failures: a request whose
+HTTP framing is malformed (a `content-length` that is not a number, NUL in a
+header) is refused by the HTTP server's parser (uvicorn: 400 text/plain
+`Invalid HTTP request received.`, connection closed) before any application
+code runs. No route can document it: it is not an answer of the API, which
+never saw the request. It is recognised by its exact body and the missing
+`X-Request-Id` that every answer of the app carries.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,11 +60,21 @@ CHECKS = [
 ]
 
 
+# What uvicorn answers, before the app, to a request its HTTP parser refuses.
+TRANSPORT_REJECTION = "Invalid HTTP request received."
+
+
 @dataclass
 class FuzzReport:
     cases: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
+    transport_rejections: int = 0  # refused by the HTTP parser, never reached the app
+
+
+def is_transport_rejection(status: int, headers: Mapping[str, str], text: str) -> bool:
+    """The HTTP server's own 400 for malformed framing (see the module docstring)."""
+    return status == 400 and "x-request-id" not in headers and text == TRANSPORT_REJECTION
 
 
 def fuzz(base_url: str, key: str, seconds: float, examples_per_round: int = 25) -> FuzzReport:
@@ -94,6 +113,9 @@ def _run(operation, mode, checks, base_url, headers, examples, seed, report) -> 
         try:
             response = case.call(base_url=base_url, headers=headers, timeout=30)
             report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
+            if is_transport_rejection(response.status_code, response.headers, response.text):
+                report.transport_rejections += 1
+                return
             case.validate_response(response, checks=checks, headers=headers)
         except (Exception, BaseExceptionGroup) as exc:  # a failed check: recorded, go on
             report.failures.append(
@@ -144,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     args.out.write_text(json.dumps(report.__dict__, indent=2))
     print(f"fuzzed {elapsed:.0f} s: {report.cases} cases, {len(report.failures)} failures; "
-          f"statuses {dict(sorted(report.statuses.items()))}; report: {args.out}")  # fmt: skip
+          f"statuses {dict(sorted(report.statuses.items()))}; "
+          f"{report.transport_rejections} refused by the HTTP parser; "
+          f"report: {args.out}")  # fmt: skip
     for failure in report.failures[:10]:
         print(f"- {failure['operation']} ({failure['mode']}): {failure['failure'][:500]}")
     return 1 if report.failures else 0

@@ -40,7 +40,7 @@ class AuditEvent:
         self.sop_instance_uid_sha256.append(hash_uid(uid))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from service import errors
 from service.config import Settings
 from service.engines.checkpoint import UnservableCheckpoint
 from service.reads.client import add_read_command
@@ -94,7 +95,11 @@ def run_worker(args: argparse.Namespace) -> int:
     from service.worker_process import run_worker_process
 
     settings = _with_demo_model(settings_from(args))
-    asyncio.run(run_worker_process(settings))
+    try:
+        asyncio.run(run_worker_process(settings))
+    except errors.NotReady as exc:  # e.g. the KV cache cannot fit: the message says why
+        log.error("worker cannot start: %s", exc)
+        return 1
     return 0
 
 

@@ -51,7 +51,10 @@ class VllmSettings(BaseSettings):
         0.9, gt=0, le=1, description="GPU memory fraction for weights + KV cache."
     )
     kv_cache_memory_bytes: int | None = Field(
-        None, ge=1, description="Explicit KV cache size in bytes (set it on CPU)."
+        None,
+        ge=1,
+        description="Explicit KV cache size in bytes; on CPU the default fits "
+        "max_concurrency sequences of max_model_len tokens.",
     )
     enforce_eager: bool = Field(False, description="No CUDA graphs / compilation.")
 

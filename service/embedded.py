@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from service import tracing
+from service import errors, tracing
 from service.components import (
     in_process_queue,
     make_engine,
@@ -62,6 +62,10 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
             # Jobs wait in the queue (bounded, with deadlines) until the engine can run them.
             try:
                 await engine.start()
+            except errors.ServiceError as exc:
+                # Ours: the message says what is wrong and what to do; no traceback.
+                log.error("engine %s cannot start: %s /health/ready stays 503", engine.name, exc)
+                return
             except Exception:
                 log.exception("engine %s failed to start; /health/ready stays 503", engine.name)
                 return

@@ -28,6 +28,7 @@ Messages never contain request content (PHI stays out of errors).
 from __future__ import annotations
 
 import functools
+import logging
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -171,6 +172,7 @@ _WORKER_CODES: dict[str, type[ServiceError]] = {
     "invalid_request": InvalidRequest,
     "context_length_exceeded": InvalidRequest,
     "unsupported_response_format": InvalidRequest,
+    "unsupported_parameter": InvalidRequest,
     "upstream_rejected": InvalidRequest,
     "worker_lost": NotReady,
     "dead_letter": EngineError,
@@ -235,3 +237,25 @@ def redacted_traceback(exc: BaseException) -> str:
     may quote request content (PHI), frames never do."""
     frames = "".join(traceback.format_tb(exc.__traceback__))
     return f"{frames}{type(exc).__module__}.{type(exc).__qualname__} (message withheld)"
+
+
+class RedactExceptions(logging.Filter):
+    """A log filter that keeps a record's traceback and drops its exception message:
+    installed on servers' loggers (uvicorn's), which log what reaches them in full."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}\n{redacted_traceback(exc)}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def redact_server_logs(*names: str) -> None:
+    """Install `RedactExceptions` on the named loggers (once each)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactExceptions) for f in logger.filters):
+            logger.addFilter(RedactExceptions())

@@ -51,6 +51,10 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    # uvicorn logs what reaches it with the exception's message; ours never reach it
+    # (the middleware answers them), this holds for whatever else might, as for
+    # asyncio's report of a task whose exception nobody retrieved.
+    errors.redact_server_logs("uvicorn.error", "uvicorn.asgi", "asyncio")
     app.openapi = lambda: _openapi_with_request_models(app)  # type: ignore[method-assign]
     return app
 
@@ -119,7 +123,8 @@ def _param_path(loc: tuple[object, ...]) -> str | None:
     repeats the field name (`image_url.image_url`)."""
     path: list[str] = []
     for part in (str(p) for p in loc):
-        if part == "body" or "[" in part or (path and part == path[-1]):
+        # union branches: `str`, `list[...]`, and model names (`WindowSpec`)
+        if part == "body" or "[" in part or part[:1].isupper() or (path and part == path[-1]):
             continue
         if part == "str" and path and path[-1] == "content":
             continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import uuid
@@ -17,6 +18,8 @@ from service.api.console import CONSOLE_PATHS
 from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
 from service.security.keystore import KeyStore
+
+log = logging.getLogger("gmaivl.api")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -106,10 +109,12 @@ class GatewayMiddleware:
             event = AuditEvent(request_id=request_id, route=route, model=self.model_id)
             scope["state"]["audit"] = event
 
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
@@ -147,6 +152,16 @@ class GatewayMiddleware:
             if event is not None:
                 event.outcome = "request_timeout"
             await self._refuse(send_with_id, exc)
+        except Exception as exc:  # the last line: nothing unexpected leaves
+            # Handled here rather than re-raised: Starlette's outermost middleware would
+            # re-raise it to the server, which logs the message (it may quote input).
+            log.error(
+                "unhandled error on request %s:\n%s", request_id, errors.redacted_traceback(exc)
+            )
+            if event is not None:
+                event.outcome = "server_error"
+            if not started_response:
+                await self._refuse(send_with_id, errors.ServiceError("Internal server error."))
         finally:
             in_flight.dec()
             model = self.model_id if route.startswith("/v1/") else ""

@@ -3,34 +3,44 @@
 
 Extensions are few and named as such: `priority` (a lane) on the request, and
 `image_url.dicom` (window, frames) on an image part (docs/pacs.md).
-Unknown fields are ignored, as the OpenAI SDK may send newer ones.
+Unknown fields are ignored, as the OpenAI SDK may send newer ones; OpenAI parameters
+that would change the answer and that no engine here honours are refused by name
+(`api/parameters.py`).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.core.lanes import Lane
 from service.media.dicom import DicomOptions
-from service.media.windowing import PRESETS, Window
+from service.media.windowing import MAX_WINDOW_VALUE, PRESETS, Window
 
 
-class TextPart(BaseModel):
+class _Request(BaseModel):
+    """Request models refuse NaN and Infinity (pydantic's JSON parser accepts the
+    literals, and a large exponent such as 1e999 parses as Infinity)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class TextPart(_Request):
     type: Literal["text"]
     text: str
 
 
-class WindowSpec(BaseModel):
+class WindowSpec(_Request):
     """An explicit window in modality units (HU for CT)."""
 
-    center: float
-    width: float = Field(ge=1.0)
+    center: float = Field(ge=-MAX_WINDOW_VALUE, le=MAX_WINDOW_VALUE)
+    width: float = Field(ge=1.0, le=MAX_WINDOW_VALUE)
     function: Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"] = "LINEAR"
 
 
-class DicomImageOptions(BaseModel):
+class DicomImageOptions(_Request):
     """Extension: how a DICOM image is rendered. `window` is a preset name or
     {center, width}; `frames` are 1-based frame numbers (default: the middle frame)."""
 
@@ -53,7 +63,7 @@ class DicomImageOptions(BaseModel):
         return DicomOptions(window=window, frames=tuple(self.frames or ()))
 
 
-class ImageURL(BaseModel):
+class ImageURL(_Request):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
     dicom: DicomImageOptions | None = Field(None, description="Extension: DICOM rendering.")
@@ -63,7 +73,7 @@ class ImageURL(BaseModel):
         return len(self.dicom.frames) if self.dicom and self.dicom.frames else 1
 
 
-class ImagePart(BaseModel):
+class ImagePart(_Request):
     type: Literal["image_url"]
     image_url: ImageURL
 
@@ -71,34 +81,46 @@ class ImagePart(BaseModel):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatMessage(_Request):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class JSONSchema(BaseModel):
+class JSONSchema(_Request):
     name: str = Field(max_length=64)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = None
 
+    @field_validator("schema_")
+    @classmethod
+    def finite_numbers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # `Any` escapes allow_inf_nan: a NaN here would reach the engine and its JSON.
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("the schema holds NaN or Infinity; JSON has neither") from None
+        return value
 
-class ResponseFormat(BaseModel):
+
+class ResponseFormat(_Request):
     """`text`, `json_object`, or `json_schema` (structured output, engine permitting)."""
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchema | None = None
 
 
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatCompletionRequest(_Request):
+    # Unknown fields are kept aside (`model_extra`): OpenAI parameters this server does
+    # not honour are refused by name (api/parameters.py), the rest ignored.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -110,10 +132,26 @@ class ChatCompletionRequest(BaseModel):
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    n: int = Field(1, ge=1, le=128, description="1 only: n > 1 is 400 unsupported_parameter.")
+    logprobs: bool | None = Field(
+        None, description="Each answer token's log probability (choices[].logprobs.content)."
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Alternatives per token; needs logprobs: true."
+    )
     user: str | None = None
     response_format: ResponseFormat | None = None
     priority: Lane | None = Field(None, description="Extension: the priority lane.")
+
+    @model_validator(mode="after")
+    def finite_extras(self) -> ChatCompletionRequest:
+        # Unknown fields are kept (api/parameters.py reads some): no NaN among them either.
+        if self.model_extra:
+            try:
+                json.dumps(self.model_extra, allow_nan=False)
+            except ValueError:
+                raise ValueError("a field holds NaN or Infinity; JSON has neither") from None
+        return self
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -130,11 +168,26 @@ class ChatCompletionMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class ChatCompletionChoice(BaseModel):
     index: int
     message: ChatCompletionMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class CompletionUsage(BaseModel):

@@ -4,15 +4,19 @@ Tenancy, media resolution and the job all read the plan."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from service import errors
+from service.api.parameters import check_parameters
 from service.api.protocol import ChatCompletionRequest, ImagePart
 from service.config import Settings
 from service.core.generation import SamplingParams
 from service.core.lanes import Lane
+
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ def plan_request(
     body: ChatCompletionRequest, priority: str | None, timeout: str | None, settings: Settings
 ) -> RequestPlan:
     """The plan of `body`, given its X-Priority and X-Request-Timeout headers."""
+    check_parameters(body)
     lane = lane_of(body, priority, settings.default_priority)
     seconds = timeout_of(timeout, settings)
     sampling = sampling_of(body, settings)
@@ -75,10 +80,8 @@ def timeout_of(header: str | None, settings: Settings) -> float:
     """Seconds the request may take: X-Request-Timeout within bounds, else the default."""
     if header is None:
         return settings.request_timeout
-    try:
-        seconds = float(header)
-    except ValueError:
-        seconds = -1.0
+    # A plain decimal only: float() would also take "1_0", "inf" and "nan".
+    seconds = float(header) if _SECONDS.fullmatch(header.strip()) else -1.0
     if not 0 < seconds <= settings.max_request_timeout:
         raise errors.InvalidRequest(
             "X-Request-Timeout must be a number of seconds in (0, "
@@ -104,6 +107,7 @@ def sampling_of(body: ChatCompletionRequest, settings: Settings) -> SamplingPara
         seed=body.seed,
         stop=body.stop_sequences(),
         response_format=response_format(body),
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
     )
 
 

@@ -10,26 +10,40 @@ The output is byte-for-byte what json.dumps of the whole chunk would give
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from service import errors
-from service.core.generation import Finish
+from service.core.generation import Finish, TokenLogprobs
 
 DONE = "data: [DONE]\n\n"
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # allow_nan=False: NaN is not JSON; a non-finite number is a bug to surface, not send.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def sse(payload: dict[str, Any]) -> str:
     return f"data: {_dumps(payload)}\n\n"
 
 
+def logprobs_body(tokens: Sequence[TokenLogprobs]) -> dict[str, Any]:
+    """OpenAI's `choices[].logprobs`: one entry per generated token."""
+    return {"content": [t.as_openai() for t in tokens], "refusal": None}
+
+
 def completion(
-    job_id: str, created: int, model: str, text: str, finish: Finish, dicom: list[dict[str, Any]]
+    job_id: str,
+    created: int,
+    model: str,
+    text: str,
+    finish: Finish,
+    dicom: list[dict[str, Any]],
+    logprobs: Sequence[TokenLogprobs] | None = None,
 ) -> dict[str, Any]:
-    """A `chat.completion` (protocol.ChatCompletionResponse); `dicom` only when non-empty."""
+    """A `chat.completion` (protocol.ChatCompletionResponse); `dicom` only when non-empty,
+    `logprobs` (a list, possibly empty) only when the request asked for them."""
     body: dict[str, Any] = {
         "id": f"chatcmpl-{job_id}",
         "object": "chat.completion",
@@ -40,7 +54,7 @@ def completion(
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish.finish_reason,
-                "logprobs": None,
+                "logprobs": None if logprobs is None else logprobs_body(logprobs),
             }
         ],
         "usage": finish.usage.as_openai(),
@@ -78,7 +92,18 @@ class ChunkWriter:
             extra=extra,
         )
 
-    def content(self, text: str) -> str:
+    def content(self, text: str, logprobs: Sequence[TokenLogprobs] = ()) -> str:
+        if logprobs:  # off the hot path: only requests that asked for them
+            return self._chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"content": text},
+                        "finish_reason": None,
+                        "logprobs": logprobs_body(logprobs),
+                    }
+                ]
+            )
         return self._content_head + _dumps(text) + self._content_tail
 
     def finish(self, finish_reason: str) -> str:

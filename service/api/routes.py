@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from service import errors
 from service.api.disconnect import ClientWatch
@@ -65,7 +66,10 @@ async def chat_completions(request: Request) -> Response:
     # FastAPI's body dependency: about a third of the gateway's per-request cost
     # (docs/benchmarks.md). `app.py` puts the schema into the OpenAPI document.
     state = _state(request)
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing broke
+        raise errors.Cancelled("The client went away before its request arrived.") from None
     if len(raw) > LARGE_BODY:  # the depth scan of a big body runs beside the event loop
         await asyncio.to_thread(check_json_depth, raw, state.settings.max_json_depth)
     else:

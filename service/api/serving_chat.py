@@ -27,7 +27,7 @@ from service.api.tenancy import TenantCharge, TenantGate
 from service.audit import AuditEvent
 from service.config import Settings
 from service.core.chat_format import to_template_messages
-from service.core.generation import Delta, GenerationRequest, ImageInput, Usage
+from service.core.generation import Delta, GenerationRequest, ImageInput, TokenLogprobs, Usage
 from service.core.jobs import Job, JobEvent, JobFailed, Restarted
 from service.core.lanes import Lane
 from service.media.resolve import ImageRequest, MediaResolver
@@ -154,7 +154,14 @@ class ChatCompletions:
                 response_span = tracing.start_span("response", {"gmaivl.stream": False})
                 try:
                     with watch.guard():
-                        answer, usage = await self._collect(job, batches, lane, ctx, resolved.dicom)
+                        answer, usage = await self._collect(
+                            job,
+                            batches,
+                            lane,
+                            ctx,
+                            resolved.dicom,
+                            plan.sampling.logprobs is not None,
+                        )
                 finally:
                     tracing.end_span(response_span)
                 if charge is not None:
@@ -230,22 +237,29 @@ class ChatCompletions:
         lane: Lane,
         ctx: RequestContext,
         dicom: list[dict[str, Any]],
+        want_logprobs: bool = False,
     ) -> tuple[dict[str, Any], Usage]:
         pieces: list[str] = []
+        logprobs: list[TokenLogprobs] = []
         async for batch in batches:
             if not pieces:
                 self._observe_ttft(lane, ctx)
             for event in batch:
                 if isinstance(event, Delta):
                     pieces.append(event.text)
+                    logprobs.extend(event.logprobs)
                 elif isinstance(event, Restarted):
                     pieces.clear()  # another worker starts over: a transparent retry
+                    logprobs.clear()
                 elif isinstance(event, JobFailed):
                     raise event.to_exception()
                 else:
                     answer = "".join(pieces)
                     created = int(job.enqueued_at)
-                    body = completion(job.id, created, self.model_id, answer, event, dicom)
+                    body = completion(
+                        job.id, created, self.model_id, answer, event, dicom,
+                        logprobs if want_logprobs else None,
+                    )  # fmt: skip
                     return body, event.usage
         raise errors.EngineError("The response ended without finishing.")
 
@@ -272,7 +286,7 @@ class ChatCompletions:
             while True:
                 for event in batch:
                     if isinstance(event, Delta):
-                        out.append(chunks.content(event.text))
+                        out.append(chunks.content(event.text, event.logprobs))
                         sent_text = True
                         continue
                     if isinstance(event, Restarted):

@@ -18,6 +18,9 @@ class SamplingParams:
     response_format: dict[str, Any] | None = None
     """Structured output: {"type": "json_object"} or {"type": "json_schema", "json_schema":
     {"name", "schema", ...}} (the OpenAI shape); None for free text."""
+    logprobs: int | None = None
+    """None: no log probabilities. k (0..20): each generated token's log probability and
+    its k most likely alternatives (OpenAI's `logprobs: true, top_logprobs: k`)."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,51 @@ class Usage:
         }
 
 
+# What OpenAI reports for a token the model gives no probability at all (-inf is not JSON).
+MIN_LOGPROB = -9999.0
+
+
+@dataclass(frozen=True)
+class Logprob:
+    """One token and its log probability under the model (raw logits, before sampling)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, token: str, logprob: float, raw: bytes | None = None) -> Logprob:
+        """Finite always: -inf and NaN become MIN_LOGPROB, so the JSON stays JSON.
+        `raw` is the token's own bytes where the engine knows them (a byte-level token
+        may be part of a character: its text is then U+FFFD, its bytes are exact)."""
+        value = float(logprob)
+        if not value > MIN_LOGPROB:  # also NaN
+            value = MIN_LOGPROB
+        return cls(token, value, tuple(token.encode("utf-8") if raw is None else raw))
+
+    def as_openai(self) -> dict[str, Any]:
+        return {"token": self.token, "logprob": self.logprob, "bytes": list(self.bytes)}
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A generated token's log probability and its most likely alternatives."""
+
+    chosen: Logprob
+    top: tuple[Logprob, ...] = ()
+
+    def as_openai(self) -> dict[str, Any]:
+        return {**self.chosen.as_openai(), "top_logprobs": [t.as_openai() for t in self.top]}
+
+
 @dataclass(frozen=True)
 class Delta:
-    """New text since the previous delta (never a partial UTF-8 character)."""
+    """New text since the previous delta (never a partial UTF-8 character), and, when
+    the request asked, the log probabilities of the tokens generated since then
+    (their text may still be held back: a delta may carry them with empty text)."""
 
     text: str
+    logprobs: tuple[TokenLogprobs, ...] = ()
 
 
 FinishReason = Literal["stop", "length"]

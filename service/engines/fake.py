@@ -16,11 +16,22 @@ from service.core.generation import (
     Finish,
     GenerationEvent,
     GenerationRequest,
+    Logprob,
+    TokenLogprobs,
     Usage,
 )
 from service.engines.base import refuse_structured_output
 
 TOKENS = ("The", " image", " shows", " no", " acute", " abnormality", ".")
+
+
+def fake_logprobs(i: int, k: int) -> TokenLogprobs:
+    """Token i's log probabilities: itself at -0.25, then the next tokens of TOKENS
+    at -1, -2, ... (deterministic, so tests can check every field)."""
+    top = tuple(
+        Logprob.of(TOKENS[(i + j) % len(TOKENS)], -0.25 if j == 0 else -float(j)) for j in range(k)
+    )
+    return TokenLogprobs(Logprob.of(TOKENS[i % len(TOKENS)], -0.25), top)
 
 
 class FakeEngine:
@@ -37,6 +48,7 @@ class FakeEngine:
         self.max_concurrency = max_concurrency
         self.startup_delay = startup_delay
         self.running: set[str] = set()
+        self.started: list[str] = []  # request ids in the order they started (lane tests)
         self.aborted: list[str] = []
         self.tokens_emitted = 0
         self._ready = False
@@ -53,6 +65,7 @@ class FakeEngine:
         refuse_structured_output(request, self.name)
         rid = request.request_id
         self.running.add(rid)
+        self.started.append(rid)
         try:
             prompt_tokens = sum(
                 len(part.get("text", "").split()) or 1
@@ -78,7 +91,8 @@ class FakeEngine:
                 if hit is not None:
                     yield Finish("stop", Usage(prompt_tokens, i + 1))
                     return
-                yield Delta(token)
+                k = request.sampling.logprobs
+                yield Delta(token, () if k is None else (fake_logprobs(i, k),))
             yield Finish("length", Usage(prompt_tokens, request.sampling.max_tokens))
         finally:
             self.running.discard(rid)

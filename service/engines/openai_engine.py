@@ -23,11 +23,14 @@ import httpx
 from service import errors
 from service.core.chat_format import to_openai_messages
 from service.core.generation import (
+    MIN_LOGPROB,
     Delta,
     Finish,
     GenerationEvent,
     GenerationRequest,
     ImageInput,
+    Logprob,
+    TokenLogprobs,
     Usage,
 )
 
@@ -136,12 +139,43 @@ async def _events(response: httpx.Response) -> AsyncIterator[GenerationEvent]:
             usage = Usage(u["prompt_tokens"], u["completion_tokens"])
         for choice in chunk.get("choices") or ():
             text = (choice.get("delta") or {}).get("content")
-            if text:
-                yield Delta(text)
+            logprobs = _logprobs(choice.get("logprobs"))
+            if text or logprobs:
+                yield Delta(text or "", logprobs)
             reason = choice.get("finish_reason") or reason
     if reason is None:
         return  # closed before the end: aborted (no Finish, engines/base.py)
     yield Finish("length" if reason == "length" else "stop", usage or Usage(0, 0))
+
+
+def _logprobs(raw: Any) -> tuple[TokenLogprobs, ...]:
+    """The upstream chunk's `logprobs.content` as ours (token text and log probability;
+    bytes are rebuilt from the text, as every engine here does)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
+        return ()
+    return tuple(
+        TokenLogprobs(_logprob(entry), tuple(_logprob(top) for top in _list(entry, "top_logprobs")))
+        for entry in raw["content"]
+        if isinstance(entry, dict)
+    )
+
+
+def _logprob(entry: Any) -> Logprob:
+    """One upstream entry; a missing or odd value is the floor, not a failed answer."""
+    if not isinstance(entry, dict):
+        return Logprob.of("", MIN_LOGPROB)
+    value = entry.get("logprob")
+    number = float(value) if isinstance(value, int | float) else MIN_LOGPROB
+    data = entry.get("bytes")
+    raw = bytes(data) if isinstance(data, list) and all(
+        isinstance(b, int) and 0 <= b < 256 for b in data
+    ) else None  # fmt: skip
+    return Logprob.of(str(entry.get("token", "")), number, raw)
+
+
+def _list(entry: dict[str, Any], key: str) -> list[Any]:
+    value = entry.get(key)
+    return value if isinstance(value, list) else []
 
 
 def upstream_body(request: GenerationRequest, model: str) -> dict[str, Any]:
@@ -163,6 +197,9 @@ def upstream_body(request: GenerationRequest, model: str) -> dict[str, Any]:
         body["stop"] = list(s.stop)
     if s.response_format is not None:
         body["response_format"] = s.response_format
+    if s.logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = s.logprobs
     return body
 
 

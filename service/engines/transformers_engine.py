@@ -28,11 +28,13 @@ from service.core.generation import (
     FinishReason,
     GenerationEvent,
     GenerationRequest,
+    Logprob,
     SamplingParams,
+    TokenLogprobs,
     Usage,
 )
 from service.engines.base import refuse_structured_output
-from service.engines.detokenize import IncrementalDetokenizer
+from service.engines.detokenize import IncrementalDetokenizer, TokenBytes
 
 log = logging.getLogger("gmaivl.engine")
 
@@ -70,6 +72,7 @@ class TransformersEngine:
             raise errors.NotReady("The checkpoint has no chat template.")
         text_config = self.model.config.text_config
         self.max_model_len = text_config.max_position_embeddings
+        self._token_bytes = TokenBytes(self.processor.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         torch.set_grad_enabled(False)
@@ -102,6 +105,10 @@ class TransformersEngine:
         detok = IncrementalDetokenizer(self.processor.tokenizer, params.stop)
         completion_tokens = 0
         reason: FinishReason = "length"
+        # Log probabilities of tokens whose text is still held back: they leave with
+        # the next delta, or with the last one.
+        pending: list[TokenLogprobs] = []
+        tail = ""
         try:
             while True:
                 item = await tokens.get()
@@ -111,22 +118,29 @@ class TransformersEngine:
                     break
                 if isinstance(item, BaseException):
                     raise errors.EngineError("Generation failed.") from item
+                if isinstance(item, tuple):  # (token, its logprobs) when the request asked
+                    item, token_logprobs = item
+                else:
+                    token_logprobs = None
                 completion_tokens += 1
                 if item in self.eos_ids:
                     reason = "stop"
                     break
+                if token_logprobs is not None:
+                    pending.append(self._token_logprobs(item, *token_logprobs))
                 text = detok.add(item)
                 if detok.stopped:
                     abort.set()
                     reason = "stop"
-                    if text:
-                        yield Delta(text)
+                    tail = text  # the text before the stop string
                     break
                 if text:
-                    yield Delta(text)
-            tail = detok.flush()
-            if tail:
-                yield Delta(tail)
+                    yield Delta(text, tuple(pending))
+                    pending.clear()
+            if not detok.stopped:
+                tail = detok.flush()
+            if tail or pending:
+                yield Delta(tail, tuple(pending))
             yield Finish(reason, Usage(prompt_tokens, completion_tokens))
         finally:
             abort.set()  # also on cancellation: the decode loop stops at the next token
@@ -135,6 +149,17 @@ class TransformersEngine:
                     await asyncio.shield(future)  # the pool slot is free when we return
             finally:
                 self._aborts.pop(request.request_id, None)
+
+    def _token_logprobs(
+        self, token: int, logprob: float, top: list[tuple[int, float]]
+    ) -> TokenLogprobs:
+        return TokenLogprobs(
+            self._logprob(token, logprob), tuple(self._logprob(t, lp) for t, lp in top)
+        )
+
+    def _logprob(self, token: int, logprob: float) -> Logprob:
+        text, raw = self._token_bytes(token)
+        return Logprob.of(text, logprob, raw)
 
     def _encode(self, request: GenerationRequest) -> dict[str, Any]:
         prompt = self.processor.apply_chat_template(request.messages, add_generation_prompt=True)
@@ -157,8 +182,12 @@ class TransformersEngine:
                 for _ in range(params.max_tokens):
                     if abort.is_set():
                         break
-                    token = sample_token(out.logits[0, -1], params, generator)
-                    emit(token)
+                    logits = out.logits[0, -1]
+                    token = sample_token(logits, params, generator)
+                    if params.logprobs is None:
+                        emit(token)
+                    else:
+                        emit((token, token_logprobs(logits, token, params.logprobs)))
                     if token in self.eos_ids:
                         break
                     out = self.model(
@@ -185,11 +214,28 @@ class TransformersEngine:
         return []
 
 
-def sample_token(logits: Any, params: SamplingParams, generator: Any) -> int:
-    """Greedy at temperature 0; otherwise temperature, then nucleus (top_p) sampling."""
+def token_logprobs(logits: Any, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+    """The chosen token's log probability and the k most likely (id, log probability),
+    from the raw logits (before temperature and top_p), as vLLM reports them."""
     import torch
 
-    if params.temperature == 0:
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    top = torch.topk(logprobs, k) if k else None
+    pairs = [] if top is None else list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+    return float(logprobs[token]), pairs
+
+
+# Below this a temperature is greedy, as in vLLM: dividing logits by 1e-300 gives
+# inf, softmax NaN, and torch.multinomial an error (a 500 for a valid request).
+GREEDY_BELOW = 1e-5
+
+
+def sample_token(logits: Any, params: SamplingParams, generator: Any) -> int:
+    """Greedy at temperature 0 (or below GREEDY_BELOW); otherwise temperature, then
+    nucleus (top_p) sampling."""
+    import torch
+
+    if params.temperature < GREEDY_BELOW:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
     if params.top_p < 1.0:

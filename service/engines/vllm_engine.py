@@ -29,10 +29,14 @@ from service.core.generation import (
     GenerationEvent,
     GenerationRequest,
     ImageInput,
+    Logprob,
     SamplingParams,
+    TokenLogprobs,
     Usage,
 )
 from service.engines.checkpoint import processor_chat_template
+from service.engines.cpu_kv_cache import check_fits, plan_cpu_kv_cache
+from service.engines.detokenize import TokenBytes
 
 log = logging.getLogger("gmaivl.engine")
 
@@ -59,6 +63,7 @@ class VllmEngine:
         self._engine: Any = None
         self._tokenizer: Any = None
         self._chat_template: str | None = None
+        self._eos_ids: set[int] = set()
         self._ready = False
 
     async def start(self) -> None:
@@ -67,6 +72,9 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         o = self.settings
+        kv_cache_bytes = o.kv_cache_memory_bytes
+        if kv_cache_bytes is None and _on_cpu():
+            kv_cache_bytes = self._cpu_kv_cache_bytes()
         args = AsyncEngineArgs(
             model=str(self.model_dir),
             dtype=o.dtype,
@@ -74,7 +82,7 @@ class VllmEngine:
             max_num_seqs=self.max_concurrency,
             tensor_parallel_size=o.tensor_parallel_size,
             gpu_memory_utilization=o.gpu_memory_utilization,
-            kv_cache_memory_bytes=o.kv_cache_memory_bytes,
+            kv_cache_memory_bytes=kv_cache_bytes,
             limit_mm_per_prompt={"image": self.limit_images_per_prompt},
             enforce_eager=o.enforce_eager,
             # Compact JSON for response_format: whitespace between tokens is legal JSON,
@@ -89,6 +97,8 @@ class VllmEngine:
         # Construction loads the weights and starts the engine core (seconds to minutes).
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         self._tokenizer = self._engine.get_tokenizer()
+        self._eos_ids = {self._tokenizer.eos_token_id} - {None}
+        self._token_bytes = TokenBytes(self._tokenizer)
         # Ours keep it in the tokenizer too; llava-hf's only beside the processor.
         self._chat_template = getattr(self._tokenizer, "chat_template", None)
         self._chat_template = self._chat_template or processor_chat_template(self.model_dir)
@@ -96,6 +106,25 @@ class VllmEngine:
             raise errors.NotReady("The checkpoint has no chat template.")
         await self._warm_up()
         self._ready = True
+
+    def _cpu_kv_cache_bytes(self) -> int:
+        """On CPU, a cache sized for max_concurrency x max_model_len rather than vLLM's
+        90% of the node (engines/cpu_kv_cache.py); NotReady when it cannot fit."""
+        plan = plan_cpu_kv_cache(
+            self.model_dir, self.settings.max_model_len, self.max_concurrency, self.settings.dtype
+        )
+        available = _cpu_memory_available()
+        check_fits(plan, available)
+        log.info(
+            "vllm on CPU: KV cache %.0f MiB for %d sequence(s) x %d tokens "
+            "(%d bytes per token; %.0f MiB free on the memory node)",
+            plan.bytes / 2**20,
+            plan.sequences,
+            plan.max_model_len,
+            plan.bytes_per_token,
+            available / 2**20,
+        )
+        return plan.bytes
 
     async def _warm_up(self) -> None:
         image = ImageInput(32, 32, bytes(32 * 32 * 3))
@@ -129,11 +158,13 @@ class VllmEngine:
         )
         completion_tokens = 0
         try:
+            k = request.sampling.logprobs
             async for output in stream:
                 completion = output.outputs[0]
                 completion_tokens += len(completion.token_ids)
-                if completion.text:
-                    yield Delta(completion.text)
+                logprobs = () if k is None else self._logprobs(completion, k)
+                if completion.text or logprobs:
+                    yield Delta(completion.text, logprobs)
                 if output.finished:
                     if completion.finish_reason not in ("stop", "length"):
                         return  # aborted: no Finish (engines/base.py)
@@ -151,6 +182,35 @@ class VllmEngine:
             raise errors.InvalidRequest(
                 "The request cannot be run by this model.", code="invalid_request"
             ) from exc
+
+    def _logprobs(self, completion: Any, k: int) -> tuple[TokenLogprobs, ...]:
+        """vLLM's per-position {token id: Logprob(logprob, rank, decoded_token)} (the
+        sampled token and the k best) as ours; the end-of-sequence token is left out,
+        as its text is (the reference engine does the same)."""
+        out = []
+        for token_id, position in zip(
+            completion.token_ids, completion.logprobs or (), strict=False
+        ):
+            if token_id in self._eos_ids or not position:
+                continue
+            chosen = position.get(token_id)
+            top = sorted(
+                ((t, lp) for t, lp in position.items() if lp.rank is not None and lp.rank <= k),
+                key=lambda item: item[1].rank,
+            )
+            out.append(
+                TokenLogprobs(
+                    self._logprob(token_id, chosen),
+                    tuple(self._logprob(t, lp) for t, lp in top),
+                )
+            )
+        return tuple(out)
+
+    def _logprob(self, token_id: int, value: Any) -> Logprob:
+        # Our text and bytes for the token (as the reference engine's), not vLLM's
+        # decoded_token: the same token reads the same whichever engine served it.
+        text, raw = self._token_bytes(token_id)
+        return Logprob.of(text, value.logprob if value is not None else float("-inf"), raw)
 
     def prompt_inputs(self, request: GenerationRequest) -> dict[str, Any]:
         """The checkpoint's chat template over our messages (one `<image>` per image part;
@@ -181,6 +241,20 @@ class VllmEngine:
         return [VllmMetricsCollector()]
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def _cpu_memory_available() -> int:
+    """Free memory of the NUMA node vLLM's CPU worker will allocate on (as it counts it)."""
+    from vllm.utils.cpu_resource_utils import get_allowed_cpu_list, get_memory_node_info
+
+    cpus = get_allowed_cpu_list()
+    return int(get_memory_node_info(cpus[0].numa_node if cpus else 0).available_memory)
+
+
 def vllm_sampling(params: SamplingParams) -> Any:
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
     from vllm.sampling_params import SamplingParams as VllmSamplingParams
@@ -202,6 +276,7 @@ def vllm_sampling(params: SamplingParams) -> Any:
         stop=list(params.stop) or None,
         output_kind=RequestOutputKind.DELTA,
         structured_outputs=structured,
+        logprobs=params.logprobs,
     )
 
 

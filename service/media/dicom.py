@@ -33,11 +33,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.pixels.processing import apply_modality_lut
-from pydicom.uid import UID
 
 from service import errors
 from service.config import ImageLimits
 from service.media.windowing import (
+    MAX_WINDOW_VALUE,
     PRESETS,
     Window,
     WindowSource,
@@ -136,7 +136,7 @@ def _dicom_to_rgb(
     ds = read_dataset(data, param)
     indices = check_image(ds, options, limits, param)
     frames = [
-        RenderedFrame(i + 1, *render_frame(ds, decode_frame(ds, i, param), options, i))
+        RenderedFrame(i + 1, *render_frame(ds, decode_frame(ds, i, param), options, i, param))
         for i in indices
     ]
     uid = ds.get("SOPInstanceUID")
@@ -192,9 +192,9 @@ def check_image(ds: Dataset, options: DicomOptions, limits: ImageLimits, param: 
                 code="dicom_not_an_image",
             )
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
-        name = UID(sop_class).name if sop_class and UID(sop_class).is_valid else "unknown"
+        # No SOP class in the message: an unregistered UID is a header value.
         raise errors.UnprocessableImage(
-            f"The DICOM object has no pixel data to display (SOP class: {name[:80]}).",
+            "The DICOM object has no pixel data to display.",
             param=param,
             code="dicom_not_an_image",
         )
@@ -233,6 +233,14 @@ def decode_frame(ds: Dataset, index: int, param: str) -> np.ndarray:
     """One frame's values as stored (colour as RGB). Only that frame is decompressed."""
     try:
         return pixel_array(ds, index=index)
+    except NotImplementedError as exc:
+        # Before RuntimeError, its parent: pydicom raises this for a syntax it has
+        # no decoder for (MPEG, private ones).
+        raise errors.UnprocessableImage(
+            "DICOM pixel data uses a transfer syntax this server cannot decode.",
+            param=param,
+            code="unsupported_transfer_syntax",
+        ) from exc
     except (
         ValueError,
         RuntimeError,
@@ -246,16 +254,10 @@ def decode_frame(ds: Dataset, index: int, param: str) -> np.ndarray:
         raise errors.UnprocessableImage(
             "DICOM pixel data could not be decoded.", param=param
         ) from exc
-    except NotImplementedError as exc:
-        raise errors.UnprocessableImage(
-            "DICOM pixel data uses a transfer syntax this server cannot decode.",
-            param=param,
-            code="unsupported_transfer_syntax",
-        ) from exc
 
 
 def render_frame(
-    ds: Dataset, pixels: np.ndarray, options: DicomOptions, index: int = 0
+    ds: Dataset, pixels: np.ndarray, options: DicomOptions, index: int = 0, param: str = "image"
 ) -> tuple[np.ndarray, WindowUsed | None]:
     """Stored values -> uint8 display pixels ((rows, columns) grey or (rows, columns, 3)
     colour), and the window used (None for colour)."""
@@ -266,7 +268,7 @@ def render_frame(
         return _scale_to_8bit(rgb, bits), None
     if pixels.ndim == 3:  # RGB (YBR was converted while decoding)
         return _scale_to_8bit(pixels, int(ds.get("BitsStored") or 8)), None
-    values = _modality_values(ds, pixels, index)
+    values = _modality_values(ds, pixels, index, param)
     used = _choose_window(ds, values, options, index)
     grey = apply_window(values, Window(used.center, used.width, used.function))  # type: ignore[arg-type]
     if photometric == "MONOCHROME1":  # low values are white in MONOCHROME1
@@ -274,16 +276,27 @@ def render_frame(
     return grey, used
 
 
-def _modality_values(ds: Dataset, pixels: np.ndarray, index: int) -> np.ndarray:
+def _modality_values(ds: Dataset, pixels: np.ndarray, index: int, param: str) -> np.ndarray:
     """Modality LUT: a table when the file has one, else rescale slope/intercept (float32)."""
     if ds.get("ModalityLUTSequence"):
-        return apply_modality_lut(pixels, ds)
-    rescale = _frame_item(ds, index, "PixelValueTransformationSequence")
-    slope = float(rescale.get("RescaleSlope", 1) or 1)
-    intercept = float(rescale.get("RescaleIntercept", 0) or 0)
-    values = pixels.astype(np.float32, copy=False)
-    if slope != 1.0 or intercept != 0.0:
-        values = values * np.float32(slope) + np.float32(intercept)
+        values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+    else:
+        rescale = _frame_item(ds, index, "PixelValueTransformationSequence")
+        slope = float(rescale.get("RescaleSlope", 1) or 1)
+        intercept = float(rescale.get("RescaleIntercept", 0) or 0)
+        values = pixels.astype(np.float32, copy=False)
+        if slope != 1.0 or intercept != 0.0:
+            with np.errstate(over="ignore", invalid="ignore"):
+                values = values * np.float32(slope) + np.float32(intercept)
+    # A NaN or infinite slope or intercept, or one that overflows float32 (1e38 x
+    # 4095), leaves nothing a window can map: the file's fault, a 422.
+    if not np.isfinite(values).all():
+        raise errors.UnprocessableImage(
+            "The DICOM modality LUT (rescale slope and intercept) gives values that "
+            "are not finite numbers.",
+            param=param,
+            code="invalid_dicom_values",
+        )
     return values
 
 
@@ -298,13 +311,19 @@ def _choose_window(
         return WindowUsed(requested.center, requested.width, requested.function, "request")
     voi = _frame_item(ds, index, "FrameVOILUTSequence")
     center, width = _first(voi.get("WindowCenter")), _first(voi.get("WindowWidth"))
-    if center is not None and width is not None and width >= 1:
+    # A NaN, infinite or float32-overflowing window in the file is no window: the
+    # percentiles stand in, as for a file without one.
+    if center is not None and width is not None and _usable_window(center, width):
         function = str(voi.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
         if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
             function = "LINEAR"
         return WindowUsed(center, width, function, "file")
     robust = percentile_window(values)
     return WindowUsed(robust.center, robust.width, robust.function, "percentile")
+
+
+def _usable_window(center: float, width: float) -> bool:
+    return abs(center) <= MAX_WINDOW_VALUE and 1 <= width <= MAX_WINDOW_VALUE
 
 
 def _frame_item(ds: Dataset, index: int, sequence: str) -> Dataset:

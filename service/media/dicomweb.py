@@ -31,7 +31,10 @@ INSTANCE_TYPES = frozenset({"multipart/related", "application/dicom"})
 RENDERED_ACCEPT = "image/png"
 RENDERED_TYPES = frozenset({"image/png", "image/jpeg"})
 
-_UID = r"[0-9.]{1,64}"
+# A DICOM UID: digit components joined by single dots (PS3.5 9.1), at most 64 characters.
+# Not any run of digits and dots: ".." (also sent percent-encoded, which httpx does
+# not resolve) is a path segment the PACS would resolve to another resource.
+_UID = r"(?=[0-9.]{1,64}(?:/|$))[0-9]+(?:\.[0-9]+)*"
 _INSTANCE_PATH = re.compile(
     rf"^/studies/{_UID}/series/{_UID}/instances/{_UID}(?P<rendered>/rendered)?/?$"
 )

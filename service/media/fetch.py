@@ -16,7 +16,8 @@ For every hop (the URL, then each same-host redirect), in this order:
 6. the content type must be one the caller accepts (400);
 7. the byte cap: a larger Content-Length is refused before reading, and the
    body is counted while it streams, stopped at the cap (413).
-Messages name the host at most, never the path or query (they hold study UIDs).
+Messages quote nothing of the URL (host, path, query: the client's text, and paths
+hold study UIDs) nor of the response's headers; `param` names the image part.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ class SafeFetcher:
                 headers={**headers, "Accept": accept, "Host": _host_header(target)},
                 extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
             )
-            with _transport_errors(target.host, "while connecting", param):
+            with _transport_errors("while connecting", param):
                 response = await self._client.send(request, stream=True)
             try:
                 if response.is_redirect:
@@ -224,7 +225,7 @@ class SafeFetcher:
             return Fetched(content_type="", media_type="", body=b"")  # e.g. an empty QIDO result
         if response.status_code != 200:
             raise errors.ImageFetchFailed(
-                f"The image server {target.host} answered HTTP {response.status_code}.",
+                f"The image server answered HTTP {response.status_code}.",
                 param=param,
                 upstream_status=response.status_code,
             )
@@ -232,7 +233,7 @@ class SafeFetcher:
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type not in content_types:
             raise errors.InvalidRequest(
-                f"The image URL returned content type {media_type[:64]!r}; expected one of: "
+                "The image URL returned an unsupported content type; expected one of: "
                 + ", ".join(sorted(content_types))
                 + ".",
                 param=param,
@@ -245,7 +246,7 @@ class SafeFetcher:
                 f"Image is larger than the limit of {cap} bytes.", param=param
             )
         body = bytearray()
-        with _transport_errors(target.host, "while sending the image", param):
+        with _transport_errors("while sending the image", param):
             async for chunk in response.aiter_bytes():  # decoded: gzip bombs count too
                 body += chunk
                 if len(body) > cap:
@@ -256,18 +257,16 @@ class SafeFetcher:
 
 
 @contextlib.contextmanager
-def _transport_errors(host: str, stage: str, param: str) -> Iterator[None]:
-    """httpx's transport errors as ours; the message names the host and the stage only."""
+def _transport_errors(stage: str, param: str) -> Iterator[None]:
+    """httpx's transport errors as ours; the message names the stage only."""
     try:
         yield
     except httpx.TimeoutException as exc:
         raise errors.ImageFetchFailed(
-            f"The image server {host} timed out {stage}.", param=param, code="image_fetch_timeout"
+            f"The image server timed out {stage}.", param=param, code="image_fetch_timeout"
         ) from exc
     except httpx.HTTPError as exc:
-        raise errors.ImageFetchFailed(
-            f"The image server {host} failed {stage}.", param=param
-        ) from exc
+        raise errors.ImageFetchFailed(f"The image server failed {stage}.", param=param) from exc
 
 
 def parse_url(url: str, param: str) -> httpx.URL:
@@ -291,7 +290,7 @@ async def checked_address(target: httpx.URL, policy: HostPolicy, param: str) -> 
     host = target.host
     if not policy.allows_host(host):
         raise errors.ImageFetchFailed(
-            f"The host {host[:100]!r} is not on the image allow-list.",
+            "The image URL's host is not on the image allow-list.",
             param=param,
             code="image_url_not_allowed",
         )
@@ -306,13 +305,13 @@ async def checked_address(target: httpx.URL, policy: HostPolicy, param: str) -> 
             )
         except OSError as exc:
             raise errors.ImageFetchFailed(
-                f"The image host {host!r} could not be resolved.", param=param
+                "The image URL's host could not be resolved.", param=param
             ) from exc
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     refused = [a for a in addresses if not policy.allows_address(host, a)]
     if refused or not addresses:
         raise errors.ImageFetchFailed(
-            f"The image host {host!r} resolves to a private, loopback or link-local address.",
+            "The image URL's host resolves to a private, loopback or link-local address.",
             param=param,
             code="image_url_not_allowed",
         )

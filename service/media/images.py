@@ -37,9 +37,8 @@ ACCEPTED_TYPES = frozenset({*RASTER_TYPES, DICOM_TYPE})
 def parse_data_url(url: str, limits: ImageLimits, param: str) -> tuple[str, bytes]:
     """Split a `data:<mime>;base64,<payload>` URL into (mime, bytes)."""
     if not url.startswith("data:"):
-        scheme = url.split(":", 1)[0][:16] if ":" in url else ""
         raise errors.InvalidRequest(
-            f"Unsupported image URL scheme {scheme!r}: send the image inline as a "
+            "Unsupported image URL scheme: send the image inline as a "
             "data: URL (data:image/png;base64,...).",
             param=param,
             code="invalid_image_url",
@@ -54,7 +53,8 @@ def parse_data_url(url: str, limits: ImageLimits, param: str) -> tuple[str, byte
     mime = header[len("data:") : -len(";base64")].strip().lower()
     if mime not in ACCEPTED_TYPES:
         raise errors.InvalidRequest(
-            f"Unsupported image type {mime[:64]!r}; supported: "
+            # The declared type is not quoted: it is the client's text.
+            "Unsupported image type in the data: URL; supported: "
             + ", ".join(sorted(ACCEPTED_TYPES - {"image/jpg"}))
             + ".",
             param=param,

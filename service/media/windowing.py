@@ -29,6 +29,10 @@ class Window:
     function: VoiFunction = "LINEAR"
 
 
+# Window centre/width beyond this are absurd for any modality, and near float32's
+# limit the window math overflows: requests are refused past it, files' windows ignored.
+MAX_WINDOW_VALUE = 1e9
+
 # Common CT windows (center, width in HU), as radiology references list them.
 PRESETS: dict[str, Window] = {
     "lung": Window(-600.0, 1500.0),
@@ -54,7 +58,9 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     x = values.astype(np.float32, copy=False)
     c, w = np.float32(window.center), np.float32(window.width)
     if window.function == "SIGMOID":
-        y = np.float32(255.0) / (np.float32(1.0) + np.exp(np.float32(-4.0) * (x - c) / w))
+        # exp overflows to inf far below the centre: 255 / inf is the 0 it should be.
+        with np.errstate(over="ignore"):
+            y = np.float32(255.0) / (np.float32(1.0) + np.exp(np.float32(-4.0) * (x - c) / w))
     elif window.function == "LINEAR_EXACT":
         y = ((x - c) / w + np.float32(0.5)) * np.float32(255.0)
     elif w <= 1:

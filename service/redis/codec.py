@@ -15,7 +15,9 @@ from service.core.generation import (
     Finish,
     GenerationRequest,
     ImageInput,
+    Logprob,
     SamplingParams,
+    TokenLogprobs,
     Usage,
 )
 from service.core.jobs import Job, JobEvent, JobFailed, Restarted
@@ -61,6 +63,7 @@ def decode_job(document: str, image_bytes: list[bytes]) -> Job:
             sampling["seed"],
             tuple(sampling["stop"]),
             sampling["response_format"],
+            sampling.get("logprobs"),  # absent in jobs of an older gateway
         ),
         images,
     )
@@ -92,6 +95,8 @@ def decode_events(text: str | bytes) -> list[tuple[str, JobEvent]]:
 
 def _event_body(event: JobEvent) -> dict[str, Any]:
     if isinstance(event, Delta):
+        if event.logprobs:
+            return {"t": "d", "text": event.text, "lp": [_token_body(t) for t in event.logprobs]}
         return {"t": "d", "text": event.text}
     if isinstance(event, Finish):
         return {
@@ -108,9 +113,26 @@ def _event_body(event: JobEvent) -> dict[str, Any]:
 def _event_from_body(raw: dict[str, Any]) -> JobEvent:
     kind = raw.pop("t")
     if kind == "d":
-        return Delta(raw["text"])
+        return Delta(raw["text"], tuple(_token_from_body(t) for t in raw.get("lp", ())))
     if kind == "f":
         return Finish(raw["reason"], Usage(raw["prompt"], raw["completion"]))
     if kind == "x":
         return JobFailed(**raw)
     return Restarted(raw["attempt"])
+
+
+def _token_body(token: TokenLogprobs) -> list[Any]:
+    """[token, logprob, bytes, [[token, logprob, bytes], ...]]."""
+    return [*_logprob_body(token.chosen), [_logprob_body(t) for t in token.top]]
+
+
+def _logprob_body(logprob: Logprob) -> list[Any]:
+    return [logprob.token, logprob.logprob, list(logprob.bytes)]
+
+
+def _token_from_body(raw: list[Any]) -> TokenLogprobs:
+    token, logprob, data, top = raw
+    return TokenLogprobs(
+        Logprob.of(token, logprob, bytes(data)),
+        tuple(Logprob.of(t, lp, bytes(b)) for t, lp, b in top),
+    )

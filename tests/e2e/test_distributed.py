@@ -266,6 +266,20 @@ def test_serve_all_in_one_on_redis(tmp_path, redis_server):
             model="solo", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
         )
         assert r.choices[0].message.content == expected_text(4)
+        # log probabilities cross Redis (job and events) in both answer shapes
+        asked = {"model": "solo", "max_tokens": 3, "logprobs": True, "top_logprobs": 2,
+                 "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+        content = client.chat.completions.create(**asked).choices[0].logprobs.content
+        assert [(t.token, t.logprob, len(t.top_logprobs)) for t in content] == [
+            ("The", -0.25, 2), (" image", -0.25, 2), (" shows", -0.25, 2)
+        ]  # fmt: skip
+        streamed = [
+            t
+            for c in client.chat.completions.create(**asked, stream=True)
+            if c.choices and c.choices[0].logprobs
+            for t in c.choices[0].logprobs.content
+        ]
+        assert [t.model_dump() for t in streamed] == [t.model_dump() for t in content]
         scrape = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert "gmaivl_live_workers 1.0" in scrape  # gauges only Redis can answer
         assert 'gmaivl_queue_oldest_age_seconds{lane="stat"} 0.0' in scrape

@@ -26,6 +26,9 @@ from tests.conftest import image_message, png_data_url
 from tests.deploy.assets import exported_series, queried_names
 
 VLLM_FLAGS = ["--dtype", "float32", "--kv-cache-memory-bytes", str(256 << 20), "--enforce-eager"]
+# `gmai-vl serve` below runs without --kv-cache-memory-bytes: on CPU the service sizes
+# the cache itself (engines/cpu_kv_cache.py); vLLM's own default would not start here.
+SERVE_FLAGS = ["--dtype", "float32", "--enforce-eager"]
 # With this image and text the (seeded, untrained) tiny model does not emit EOS for
 # hundreds of tokens at temperature 0: long enough to leave in the middle.
 LONG_ANSWER_PROMPT = "hi"
@@ -40,10 +43,16 @@ def start(args: list[str], log: Path) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def served_vllm(tiny_checkpoint: Path, tmp_path_factory) -> Iterator[str]:
-    """`gmai-vl serve --engine vllm`: gateway + in-process queue + vLLM worker."""
+def serve_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vllm") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def served_vllm(tiny_checkpoint: Path, serve_log: Path) -> Iterator[str]:
+    """`gmai-vl serve --engine vllm`: gateway + in-process queue + vLLM worker, with
+    the defaults a user gets (no KV cache size given)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm") / "serve.log"
+    log = serve_log
     process = start(
         [
             "-m",
@@ -59,7 +68,7 @@ def served_vllm(tiny_checkpoint: Path, tmp_path_factory) -> Iterator[str]:
             "8",
             "--port",
             str(port),
-            *VLLM_FLAGS,
+            *SERVE_FLAGS,
         ],
         log,
     )
@@ -102,6 +111,48 @@ def wait_for(condition, what: str, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def test_serve_on_cpu_sizes_the_kv_cache_itself_and_says_so(served_vllm, serve_log):
+    """Started without --kv-cache-memory-bytes (vLLM alone would want 90% of the node):
+    the cache is sized for 8 sequences of the model's context, and the log says so."""
+    log = serve_log.read_text()
+    assert re.search(r"vllm on CPU: KV cache \d+ MiB for 8 sequence\(s\) x \d+ tokens", log)
+    assert "less than desired CPU memory utilization" not in log
+
+
+def test_serve_on_cpu_refuses_a_cache_that_cannot_fit_in_one_clear_line(tmp_path, tiny_checkpoint):
+    """A context no memory holds: one error line with the figures and the remedies,
+    no engine started, no traceback; the gateway answers 503 not ready."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    flags = ["--max-model-len", str(10**9), "--max-concurrency", "8", *SERVE_FLAGS]
+    process = start(["-m", "service.cli", "serve", "--engine", "vllm", "--model",
+                     str(tiny_checkpoint), "--port", str(port), *flags], log)  # fmt: skip
+    try:
+        wait_for(lambda: "cannot start" in log.read_text(), "refused", timeout=120)
+        text = log.read_text()
+        assert "vLLM on CPU cannot start: a KV cache for 8 sequence(s) of 1000000000 tokens" in text
+        assert "--max-model-len" in text and "Traceback" not in text
+        ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json()["checks"]["model_loaded"] is False
+    finally:
+        stop_process(process)
+
+
+def test_a_worker_whose_cache_cannot_fit_exits_with_one_clear_line(redis_server, tiny_checkpoint):
+    """`gmai-vl worker` (Redis mode) under the same refusal: exit status 1, the figures
+    and remedies in one line, no traceback; Kubernetes sees a failing container."""
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "worker", "--redis-url", redis_server.url,
+         "--engine", "vllm", "--model", str(tiny_checkpoint), "--max-model-len", str(10**9),
+         "--max-concurrency", "4", *SERVE_FLAGS],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "worker cannot start: vLLM on CPU cannot start: a KV cache for 4 sequence(s)" in output
+    assert "Traceback" not in output
+
+
 def test_openai_sdk_stream_and_non_stream(served_vllm):
     client = openai.OpenAI(base_url=served_vllm + "/v1", api_key="x")
     answer = ask(client, IMAGES[0])
@@ -111,6 +162,23 @@ def test_openai_sdk_stream_and_non_stream(served_vllm):
     assert text == answer.choices[0].message.content
     assert usage.completion_tokens == answer.usage.completion_tokens
     assert usage.prompt_tokens == answer.usage.prompt_tokens
+
+
+def test_logprobs_through_the_sdk_stream_and_non_stream(served_vllm):
+    client = openai.OpenAI(base_url=served_vllm + "/v1", api_key="x")
+    answer = ask(client, IMAGES[1], logprobs=True, top_logprobs=2, max_tokens=8)
+    content = answer.choices[0].logprobs.content
+    assert len(content) >= 1 and all(len(t.top_logprobs) == 2 for t in content)
+    assert all(t.logprob <= 0 and t.bytes is not None for t in content)
+    # greedy: each chosen token is the best alternative
+    assert all(t.token == t.top_logprobs[0].token for t in content)
+    text = bytes(b for t in content for b in t.bytes).decode("utf-8", errors="replace")
+    assert text.rstrip("\ufffd") == answer.choices[0].message.content
+    chunks = list(ask(client, IMAGES[1], logprobs=True, top_logprobs=2, max_tokens=8,
+                      stream=True))  # fmt: skip
+    streamed = [t.token for c in chunks if c.choices and c.choices[0].logprobs
+                for t in c.choices[0].logprobs.content]  # fmt: skip
+    assert streamed == [t.token for t in content]
 
 
 async def test_16_concurrent_requests_all_correct(served_vllm):

@@ -94,7 +94,34 @@ CASES = [
         "context_length_exceeded",
         "max_tokens",
     ),
-    ("n > 1", chat(n=3), 400, "invalid_request", "n"),
+    ("n > 1", chat(n=3), 400, "unsupported_parameter", "n"),
+    # OpenAI parameters no engine here honours: refused by name, never silently ignored
+    *(
+        (f"unsupported {field}", chat(**{field: value}), 400, "unsupported_parameter", field)
+        for field, value in (
+            ("tools", [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]),
+            ("tool_choice", "required"),
+            ("functions", [{"name": "lookup"}]),
+            ("function_call", {"name": "lookup"}),
+            ("audio", {"voice": "alloy", "format": "wav"}),
+            ("modalities", ["text", "audio"]),
+            ("logit_bias", {"50256": -100}),
+            ("presence_penalty", 0.5),
+            ("frequency_penalty", -1),
+            ("prediction", {"type": "content", "content": "x"}),
+            ("web_search_options", {}),
+            ("reasoning_effort", "high"),
+            ("verbosity", "low"),
+        )
+    ),
+    ("top_logprobs without logprobs", chat(top_logprobs=2), 400, "invalid_request", "top_logprobs"),
+    (
+        "top_logprobs over 20",
+        chat(logprobs=True, top_logprobs=21),
+        400,
+        "invalid_request",
+        "top_logprobs",
+    ),
     ("temperature out of range", chat(temperature=9), 400, "invalid_request", "temperature"),
     ("wrong type", chat(messages="hello"), 400, "invalid_request", "messages"),
     (

@@ -149,22 +149,79 @@ def test_health_and_metrics(fast):
         "gmaivl_in_flight_requests",
     ):
         assert series in metrics, series
+    # No `_created` series (one per counter and histogram child), and no NaN anywhere.
+    assert "_created" not in metrics
+    assert "NaN" not in metrics and "Inf " not in metrics.replace('le="+Inf"', "")
     httpx.get(server.base_url + "/v1/not-a-route-" + "x" * 40)
     metrics = httpx.get(server.base_url + "/metrics").text
     assert "not-a-route" not in metrics and 'route="other"' in metrics
     assert 'lane="stat"' in metrics
 
 
-def test_priority_field_and_header(fast):
+def test_priority_field_and_header_are_validated(fast):
     server, _, _ = fast
     body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     url = server.base_url + "/v1/chat/completions"
-    assert httpx.post(url, json={**body, "priority": "stat"}).status_code == 200
-    assert httpx.post(url, json=body, headers={"X-Priority": "URGENT"}).status_code == 200
     bad = httpx.post(url, json=body, headers={"X-Priority": "vip"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "X-Priority"
     bad = httpx.post(url, json={**body, "priority": "vip"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "priority"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "runs_first"),
+    [
+        # (body priority, X-Priority) of two queued requests; which one the lane puts first
+        (("batch", None), ("stat", None), "second"),  # the body field picks the lane
+        ((None, "batch"), (None, "URGENT"), "second"),  # the header, any case
+        (("batch", "stat"), (None, None), "second"),  # the body wins over the header
+        ((None, "stat"), ("routine", None), "first"),  # a header alone still counts
+    ],
+)
+async def test_queued_requests_run_in_lane_order(first, second, runs_first):
+    """With the engine busy, two requests wait; the higher lane runs first, whatever
+    order they came in. A server that ignored lanes (FIFO) fails the 'second' cases,
+    one that let the header win fails the third."""
+    engine = FakeEngine(token_interval=0.02, max_concurrency=1)
+    server, _ = start(engine)
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+
+    def request(priority: str | None, header: str | None) -> tuple[dict, dict]:
+        return ({**body, "priority": priority} if priority else body), (
+            {"X-Priority": header} if header else {}
+        )
+
+    with server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            blocker = asyncio.create_task(
+                http.post("/v1/chat/completions", json={**body, "max_tokens": 50})
+            )
+            while not engine.running:
+                await asyncio.sleep(0.01)
+            tasks = []
+            for depth, (priority, header) in enumerate((first, second), start=1):
+                json_body, headers = request(priority, header)
+                tasks.append(
+                    asyncio.create_task(
+                        http.post("/v1/chat/completions", json=json_body, headers=headers)
+                    )
+                )
+                while await _queued(http) < depth:
+                    await asyncio.sleep(0.01)
+            answers = [await task for task in tasks]
+            assert (await blocker).status_code == 200
+    assert all(a.status_code == 200 for a in answers)
+    ids = [a.json()["id"].removeprefix("chatcmpl-") for a in answers]
+    order = [rid for rid in engine.started if rid in ids]
+    expected = ids if runs_first == "first" else ids[::-1]
+    assert order == expected
+
+
+async def _queued(http: httpx.AsyncClient) -> float:
+    """Requests waiting in all lanes, from /metrics."""
+    text = (await http.get("/metrics")).text
+    lines = (line for line in text.splitlines() if line.startswith("gmaivl_queue_depth{"))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
 async def test_full_queue_is_429_with_retry_after():
@@ -305,3 +362,25 @@ def test_openapi_documents_the_chat_request(fast):
         "stop",
         "priority",
     } <= set(properties)
+
+
+def test_logprobs_through_the_openai_sdk_stream_and_non_stream(fast):
+    """OpenAI's shape: choices[].logprobs.content[] with token, logprob, bytes and
+    top_logprobs; in a stream, on each content chunk. The fake engine's values are
+    fixed (engines/fake.py), so every field is checked."""
+    server, _, _ = fast
+    sdk = client(server)
+    kwargs = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+              "logprobs": True, "top_logprobs": 2}  # fmt: skip
+    answer = sdk.chat.completions.create(**kwargs)
+    content = answer.choices[0].logprobs.content
+    assert [t.token for t in content] == ["The", " image", " shows"]
+    assert content[1].logprob == -0.25 and content[1].bytes == list(b" image")
+    top = [(t.token, t.logprob) for t in content[1].top_logprobs]
+    assert top == [(" image", -0.25), (" shows", -1.0)]
+    chunks = list(sdk.chat.completions.create(**kwargs, stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in
+                c.choices[0].logprobs.content]  # fmt: skip
+    assert [t.model_dump() for t in streamed] == [t.model_dump() for t in content]
+    plain = sdk.chat.completions.create(**{**kwargs, "logprobs": False, "top_logprobs": None})
+    assert plain.choices[0].logprobs is None

@@ -21,11 +21,28 @@ def test_unknown_fields_are_ignored_like_openai_sdk_extras():
     assert parse(frequency_penalty=0.0, metadata={"a": 1}).model == "m"
 
 
+def test_unsupported_openai_parameters_are_refused_by_name_and_no_ops_pass():
+    from service import errors
+    from service.api.parameters import check_parameters
+
+    for fields in ({"frequency_penalty": 0.0, "metadata": {"a": 1}}, {"tools": []},
+                   {"tool_choice": "none"}, {"modalities": ["text"]}, {"logit_bias": {}},
+                   {"store": True, "parallel_tool_calls": False}, {"future_field": 1}):  # fmt: skip
+        check_parameters(parse(**fields))
+    refused = [("tools", [{"type": "function"}]), ("n", 2), ("audio", {}),
+               ("tool_choice", {"type": "function"}), ("presence_penalty", 1)]  # fmt: skip
+    for field, value in refused:
+        with pytest.raises(errors.InvalidRequest) as info:
+            check_parameters(parse(**{field: value}))
+        assert (info.value.code, info.value.param) == ("unsupported_parameter", field)
+
+
 @pytest.mark.parametrize(
     "fields",
     [
         {"stop": ["a", "b", "c", "d", "e"]},
-        {"n": 2},
+        {"n": 0},
+        {"top_logprobs": 21},
         {"top_p": 0},
         {"max_tokens": 0},
         {"priority": "vip"},

@@ -40,3 +40,16 @@ def test_text_that_only_starts_like_a_stop_is_released(tokenizer):
     pieces, detok = stream(tokenizer, "The lung is clear", stop=("lungs are",))
     assert "".join(pieces) == "The lung is clear"
     assert not detok.stopped
+
+
+def test_token_bytes_are_exact_where_tokens_split_characters(tokenizer):
+    from service.engines.detokenize import TokenBytes
+
+    # rare characters (an anatomical heart, a double-struck A): several tokens each
+    text = "病灶位于图像的左上区域 \U0001fac0\U0001d538 CT shows a nodule."
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    token_bytes = TokenBytes(tokenizer)
+    pieces = [token_bytes(i) for i in ids]
+    assert b"".join(raw for _, raw in pieces).decode() == text  # exact, byte for byte
+    assert any(t == "\ufffd" for t, _ in pieces)  # some token is part of a character
+    assert all(t == raw.decode("utf-8", errors="replace") for t, raw in pieces)

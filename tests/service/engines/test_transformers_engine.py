@@ -88,3 +88,40 @@ async def test_load_failure_is_not_ready(tmp_path):
     engine = TransformersEngine(tmp_path / "missing")
     with pytest.raises(errors.NotReady):
         await engine.start()
+
+
+async def test_logprobs_one_per_answer_token_with_the_best_alternatives(engine):
+    events = await run(engine, request(max_tokens=8, temperature=0, logprobs=3))
+    *deltas, finish = events
+    tokens = [t for d in deltas for t in d.logprobs]
+    eos = 1 if finish.finish_reason == "stop" else 0  # the end token has no text, no entry
+    assert len(tokens) == finish.usage.completion_tokens - eos
+    for token in tokens:
+        assert len(token.top) == 3
+        values = [t.logprob for t in token.top]
+        assert values == sorted(values, reverse=True)
+        # greedy: the chosen token is the most likely one, with its probability
+        assert token.chosen.token == token.top[0].token
+        assert token.chosen.logprob == pytest.approx(token.top[0].logprob)
+        assert -9999.0 <= token.chosen.logprob <= 0.0
+    # Token texts may split a character (U+FFFD each); their bytes rebuild the answer.
+    answer = bytes(b for t in tokens for b in t.chosen.bytes).decode("utf-8", errors="replace")
+    assert answer.rstrip("\ufffd") == "".join(d.text for d in deltas)
+
+
+async def test_without_logprobs_deltas_carry_none(engine):
+    *deltas, _ = await run(engine, request(max_tokens=4, temperature=0))
+    assert all(d.logprobs == () for d in deltas)
+
+
+async def test_logprobs_zero_gives_the_chosen_token_only(engine):
+    *deltas, _ = await run(engine, request(max_tokens=4, temperature=1.0, seed=3, logprobs=0))
+    tokens = [t for d in deltas for t in d.logprobs]
+    assert tokens and all(t.top == () for t in tokens)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-6])
+async def test_a_vanishing_temperature_is_greedy_not_an_engine_error(engine, temperature):
+    """logits / 1e-300 overflow to inf and softmax to NaN: greedy below 1e-5, as vLLM."""
+    greedy = await run(engine, request("g", temperature=0))
+    assert await run(engine, request("t", temperature=temperature)) == greedy

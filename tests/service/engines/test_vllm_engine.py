@@ -118,6 +118,26 @@ async def test_greedy_token_ids_match_the_transformers_engine(vllm_engine, refer
     )
 
 
+@pytest.mark.parametrize("i", [0, 2])
+async def test_logprobs_match_the_transformers_engine(vllm_engine, reference, i):
+    """Greedy with top_logprobs 3: the same tokens (text and exact bytes) with the same
+    log probabilities (raw logits, both engines) and the same best alternatives."""
+
+    async def tokens(engine):
+        events = [e async for e in engine.generate(request(i, temperature=0, logprobs=3))]
+        return [t for e in events if isinstance(e, Delta) for t in e.logprobs]
+
+    got, expected = await tokens(vllm_engine), await tokens(reference)
+    assert len(got) == len(expected) >= 2
+    for ours, theirs in zip(got, expected, strict=True):
+        assert (ours.chosen.token, ours.chosen.bytes) == (theirs.chosen.token, theirs.chosen.bytes)
+        assert ours.chosen.logprob == pytest.approx(theirs.chosen.logprob, abs=2e-3)
+        assert len(ours.top) == 3 and ours.top[0].token == theirs.top[0].token
+        assert [t.logprob for t in ours.top] == pytest.approx(
+            [t.logprob for t in theirs.top], abs=2e-3
+        )
+
+
 async def test_greedy_parity_on_a_checkpoint_from_our_training(trained_pair):
     vllm, reference = trained_pair
     for i in range(len(PROMPTS)):

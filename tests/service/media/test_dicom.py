@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import tracemalloc
 
 import numpy as np
@@ -221,15 +220,15 @@ def test_four_gigabyte_declared_length_is_refused_without_reading_it():
     at = data.find(b"\xe0\x7f\x10\x00OW")  # (7FE0,0010) Pixel Data, explicit VR OW
     huge = data[: at + 8] + struct.pack("<I", 0xFFFFFFF0) + data[at + 12 :]
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         exc = expect(errors.UnprocessableImage, huge)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert "truncated" in exc.message
+    # Bounded by work done (memory), not wall-clock time, which flakes under load;
+    # loadtest/bench_dicom.py times the decoding phases.
     assert peak < 5 * 2**20  # nothing near 4 GB was allocated
-    assert time.perf_counter() - started < 1.0
 
 
 def test_not_dicom_is_refused():
@@ -318,3 +317,57 @@ def test_modality_lut_sequence_is_applied_before_the_window():
     frame = render(written(ds)).frames[0]
     assert frame.window.source == "file"
     assert np.array_equal(grey(frame), linear(ds.pixel_array.astype(np.float64) * 2, 600, 1600))
+
+
+# Absurd header values (the hostile-client audit): a window that is no window is
+# ignored, a modality LUT that gives non-finite values is refused, never a 500.
+
+
+@pytest.mark.parametrize(
+    ("center", "width"),
+    [("NaN", "400"), ("40", "inf"), ("40", "-inf"), ("-inf", "400"), ("1e38", "1e38")],
+)
+def test_a_non_finite_or_absurd_file_window_falls_back_to_percentiles(center, width):
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.WindowCenter, ds.WindowWidth = center, width
+    frame = render(written(ds)).frames[0]
+    assert frame.window.source == "percentile"
+    assert np.isfinite([frame.window.center, frame.window.width]).all()
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [
+        ("RescaleIntercept", "NaN"),
+        ("RescaleIntercept", "inf"),
+        ("RescaleSlope", "-inf"),
+        ("RescaleSlope", "1e38"),
+    ],
+)
+def test_a_modality_lut_giving_non_finite_values_is_422(keyword, value):
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    setattr(ds, keyword, value)  # 1e38 x stored values overflows float32
+    expect(errors.UnprocessableImage, written(ds), "invalid_dicom_values")
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.100", "1.2.826.0.1.3680043.9.9999.7"])
+def test_an_undecodable_transfer_syntax_is_named_as_such(syntax):
+    """MPEG-2 and a private syntax: pydicom has no decoder (NotImplementedError, a
+    RuntimeError subclass): the documented code, not the generic one."""
+    from pydicom.encaps import encapsulate
+
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([ds.PixelData])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    expect(errors.UnprocessableImage, buf.getvalue(), "unsupported_transfer_syntax")
+
+
+def test_messages_quote_no_header_value():
+    """An unregistered SOP class without pixels: the message names no UID."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelData
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.9.9999.1"
+    exc = expect(errors.UnprocessableImage, written(ds), "dicom_not_an_image")
+    assert "1.2.826" not in exc.message and "9999" not in exc.message

@@ -43,7 +43,11 @@ def test_url_shapes():
     base = "http://127.0.0.1:8042/dicom-web/studies/1.2/series/3.4/instances/5.6"
     assert p.kind(httpx.URL(base), PARAM) == "instance"
     assert p.kind(httpx.URL(base + "/rendered"), PARAM) == "rendered"
-    for bad in (base.rsplit("/instances", 1)[0], base + "/frames/1", base + "/../x"):
+    dots = "http://127.0.0.1:8042/dicom-web/studies/%2e%2e/series/%2E%2E/instances/%2e%2e"
+    long_uid = base.rsplit("/", 1)[0] + "/1" + ".2" * 32  # 65 characters
+    for bad in (base.rsplit("/instances", 1)[0], base + "/frames/1", base + "/../x", dots,
+                dots + "/rendered", base.replace("5.6", "5..6"), base.replace("1.2", ".1"),
+                long_uid):  # fmt: skip
         with pytest.raises(errors.InvalidRequest) as info:
             p.kind(httpx.URL(bad), PARAM)
         assert info.value.code == "invalid_dicomweb_url"

@@ -73,3 +73,13 @@ def test_percentile_window_of_a_flat_image_is_usable():
 def test_to_rgb_repeats_grey():
     grey = np.array([[1, 2]], dtype=np.uint8)
     assert to_rgb(grey).tolist() == [[[1, 1, 1], [2, 2, 2]]]
+
+
+def test_a_steep_sigmoid_far_from_its_centre_is_black_and_white_without_warnings():
+    import warnings
+
+    values = np.array([-5000.0, 0.0, 5000.0], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would fail here
+        out = apply_window(values, Window(0.0, 1.0, "SIGMOID"))
+    assert out.tolist() == [0, 128, 255]
