@@ -158,11 +158,11 @@ class SafeFetcher:
                     },
                     extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
                 )
-                with _transport_errors(target.host, "while receiving a POST", param):
+                with _transport_errors("while receiving a POST", param):
                     response = await self._client.send(request, stream=True)
                 try:
                     body = bytearray()
-                    with _transport_errors(target.host, "while answering a POST", param):
+                    with _transport_errors("while answering a POST", param):
                         async for chunk in response.aiter_bytes():
                             body += chunk
                             if len(body) > self.limits.max_bytes:
@@ -176,7 +176,7 @@ class SafeFetcher:
                     await response.aclose()
         except TimeoutError as exc:
             raise errors.ImageFetchFailed(
-                f"The POST to {target.host} took longer than {self.limits.total_timeout:g} s.",
+                f"The POST took longer than {self.limits.total_timeout:g} s.",
                 param=param,
                 code="image_fetch_timeout",
             ) from exc
