@@ -83,7 +83,6 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
         gateway_queue,
         metrics,
         extra_checks={"model_loaded": engine.ready},
-        list_model_only_when_ready=False,
         background=engine_and_worker,
     )
     return EmbeddedService(app, engine, gateway_queue, worker, metrics)

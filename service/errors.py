@@ -12,7 +12,8 @@
     ├── ModelNotFound                  404
     ├── Overloaded                     429 (+ Retry-After), queue full or rate
     │   └── TenantLimitExceeded        429 (+ Retry-After), a tenant limit; code names it
-    ├── NotReady                       503 (model not loaded, no worker)
+    ├── NotReady                       503 (model not loaded, no worker, no Redis primary)
+    │   └── ModelUnavailable           503 (+ Retry-After) a known model without a live worker
     ├── DeadlineExceeded               504 (expired in the queue or while running)
     ├── Cancelled                      499 (client went away; nobody reads it)
     └── EngineError                    500 (the engine failed on a valid request)
@@ -117,6 +118,23 @@ class NotReady(ServiceError):
     type = "server_error"
     code = "not_ready"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ):
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after  # sent as Retry-After when known
+
+
+class ModelUnavailable(NotReady):
+    """A model this deployment serves (configured, or seen lately) with no live worker."""
+
+    code = "model_unavailable"
+
 
 class DeadlineExceeded(ServiceError):
     status_code = 504
@@ -171,6 +189,8 @@ def error_for_code(
     cls = _WORKER_CODES.get(code) or _class_codes().get(code, EngineError)
     if issubclass(cls, Overloaded):
         return Overloaded(message, retry_after=retry_after or 1, code=code)
+    if issubclass(cls, NotReady):
+        return cls(message, param=param, code=code, retry_after=retry_after)
     return cls(message, param=param, code=code)
 
 
@@ -190,7 +210,7 @@ def error_body(message: str, type_: str, param: str | None, code: str | None) ->
 def to_error_response(exc: ServiceError) -> ErrorResponse:
     """The single mapping from our errors to statuses, bodies and headers."""
     headers: dict[str, str] = {}
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | NotReady) and exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, AuthenticationFailed):
         headers["WWW-Authenticate"] = "Bearer"
