@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(
         gateway,
         ["redis_url", "served_model_name", *SERVER],
-        required=("redis_url", "served_model_name"),
+        required=("redis_url",),
     )
     gateway.set_defaults(func=run_gateway)
 

@@ -124,9 +124,15 @@ class Cluster:
             stderr=subprocess.STDOUT,
         )
 
-    def add_worker(self, max_concurrency: int = 8, engine: tuple[str, ...] = ("fake",)) -> str:
-        """A worker process; `engine` is the engine name and its flags, e.g.
-        ("vllm", "--model", DIR, "--kv-cache-memory-bytes", "268435456")."""
+    def add_worker(
+        self,
+        max_concurrency: int = 8,
+        engine: tuple[str, ...] = ("fake",),
+        model: str = MODEL,
+        extra: tuple[str, ...] = (),
+    ) -> str:
+        """A worker process serving `model`; `engine` is the engine name and its flags,
+        e.g. ("vllm", "--model", DIR, "--kv-cache-memory-bytes", "268435456")."""
         port = free_port()
         process = self._spawn(
             [
@@ -136,13 +142,14 @@ class Cluster:
                 "--engine",
                 *engine,
                 "--served-model-name",
-                MODEL,
+                model,
                 "--metrics-port",
                 str(port),
                 "--max-concurrency",
                 str(max_concurrency),
                 "--drain-grace",
                 "2",
+                *extra,
             ],
             f"worker{len(self.workers)}",
         )
@@ -150,15 +157,15 @@ class Cluster:
         self.workers.append((process, url))
         return url
 
-    def add_gateway(self, ready_timeout: float = 60) -> str:
+    def add_gateway(self, ready_timeout: float = 60, model: str | None = MODEL) -> str:
+        """A gateway; `model` None: it knows only the models workers announce."""
         port = free_port()
         process = self._spawn(
             [
                 "gateway",
                 "--redis-url",
                 self.redis.url,
-                "--served-model-name",
-                MODEL,
+                *(("--served-model-name", model) if model else ()),
                 "--port",
                 str(port),
             ],
