@@ -49,7 +49,6 @@ from typing import Protocol
 from service.core.jobs import Job, JobEvent
 from service.core.lanes import Lane
 
-
 KNOWN_FOR = 600.0  # seconds a model id stays known after its last worker's heartbeat
 
 

@@ -34,31 +34,42 @@ gateway's side, `RedisWorkerQueue` (`worker_queue`) the worker's:
 - Cancel: a flag (checked when a job is taken, so queued jobs never run) and a
   pub/sub message (so a running job's worker aborts at once).
 - Ack: XACK + XDEL on completion, so a lane's length is waiting + running.
+- Redis lost (a restart, a Sentinel failover; docs/operations.md): admission is
+  503 `not_ready` with Retry-After while no primary answers. A job this gateway
+  is waiting on is resubmitted under a new attempt id once a primary answers
+  (`_resubmit`): asynchronous replication may have lost it, or its events, with
+  the old primary. A reader sees `Restarted`: a collecting reader starts over,
+  a stream that already sent text ends with the retriable `worker_lost`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 from redis.exceptions import RedisError
 
 from service import errors
-from service.core.jobs import DEADLINE_PASSED, Job, JobEvent, is_terminal
+from service.core.jobs import DEADLINE_PASSED, Job, JobEvent, Restarted, is_terminal
 from service.core.lanes import LANE_ORDER, Lane
+from service.queue.protocols import KNOWN_FOR, ModelSeen
 from service.redis import keys
 from service.redis.codec import encode_job
 from service.redis.connection import connect
 from service.redis.inbox import UNAVAILABLE, GatewayInbox
 from service.redis.scripts import ADMIT_SCRIPT
-from service.queue.protocols import KNOWN_FOR, ModelSeen
 from service.redis.streams import LaneStreams
 
 log = logging.getLogger("gmaivl.queue")
+
+RECONNECT_INTERVAL = 0.2  # seconds between checks for a primary after Redis failed
 
 
 class RedisGatewayQueue:
@@ -81,7 +92,9 @@ class RedisGatewayQueue:
         self._streams: dict[str, LaneStreams] = {}
         self._admit = self.redis.register_script(ADMIT_SCRIPT)
         self._inbox = GatewayInbox(self.redis, result_ttl)
-        self._deadlines: dict[str, float] = {}  # jobs this process submitted
+        self._jobs: dict[str, Job] = {}  # submitted here, until their events are read
+        self._current: dict[str, str] = {}  # job id -> its resubmitted attempt's id
+        self.resubmitted = 0
         self._done_samples: dict[str, tuple[float, int]] = {}
         self._drain_per_second: dict[str, float] = {}
 
@@ -127,33 +140,82 @@ class RedisGatewayQueue:
                 f"The {job.lane.value} queue is full; retry later.",
                 retry_after=await self._retry_after(job.model, waiting),
             )
-        self._deadlines[job.id] = job.deadline
+        self._jobs[job.id] = job
 
     async def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]:
-        deadline = self._deadlines.pop(job_id, time.time() + self.result_ttl)
+        job = self._jobs.pop(job_id, None)
+        deadline = job.deadline if job is not None else time.time() + self.result_ttl
+        current = job_id  # the attempt whose events are read (see `_resubmit`)
         finished = False
         try:
             while True:
                 remaining = deadline - time.time()
-                batch = await self._inbox.next_batch(job_id, remaining)
+                batch = await self._inbox.next_batch(current, remaining)
                 if batch is None:
                     if remaining <= 0:
                         yield [DEADLINE_PASSED]
                         return
                     continue
-                for i, event in enumerate(batch):
+                out: list[JobEvent] = []
+                for event in batch:
+                    if event is UNAVAILABLE and job is not None:
+                        # The primary went away: what it held may be lost (failover).
+                        if out:
+                            yield out
+                        resubmitted = await self._resubmit(job, current, deadline)
+                        if resubmitted is None:
+                            yield [DEADLINE_PASSED]
+                            return
+                        current = resubmitted
+                        out = [Restarted(0)]
+                        break  # the rest of the batch belongs to the old attempt
+                    out.append(event)
                     if is_terminal(event):
                         finished = event is not DEADLINE_PASSED and event is not UNAVAILABLE
-                        yield batch[: i + 1]
+                        yield out
                         return
-                yield batch
+                yield out
         finally:
-            self._inbox.close(job_id)
+            self._inbox.close(current)
+            self._current.pop(job_id, None)
             if not finished:
                 with contextlib.suppress(RedisError):
-                    await self.cancel(job_id)
+                    await self._cancel_attempt(current)
+
+    async def _resubmit(self, job: Job, old: str, deadline: float) -> str | None:
+        """After Redis failed under a waiting job: once a primary answers again, submit
+        the job anew under a new attempt id and cancel the old attempt. The gateway
+        cannot tell a job the new primary lost (asynchronous replication) from one it
+        kept, so it resubmits both; the cancel stops the old attempt where it
+        survived, so a job's answer is read once and at most one attempt runs on.
+        Returns the new attempt's id, or None when the deadline passes first."""
+        self._inbox.close(old)
+        while time.time() < deadline:
+            if await self.ping():
+                attempt = uuid.uuid4().hex
+                retry = dataclasses.replace(
+                    job,
+                    id=attempt,
+                    request=dataclasses.replace(job.request, request_id=attempt),
+                )
+                try:
+                    await self.submit(retry)
+                except errors.NotReady:
+                    await asyncio.sleep(RECONNECT_INTERVAL)
+                    continue
+                self._jobs.pop(attempt, None)
+                self._current[job.id] = attempt
+                self.resubmitted += 1
+                await self._cancel_attempt(old)
+                log.info("job resubmitted after a Redis failure")
+                return attempt
+            await asyncio.sleep(RECONNECT_INTERVAL)
+        return None
 
     async def cancel(self, job_id: str) -> None:
+        await self._cancel_attempt(self._current.get(job_id, job_id))  # its latest attempt
+
+    async def _cancel_attempt(self, job_id: str) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(keys.cancel_flag(job_id), b"1", ex=self.result_ttl)

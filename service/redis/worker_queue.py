@@ -32,6 +32,8 @@ from service.redis.worker_io import CancelListener, InboxPublisher
 
 log = logging.getLogger("gmaivl.queue")
 
+BLOCKING_SLACK = 2.0  # seconds a blocking command may run past its own timeout
+
 
 class RedisWorkerQueue:
     def __init__(
@@ -93,8 +95,12 @@ class RedisWorkerQueue:
                 if remaining <= 0:
                     return None
                 # A token per submit; one idle worker wakes and re-runs the pick.
-                await self.redis.blpop(
-                    [keys.wake(m) for m in self.models], timeout=max(0.01, min(remaining, 1))
+                wait = max(0.01, min(remaining, 1))
+                # Bounded here too: a blocking read must not outlive its server's
+                # promise (a half-open connection, a failover); cancelling drops it.
+                await asyncio.wait_for(
+                    self.redis.blpop([keys.wake(m) for m in self.models], timeout=wait),
+                    wait + BLOCKING_SLACK,
                 )
         except (RedisError, TimeoutError) as exc:
             for streams in self._streams:
@@ -102,7 +108,19 @@ class RedisWorkerQueue:
             raise errors.NotReady("The queue is unavailable.") from exc
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
-        await self._publisher.publish(self._reply_to[job_id], job_id, event)
+        reply_to = self._reply_to.get(job_id)
+        if reply_to is None:
+            raise errors.NotReady("The job was given up after the queue failed.")
+        try:
+            await self._publisher.publish(reply_to, job_id, event)
+        except errors.NotReady:
+            # Redis failed under the job (a restart, a failover): its gateway resubmits
+            # it. Stop claiming the old entry, so that where it survived it is reclaimed
+            # and dropped (its cancel flag is set), not held by our heartbeat forever.
+            self._inflight.pop(job_id, None)
+            self._reply_to.pop(job_id, None)
+            self._cancels.forget(job_id)
+            raise
 
     async def complete(self, job_id: str) -> None:
         where = self._inflight.pop(job_id, None)
