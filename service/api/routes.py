@@ -158,7 +158,11 @@ async def ready(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     state = _state(request)
     queue = state.queue
-    state.metrics.set_queue_state(
-        await queue.depths(), await queue.oldest_ages(), await queue.live_workers()
-    )
+    for model in await state.models.snapshot():
+        state.metrics.set_queue_state(
+            model,
+            await queue.depths(model),
+            await queue.oldest_ages(model),
+            await queue.live_workers(model),
+        )
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
