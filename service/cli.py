@@ -26,7 +26,7 @@ log = logging.getLogger("gmaivl.cli")
 
 SERVER = ["host", "port", "api_keys_file", "auth", "log_level"]
 MODEL = ["model", "served_model_name"]
-ENGINE = ["engine", "device", "max_concurrency"]
+ENGINE = ["engine", "device", "max_concurrency", "lora"]
 VLLM = [
     "vllm.dtype",
     "vllm.max_model_len",

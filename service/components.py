@@ -4,6 +4,7 @@ a gateway never imports torch."""
 
 from __future__ import annotations
 
+from service.api.models import ModelCatalog
 from service.config import Settings
 from service.engines.base import Engine
 from service.metrics import ServiceMetrics
@@ -14,6 +15,8 @@ from service.security.limits import InMemoryTenantLimiter, TenantLimiter
 
 
 def make_engine(settings: Settings) -> Engine:
+    if settings.lora and settings.engine != "transformers":
+        raise ValueError("--lora needs the transformers engine (vLLM's LoRA is not wired yet)")
     if settings.engine == "fake":
         from service.engines.fake import FakeEngine
 
@@ -26,7 +29,10 @@ def make_engine(settings: Settings) -> Engine:
         if settings.model is None:
             raise ValueError("the transformers engine needs a checkpoint (--model)")
         return TransformersEngine(
-            settings.model, device=settings.device, max_concurrency=settings.max_concurrency
+            settings.model,
+            device=settings.device,
+            max_concurrency=settings.max_concurrency,
+            adapters=settings.lora_adapters(),
         )
     if settings.engine == "vllm":
         from service.engines.vllm_engine import VllmEngine
@@ -52,6 +58,12 @@ def make_engine(settings: Settings) -> Engine:
             max_concurrency=settings.max_concurrency,
         )
     raise ValueError(f"unknown engine {settings.engine!r} (transformers | vllm | openai | fake)")
+
+
+def model_catalog(settings: Settings) -> ModelCatalog:
+    """The process's own model and its LoRA adapters (parent: the base)."""
+    model_id = settings.model_id()
+    return ModelCatalog({model_id: None, **dict.fromkeys(settings.lora_adapters(), model_id)})
 
 
 def in_process_queue(settings: Settings) -> InProcessJobQueue:
@@ -86,6 +98,7 @@ def redis_worker_queue(
         settings.redis_url,
         model=model_id,
         aging_seconds=settings.aging_seconds,
+        adapters=list(settings.lora_adapters()),
         visibility_timeout=settings.visibility_timeout,
         heartbeat_interval=settings.heartbeat_interval,
         max_deliveries=settings.max_deliveries,

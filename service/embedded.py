@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from service.components import (
     in_process_queue,
     make_engine,
+    model_catalog,
     redis_gateway_queue,
     redis_worker_queue,
 )
@@ -83,6 +84,7 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
         gateway_queue,
         metrics,
         extra_checks={"model_loaded": engine.ready},
+        catalog=model_catalog(settings),
         background=engine_and_worker,
     )
     return EmbeddedService(app, engine, gateway_queue, worker, metrics)

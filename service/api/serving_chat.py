@@ -129,7 +129,9 @@ class ChatCompletions:
             id=job_id,
             model=body.model,
             lane=lane,
-            request=GenerationRequest(job_id, resolved.messages, plan.sampling, resolved.images),
+            request=GenerationRequest(
+                job_id, resolved.messages, plan.sampling, resolved.images, model=body.model
+            ),
             deadline=plan.deadline,
             tenant=ctx.principal.tenant if ctx.principal is not None else None,
         )

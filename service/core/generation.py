@@ -43,6 +43,7 @@ class GenerationRequest:
     messages: list[dict[str, Any]]
     sampling: SamplingParams
     images: list[ImageInput] = field(default_factory=list)
+    model: str | None = None  # the model id asked for: an engine's LoRA adapter, or its base
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,20 @@ a streamer thread per request. Each request runs in a thread of a pool sized
 `max_concurrency`, off the event loop; tokens cross to the loop with
 `call_soon_threadsafe`.
 
+LoRA adapters (`adapters`: model id -> PEFT directory) are loaded over the one
+base model with PEFT; each request names its adapter (`request.model`) and the
+forward passes select it per call (`adapter_names`). PEFT does that with hooks
+installed for the duration of a call, which threads would see from each other,
+so with adapters one forward pass runs at a time (requests still interleave
+token by token).
+
 torch is imported lazily so that importing `service` never pulls it in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -42,12 +50,21 @@ _DONE = object()
 class TransformersEngine:
     name = "transformers"
 
-    def __init__(self, model_dir: Path, *, device: str = "cpu", max_concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        device: str = "cpu",
+        max_concurrency: int = 2,
+        adapters: dict[str, Path] | None = None,
+    ) -> None:
         self.model_dir = Path(model_dir)
+        self.adapters = dict(adapters or {})
         self.device = device
         self.max_concurrency = max_concurrency
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="gmaivl-gen")
         self._aborts: dict[str, threading.Event] = {}
+        self._forward_lock = threading.Lock() if self.adapters else contextlib.nullcontext()
         self._ready = False
         self.model: Any = None
         self.processor: Any = None
@@ -65,6 +82,8 @@ class TransformersEngine:
             self.model = LlavaForConditionalGeneration.from_pretrained(self.model_dir)
         except (OSError, ValueError) as exc:
             raise errors.NotReady(f"Cannot load the checkpoint at {self.model_dir}.") from exc
+        if self.adapters:
+            self.model = self._with_adapters(self.model)
         self.model.to(self.device).eval()
         if self.processor.chat_template is None:
             raise errors.NotReady("The checkpoint has no chat template.")
@@ -73,6 +92,20 @@ class TransformersEngine:
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         torch.set_grad_enabled(False)
+
+    def _with_adapters(self, model: Any) -> Any:
+        from peft import PeftModel
+
+        wrapped = None
+        for name, directory in self.adapters.items():
+            try:
+                if wrapped is None:
+                    wrapped = PeftModel.from_pretrained(model, directory, adapter_name=name)
+                else:
+                    wrapped.load_adapter(directory, adapter_name=name)
+            except (OSError, ValueError) as exc:
+                raise errors.NotReady(f"Cannot load the LoRA adapter {name!r}.") from exc
+        return wrapped
 
     def ready(self) -> bool:
         return self._ready
@@ -98,6 +131,10 @@ class TransformersEngine:
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(tokens.put_nowait, item)
 
+        if self.adapters:  # PEFT's per-call adapter choice; the base is "__base__"
+            inputs["adapter_names"] = [
+                request.model if request.model in self.adapters else "__base__"
+            ]
         future = loop.run_in_executor(self._pool, self._decode_loop, inputs, params, abort, emit)
         detok = IncrementalDetokenizer(self.processor.tokenizer, params.stop)
         completion_tokens = 0
@@ -153,7 +190,8 @@ class TransformersEngine:
             if params.seed is not None:
                 generator = torch.Generator(device=self.device).manual_seed(params.seed)
             with torch.inference_mode():
-                out = self.model(**inputs, use_cache=True)
+                with self._forward_lock:
+                    out = self.model(**inputs, use_cache=True)
                 for _ in range(params.max_tokens):
                     if abort.is_set():
                         break
@@ -161,11 +199,13 @@ class TransformersEngine:
                     emit(token)
                     if token in self.eos_ids:
                         break
-                    out = self.model(
-                        input_ids=torch.tensor([[token]], device=self.device),
-                        past_key_values=out.past_key_values,
-                        use_cache=True,
-                    )
+                    with self._forward_lock:
+                        out = self.model(
+                            input_ids=torch.tensor([[token]], device=self.device),
+                            past_key_values=out.past_key_values,
+                            use_cache=True,
+                            **({"adapter_names": inputs["adapter_names"]} if self.adapters else {}),
+                        )
         except Exception as exc:
             emit(exc)
         emit(_DONE)

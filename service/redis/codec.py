@@ -62,6 +62,7 @@ def decode_job(document: str, image_bytes: list[bytes]) -> Job:
             sampling["response_format"],
         ),
         images,
+        model=raw["model"],
     )
     return Job(
         raw["id"],
