@@ -9,11 +9,11 @@ a streamer thread per request. Each request runs in a thread of a pool sized
 `call_soon_threadsafe`.
 
 LoRA adapters (`adapters`: model id -> PEFT directory) are loaded over the one
-base model with PEFT; each request names its adapter (`request.model`) and the
-forward passes select it per call (`adapter_names`). PEFT does that with hooks
-installed for the duration of a call, which threads would see from each other,
-so with adapters one forward pass runs at a time (requests still interleave
-token by token).
+base model with PEFT; each request names its adapter (`request.model`). The
+active adapter is PEFT's model-wide state (and its per-call `adapter_names`
+cannot route a trained projector, `modules_to_save`), so with adapters one
+forward pass runs at a time, choosing its adapter under a lock: requests for
+different adapters and the base still interleave token by token.
 
 torch is imported lazily so that importing `service` never pulls it in.
 """
@@ -21,7 +21,6 @@ torch is imported lazily so that importing `service` never pulls it in.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -64,7 +63,7 @@ class TransformersEngine:
         self.max_concurrency = max_concurrency
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="gmaivl-gen")
         self._aborts: dict[str, threading.Event] = {}
-        self._forward_lock = threading.Lock() if self.adapters else contextlib.nullcontext()
+        self._forward_lock = threading.Lock()
         self._ready = False
         self.model: Any = None
         self.processor: Any = None
@@ -131,11 +130,10 @@ class TransformersEngine:
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(tokens.put_nowait, item)
 
-        if self.adapters:  # PEFT's per-call adapter choice; the base is "__base__"
-            inputs["adapter_names"] = [
-                request.model if request.model in self.adapters else "__base__"
-            ]
-        future = loop.run_in_executor(self._pool, self._decode_loop, inputs, params, abort, emit)
+        adapter = request.model if request.model in self.adapters else None
+        future = loop.run_in_executor(
+            self._pool, self._decode_loop, inputs, params, abort, emit, adapter
+        )
         detok = IncrementalDetokenizer(self.processor.tokenizer, params.stop)
         completion_tokens = 0
         reason: FinishReason = "length"
@@ -179,8 +177,24 @@ class TransformersEngine:
         inputs = self.processor(images=images, text=prompt, return_tensors="pt")
         return {k: v.to(self.device) for k, v in inputs.items()}
 
+    def _forward(self, adapter: str | None, **kwargs: Any) -> Any:
+        """One forward pass with `adapter` (None: the base) active."""
+        if not self.adapters:
+            return self.model(**kwargs)
+        with self._forward_lock:
+            if adapter is None:
+                with self.model.disable_adapter():
+                    return self.model(**kwargs)
+            self.model.set_adapter(adapter)
+            return self.model(**kwargs)
+
     def _decode_loop(
-        self, inputs: dict[str, Any], params: SamplingParams, abort: threading.Event, emit: Any
+        self,
+        inputs: dict[str, Any],
+        params: SamplingParams,
+        abort: threading.Event,
+        emit: Any,
+        adapter: str | None = None,
     ) -> None:
         """Runs in a pool thread: prefill, then one token per step until done or aborted."""
         import torch
@@ -190,8 +204,7 @@ class TransformersEngine:
             if params.seed is not None:
                 generator = torch.Generator(device=self.device).manual_seed(params.seed)
             with torch.inference_mode():
-                with self._forward_lock:
-                    out = self.model(**inputs, use_cache=True)
+                out = self._forward(adapter, **inputs, use_cache=True)
                 for _ in range(params.max_tokens):
                     if abort.is_set():
                         break
@@ -199,13 +212,12 @@ class TransformersEngine:
                     emit(token)
                     if token in self.eos_ids:
                         break
-                    with self._forward_lock:
-                        out = self.model(
-                            input_ids=torch.tensor([[token]], device=self.device),
-                            past_key_values=out.past_key_values,
-                            use_cache=True,
-                            **({"adapter_names": inputs["adapter_names"]} if self.adapters else {}),
-                        )
+                    out = self._forward(
+                        adapter,
+                        input_ids=torch.tensor([[token]], device=self.device),
+                        past_key_values=out.past_key_values,
+                        use_cache=True,
+                    )
         except Exception as exc:
             emit(exc)
         emit(_DONE)
