@@ -15,8 +15,8 @@ from service.security.limits import InMemoryTenantLimiter, TenantLimiter
 
 
 def make_engine(settings: Settings) -> Engine:
-    if settings.lora and settings.engine != "transformers":
-        raise ValueError("--lora needs the transformers engine (vLLM's LoRA is not wired yet)")
+    if settings.lora and settings.engine not in ("transformers", "vllm"):
+        raise ValueError("--lora needs the transformers or the vllm engine")
     if settings.engine == "fake":
         from service.engines.fake import FakeEngine
 
@@ -44,6 +44,7 @@ def make_engine(settings: Settings) -> Engine:
             settings.vllm,
             max_num_seqs=settings.max_concurrency,
             limit_images_per_prompt=max(1, settings.images.max_images_per_request),
+            adapters=settings.lora_adapters(),
         )
     if settings.engine == "openai":
         from service.engines.openai_engine import OpenAIForwardEngine
