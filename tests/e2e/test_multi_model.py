@@ -41,6 +41,14 @@ def second_checkpoint(tmp_path):
 
 
 @pytest.fixture
+def adapter(tmp_path, tiny_checkpoint):
+    from tests.service.engines.test_transformers_lora import make_adapter
+
+    make_adapter(tiny_checkpoint, tmp_path / "alpha-lora", seed=3)
+    return tmp_path / "alpha-lora"
+
+
+@pytest.fixture
 def cluster(tmp_path):
     c = Cluster(tmp_path)
     yield c
@@ -48,11 +56,14 @@ def cluster(tmp_path):
 
 
 async def test_two_models_each_answered_by_its_own_worker(
-    cluster, tiny_checkpoint, second_checkpoint
+    cluster, tiny_checkpoint, second_checkpoint, adapter
 ):
     c = cluster
     worker_a = c.add_worker(
-        max_concurrency=2, engine=("transformers", "--model", str(tiny_checkpoint)), model="alpha"
+        max_concurrency=2,
+        engine=("transformers", "--model", str(tiny_checkpoint)),
+        model="alpha",
+        extra=("--lora", f"alpha-lora={adapter}"),
     )
     worker_b = c.add_worker(
         max_concurrency=2, engine=("transformers", "--model", str(second_checkpoint)), model="beta"
@@ -63,8 +74,11 @@ async def test_two_models_each_answered_by_its_own_worker(
 
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
         listed = (await http.get("/v1/models")).json()["data"]
-        assert sorted(m["id"] for m in listed) == ["alpha", "beta"]
-        assert all("parent" not in m for m in listed)
+        assert {m["id"]: m.get("parent") for m in listed} == {
+            "alpha": None,
+            "alpha-lora": "alpha",  # announced by alpha's worker, over its base
+            "beta": None,
+        }
 
         async def ask(model: str) -> dict:
             r = await http.post(
@@ -94,6 +108,9 @@ async def test_two_models_each_answered_by_its_own_worker(
         )
         assert c.worker_metric(worker_a, 'gmaivl_completion_tokens_total{model="beta"}') == 0
 
+        tuned = await ask("alpha-lora")  # the adapter, on alpha's worker
+        assert tuned["choices"][0]["message"]["content"] not in by_model["alpha"]
+
         unknown = await http.post(
             "/v1/chat/completions", json={"model": "gamma", "messages": QUESTION}
         )
@@ -115,5 +132,5 @@ async def test_two_models_each_answered_by_its_own_worker(
         assert int(r.headers["Retry-After"]) >= 1
         assert (await ask("alpha"))["choices"][0]["message"]["content"] in by_model["alpha"]
         listed = (await http.get("/v1/models")).json()["data"]
-        assert [m["id"] for m in listed] == ["alpha"]
+        assert [m["id"] for m in listed] == ["alpha", "alpha-lora"]
         assert (await http.get("/health/ready")).status_code == 200  # alpha still serves
