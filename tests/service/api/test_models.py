@@ -58,3 +58,80 @@ async def test_registry_read_at_most_once_per_cache_period():
     for _ in range(5):
         await catalog.check("m")
     assert len(read.calls) == 1  # type: ignore[attr-defined]
+
+
+def test_tenant_policy_holds_per_model_behind_one_gateway(redis_server, tmp_path):
+    """A Redis gateway with two models' workers (fake engines, in the app's lifetime):
+    a tenant allowed one model sees and uses only that one."""
+    import asyncio
+    import contextlib
+
+    import httpx
+
+    from service.config import Settings
+    from service.engines.fake import FakeEngine
+    from service.gateway import build_gateway_app
+    from service.metrics import ServiceMetrics
+    from service.redis.gateway_queue import RedisGatewayQueue
+    from service.redis.worker_queue import RedisWorkerQueue
+    from service.security.keys import KeyFile
+    from service.security.policy import TenantPolicy
+    from service.worker import Worker
+    from tests.conftest import ThreadedServer
+
+    keys = KeyFile(tenants={"derm": TenantPolicy(models=("derm",)), "all": TenantPolicy()})
+    made = {tenant: keys.create(tenant) for tenant in keys.tenants}
+    keys.save(tmp_path / "keys.json")
+    settings = Settings(
+        redis_url=redis_server.url,
+        api_keys_file=tmp_path / "keys.json",
+        heartbeat_interval=0.2,
+    )
+    queue = RedisGatewayQueue(redis_server.url, model="general", heartbeat_interval=0.2)
+
+    @contextlib.asynccontextmanager
+    async def workers():
+        running = []
+        for model in ("general", "derm"):
+            side = RedisWorkerQueue(redis_server.url, model=model, heartbeat_interval=0.2)
+            worker = Worker(side, FakeEngine(token_interval=0), heartbeat_interval=0.2)
+            running.append((worker, side, asyncio.create_task(worker.run())))
+        yield
+        for worker, side, task in running:
+            worker.stop()
+            await task
+            await side.close()
+
+    app = build_gateway_app(
+        settings,
+        queue,
+        ServiceMetrics(),
+        catalog=ModelCatalog({}, queue.models, cache_seconds=0),
+        background=workers,
+    )
+    with ThreadedServer(app) as server:
+
+        def call(tenant: str, model: str) -> httpx.Response:
+            return httpx.post(
+                server.base_url + "/v1/chat/completions",
+                json={"model": model, "messages": [{"role": "user", "content": "hi"}],
+                      "max_tokens": 2},
+                headers={"Authorization": f"Bearer {made[tenant]}"},
+            )  # fmt: skip
+
+        def listed(tenant: str) -> list[str]:
+            r = httpx.get(
+                server.base_url + "/v1/models", headers={"Authorization": f"Bearer {made[tenant]}"}
+            )
+            return sorted(m["id"] for m in r.json()["data"])
+
+        deadline = time.monotonic() + 10
+        while listed("all") != ["derm", "general"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert listed("all") == ["derm", "general"]
+        assert listed("derm") == ["derm"]
+        assert call("derm", "derm").status_code == 200
+        refused = call("derm", "general")
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "model_not_allowed"
+        assert call("all", "general").status_code == 200
