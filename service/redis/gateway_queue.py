@@ -70,6 +70,7 @@ from service.redis.streams import LaneStreams
 log = logging.getLogger("gmaivl.queue")
 
 RECONNECT_INTERVAL = 0.2  # seconds between checks for a primary after Redis failed
+PRUNE_ABOVE = 1024  # submitted jobs kept for resubmission before expired ones are dropped
 
 
 class RedisGatewayQueue:
@@ -141,6 +142,10 @@ class RedisGatewayQueue:
                 retry_after=await self._retry_after(job.model, waiting),
             )
         self._jobs[job.id] = job
+        if len(self._jobs) > PRUNE_ABOVE:  # event streams never read: drop the expired
+            now = time.time()
+            for stale in [k for k, j in self._jobs.items() if j.deadline < now]:
+                del self._jobs[stale]
 
     async def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]:
         job = self._jobs.pop(job_id, None)
@@ -213,6 +218,7 @@ class RedisGatewayQueue:
         return None
 
     async def cancel(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
         await self._cancel_attempt(self._current.get(job_id, job_id))  # its latest attempt
 
     async def _cancel_attempt(self, job_id: str) -> None:

@@ -168,3 +168,39 @@ async def test_jobs_go_to_their_models_lanes_and_workers_announce_their_models(r
     finally:
         for q in (gateway, lora_worker, other_worker):
             await q.close()
+
+
+async def test_a_job_lost_with_redis_is_resubmitted_under_a_new_attempt():
+    """Redis restarts empty under a waiting job: the gateway resubmits it once Redis
+    answers, as a new attempt; the reader sees `Restarted`, then the new attempt's
+    answer; the old attempt is cancelled."""
+    from service.processes import RedisServer
+
+    server = RedisServer().start()
+    queue = RedisQueuePair(server.url, model="m", heartbeat_interval=0.2)
+    try:
+        j = job()
+        await queue.submit(j)
+        stream = queue.events(j.id)
+        reading = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0.2)  # the inbox reader is blocked in XREAD
+        server.stop()
+        await asyncio.sleep(0.3)
+        server.start()  # same port, empty: the job is gone
+        first = await asyncio.wait_for(reading, 10)
+        assert first == [Restarted(0)]
+        retry = await queue.take(timeout=5)
+        assert retry is not None and retry.id != j.id and retry.model == "m"
+        assert retry.request.messages == j.request.messages
+        await queue.publish(retry.id, Delta("ok"))
+        await queue.publish(retry.id, Finish("stop", Usage(1, 1)))
+        await queue.complete(retry.id)
+        rest = [e async for batch in stream for e in batch]
+        assert rest == [Delta("ok"), Finish("stop", Usage(1, 1))]
+        assert queue.gateway.resubmitted == 1
+        client = aioredis.Redis.from_url(server.url)
+        assert await client.exists(keys.cancel_flag(j.id)) == 1  # the old attempt
+        await client.aclose()
+    finally:
+        await queue.close()
+        server.stop()
