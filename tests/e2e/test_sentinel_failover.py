@@ -6,6 +6,7 @@ process restarts. Workers run the fake engine (known text at a known pace)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -140,4 +141,32 @@ async def test_job_lost_with_the_old_primary_is_resubmitted(tmp_path, made):
     assert first.json()["choices"][0]["message"]["content"] == expected_text(60)
     assert second.json()["choices"][0]["message"]["content"] == expected_text(5)
     assert late.status_code == 200
+    assert all(p.poll() is None for p, _ in c.gateways + c.workers)
+
+
+async def test_a_started_stream_ends_with_the_retriable_error(tmp_path, made):
+    group = SentinelGroup(tmp_path)
+    made.append(group)
+    c = Cluster(tmp_path, redis_url=group.url, GMAIVL_FAKE_TOKEN_INTERVAL="0.05")
+    made.append(c)
+    c.wait_worker_metrics(c.add_worker(max_concurrency=2))
+    gateway = c.add_gateway()
+    text, error, killed = "", None, False
+    async with (
+        httpx.AsyncClient(base_url=gateway, timeout=60) as http,
+        http.stream("POST", "/v1/chat/completions", json={**body(0, 80), "stream": True}) as r,
+    ):
+        async for line in r.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line.removeprefix("data: "))
+            if "error" in event:
+                error = event["error"]["code"]
+            elif event["choices"]:
+                text += event["choices"][0]["delta"].get("content") or ""
+                if text and not killed:
+                    killed = True
+                    group.kill_primary()
+    assert killed and error == "worker_lost"
+    assert expected_text(80).startswith(text)  # never two attempts spliced
     assert all(p.poll() is None for p, _ in c.gateways + c.workers)
