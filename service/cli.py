@@ -30,7 +30,7 @@ log = logging.getLogger("gmaivl.cli")
 
 SERVER = ["host", "port", "api_keys_file", "auth", "log_level"]
 MODEL = ["model", "served_model_name"]
-ENGINE = ["engine", "device", "max_concurrency"]
+ENGINE = ["engine", "device", "max_concurrency", "lora"]
 VLLM = [
     "vllm.dtype",
     "vllm.max_model_len",
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(
         gateway,
         ["redis_url", "served_model_name", *SERVER],
-        required=("redis_url", "served_model_name"),
+        required=("redis_url",),
     )
     gateway.set_defaults(func=run_gateway)
 

@@ -4,6 +4,7 @@ a gateway never imports torch."""
 
 from __future__ import annotations
 
+from service.api.models import ModelCatalog
 from service.config import Settings
 from service.engines.base import Engine
 from service.engines.checkpoint import check_servable
@@ -16,6 +17,8 @@ from service.security.limits import InMemoryTenantLimiter, TenantLimiter
 
 
 def make_engine(settings: Settings) -> Engine:
+    if settings.lora and settings.engine not in ("transformers", "vllm"):
+        raise ValueError("--lora needs the transformers or the vllm engine")
     if settings.engine == "fake":
         from service.engines.fake import FakeEngine
 
@@ -29,7 +32,10 @@ def make_engine(settings: Settings) -> Engine:
             raise ValueError("the transformers engine needs a checkpoint (--model)")
         check_servable(settings.model)
         return TransformersEngine(
-            settings.model, device=settings.device, max_concurrency=settings.max_concurrency
+            settings.model,
+            device=settings.device,
+            max_concurrency=settings.max_concurrency,
+            adapters=settings.lora_adapters(),
         )
     if settings.engine == "vllm":
         from service.engines.vllm_engine import VllmEngine
@@ -42,6 +48,7 @@ def make_engine(settings: Settings) -> Engine:
             settings.vllm,
             max_num_seqs=settings.max_concurrency,
             limit_images_per_prompt=max(1, settings.images.max_images_per_request),
+            adapters=settings.lora_adapters(),
         )
     if settings.engine == "openai":
         from service.engines.openai_engine import OpenAIForwardEngine
@@ -56,6 +63,12 @@ def make_engine(settings: Settings) -> Engine:
             max_concurrency=settings.max_concurrency,
         )
     raise ValueError(f"unknown engine {settings.engine!r} (transformers | vllm | openai | fake)")
+
+
+def model_catalog(settings: Settings) -> ModelCatalog:
+    """The process's own model and its LoRA adapters (parent: the base)."""
+    model_id = settings.model_id()
+    return ModelCatalog({model_id: None, **dict.fromkeys(settings.lora_adapters(), model_id)})
 
 
 def in_process_queue(settings: Settings) -> InProcessJobQueue:
@@ -90,6 +103,7 @@ def redis_worker_queue(
         settings.redis_url,
         model=model_id,
         aging_seconds=settings.aging_seconds,
+        adapters=list(settings.lora_adapters()),
         visibility_timeout=settings.visibility_timeout,
         heartbeat_interval=settings.heartbeat_interval,
         max_deliveries=settings.max_deliveries,

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.lanes import Lane
@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         None, description="Worker: serve /metrics and /health/* on this port."
     )
     device: str = Field("cpu", description="torch device of the transformers engine (cpu, cuda).")
+    lora: list[str] = Field(
+        default_factory=list,
+        description="A LoRA adapter served beside the base model as its own model id: "
+        "NAME=DIR (PEFT adapter directory); repeatable (env: JSON list).",
+    )
     upstream_url: str | None = Field(
         None, description="openai engine: base URL of the server to forward to (…/v1)."
     )
@@ -216,6 +221,24 @@ class Settings(BaseSettings):
     audit_log: str | None = Field(
         None, description="Audit sink: a JSON-lines file path, or '-' for stdout; unset: off."
     )
+
+    @field_validator("lora")
+    @classmethod
+    def _lora_pairs(cls, value: list[str]) -> list[str]:
+        names = []
+        for item in value:
+            name, sep, directory = item.partition("=")
+            if not sep or not name.strip() or not directory.strip():
+                raise ValueError("each --lora is NAME=DIR")
+            names.append(name.strip())
+        if len(set(names)) != len(names):
+            raise ValueError("two --lora adapters have the same name")
+        return value
+
+    def lora_adapters(self) -> dict[str, Path]:
+        """Adapter model id -> its PEFT directory, in the order given."""
+        pairs = (item.partition("=") for item in self.lora)
+        return {name.strip(): Path(directory.strip()) for name, _, directory in pairs}
 
     def pacs_entries(self) -> list[PacsEntry]:
         entries = list(self.pacs)

@@ -21,6 +21,7 @@ from service import errors, tracing
 from service.components import (
     in_process_queue,
     make_engine,
+    model_catalog,
     redis_gateway_queue,
     redis_worker_queue,
 )
@@ -88,7 +89,7 @@ def build_embedded(settings: Settings, engine: Engine | None = None) -> Embedded
         gateway_queue,
         metrics,
         extra_checks={"model_loaded": engine.ready},
-        list_model_only_when_ready=False,
+        catalog=model_catalog(settings),
         background=engine_and_worker,
     )
     return EmbeddedService(app, engine, gateway_queue, worker, metrics)

@@ -13,7 +13,8 @@
     ├── NotFound                       404 (a study or read that does not exist; code names it)
     ├── Overloaded                     429 (+ Retry-After), queue full or rate
     │   └── TenantLimitExceeded        429 (+ Retry-After), a tenant limit; code names it
-    ├── NotReady                       503 (model not loaded, no worker)
+    ├── NotReady                       503 (model not loaded, no worker, no Redis primary)
+    │   └── ModelUnavailable           503 (+ Retry-After) a known model without a live worker
     ├── PacsError                      502 (a configured PACS failed us; code: pacs_unavailable,
     │                                      pacs_error, sr_store_failed)
     ├── DeadlineExceeded               504 (expired in the queue or while running)
@@ -139,6 +140,23 @@ class NotReady(ServiceError):
     type = "server_error"
     code = "not_ready"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ):
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after  # sent as Retry-After when known
+
+
+class ModelUnavailable(NotReady):
+    """A model this deployment serves (configured, or seen lately) with no live worker."""
+
+    code = "model_unavailable"
+
 
 class PacsError(ServiceError):
     """A configured PACS was unreachable or answered an error: not the client's fault."""
@@ -202,6 +220,8 @@ def error_for_code(
     cls = _WORKER_CODES.get(code) or _class_codes().get(code, EngineError)
     if issubclass(cls, Overloaded):
         return Overloaded(message, retry_after=retry_after or 1, code=code)
+    if issubclass(cls, NotReady):
+        return cls(message, param=param, code=code, retry_after=retry_after)
     return cls(message, param=param, code=code)
 
 
@@ -221,7 +241,7 @@ def error_body(message: str, type_: str, param: str | None, code: str | None) ->
 def to_error_response(exc: ServiceError) -> ErrorResponse:
     """The single mapping from our errors to statuses, bodies and headers."""
     headers: dict[str, str] = {}
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | NotReady) and exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, AuthenticationFailed):
         headers["WWW-Authenticate"] = "Bearer"

@@ -1,12 +1,14 @@
 """The gateway: the one function that builds the HTTP app for every mode, and the
 `gmai-vl gateway` process (no engine, no torch; workers meet it in Redis).
 
-    gmai-vl gateway --redis-url URL --served-model-name NAME
+    gmai-vl gateway --redis-url URL [--served-model-name NAME]
 
-A gateway serves one model id; it is ready when its queue answers and a worker
-of that model is alive (a fresh heartbeat). In the Redis mode `/v1/models`
-lists the model only then; the embedded mode (`service.embedded`) lists it
-from the start and adds its engine's state to readiness.
+A Redis gateway serves every model id its workers announce (`api/models.py`):
+`/v1/models` lists those with a live worker, a known model without one is 503
+`model_unavailable`, `--served-model-name` makes a model known before any
+worker announced it. It is ready when its queue answers and some worker is
+alive. The embedded mode (`service.embedded`) serves its own model, listed
+from the start, and adds its engine's state to readiness.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi import FastAPI
 
 from service import tracing
 from service.api.app import create_app
+from service.api.models import ModelCatalog
 from service.api.serving_chat import ChatCompletions
 from service.api.serving_reads import ReadService
 from service.api.state import AppState
@@ -38,17 +41,19 @@ def build_gateway_app(
     metrics: ServiceMetrics,
     *,
     extra_checks: dict[str, Callable[[], bool]] | None = None,
-    list_model_only_when_ready: bool = True,
+    catalog: ModelCatalog | None = None,
     background: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     """The app for `settings`: chat over `queue`, auth and tenant limits, audit.
 
     `extra_checks` join readiness (e.g. the embedded engine's `model_loaded`);
+    `catalog` says which models it answers for (default: the process's own);
     `background` runs for the app's lifetime around it (the embedded worker).
     """
     model_id = settings.model_id()
+    catalog = catalog or ModelCatalog({model_id: None})
     keys, limiter = make_security(settings)
-    chat = ChatCompletions(settings, queue, metrics, model_id, limiter)
+    chat = ChatCompletions(settings, queue, metrics, model_id, limiter, catalog)
     audit = open_audit_sink(settings.audit_log)
     reads = ReadService(
         settings,
@@ -59,22 +64,23 @@ def build_gateway_app(
         chat.media.fetcher,
         chat.tenants,
         audit,
+        catalog,
     )
     checks = extra_checks or {}
 
     async def readiness() -> dict[str, bool]:
         reachable = await queue.ping()
-        workers = await queue.live_workers() if reachable else 0
+        if not reachable:
+            alive = False
+        elif catalog.announced is not None:  # any model's worker: one down model is a 503
+            alive = any(m.live_workers > 0 for m in await catalog.announced())
+        else:
+            alive = await queue.live_workers() > 0
         return {
             **{name: check() for name, check in checks.items()},
             "queue": reachable,
-            "worker": workers > 0,
+            "worker": alive,
         }
-
-    async def served_models() -> list[str]:
-        if list_model_only_when_ready and not all((await readiness()).values()):
-            return []
-        return [model_id]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,7 +102,7 @@ def build_gateway_app(
         metrics=metrics,
         chat=chat,
         readiness=readiness,
-        served_models=served_models,
+        catalog=catalog,
         audit=audit,
         keys=keys,
         reads=reads,
@@ -124,4 +130,6 @@ def serve_gateway(settings: Settings) -> None:
     """`gmai-vl gateway`: this app over the Redis queue."""
     tracing.configure("gmai-vl-gateway")
     queue = redis_gateway_queue(settings, settings.model_id())
-    run_uvicorn(build_gateway_app(settings, queue, ServiceMetrics()), settings)
+    configured = {settings.served_model_name: None} if settings.served_model_name else {}
+    catalog = ModelCatalog(configured, queue.models)
+    run_uvicorn(build_gateway_app(settings, queue, ServiceMetrics(), catalog=catalog), settings)

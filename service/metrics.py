@@ -83,7 +83,12 @@ class ServiceMetrics:
             Gauge("gmaivl_in_flight_requests", "Requests being handled.", ["route"], registry=r)
         )
         self.queue_depth = Labelled(
-            Gauge("gmaivl_queue_depth", "Jobs waiting, per priority lane.", ["lane"], registry=r)
+            Gauge(
+                "gmaivl_queue_depth",
+                "Jobs waiting, per model and priority lane.",
+                ["model", "lane"],
+                registry=r,
+            )
         )
         self.queue_wait = Labelled(
             Histogram(
@@ -134,15 +139,19 @@ class ServiceMetrics:
         self.queue_oldest_age = Labelled(
             Gauge(
                 "gmaivl_queue_oldest_age_seconds",
-                "Wait of the oldest queued job, per lane (with depth, the autoscaling signal).",
-                ["lane"],
+                "Wait of the oldest queued job, per model and lane (with depth, the "
+                "autoscaling signal).",
+                ["model", "lane"],
                 registry=r,
             )
         )
-        self.live_workers = Gauge(
-            "gmaivl_live_workers",
-            "Workers of the served model with a fresh heartbeat.",
-            registry=r,
+        self.live_workers = Labelled(
+            Gauge(
+                "gmaivl_live_workers",
+                "Workers of each model with a fresh heartbeat.",
+                ["model"],
+                registry=r,
+            )
         )
         self.redeliveries = Counter(
             "gmaivl_redeliveries",
@@ -181,18 +190,20 @@ class ServiceMetrics:
                 registry=r,
             )
         )
-        for lane in Lane:
-            self.queue_depth.labels(lane.value).set(0)
-            self.queue_oldest_age.labels(lane.value).set(0)
 
     def set_queue_state(
-        self, depths: dict[Lane, int], oldest_ages: dict[Lane, float], live_workers: int
+        self,
+        model: str,
+        depths: dict[Lane, int],
+        oldest_ages: dict[Lane, float],
+        live_workers: int,
     ) -> None:
+        """One model's queue (the labels are the known model ids: a closed set)."""
         for lane, depth in depths.items():
-            self.queue_depth.labels(lane.value).set(depth)
+            self.queue_depth.labels(model, lane.value).set(depth)
         for lane, age in oldest_ages.items():
-            self.queue_oldest_age.labels(lane.value).set(age)
-        self.live_workers.set(live_workers)
+            self.queue_oldest_age.labels(model, lane.value).set(age)
+        self.live_workers.labels(model).set(live_workers)
 
 
 def status_class(status_code: int) -> str:

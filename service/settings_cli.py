@@ -61,6 +61,8 @@ def add_settings_flags(
         kwargs: dict[str, Any] = {"dest": leaf, "default": None, "help": info.description}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is list:
+            kwargs["action"] = "append"  # repeatable: --lora a=DIR --lora b=DIR
         elif typing.get_origin(kind) is Literal:
             kwargs["choices"] = list(typing.get_args(kind))
         elif isinstance(kind, type) and issubclass(kind, str) and kind is not str:

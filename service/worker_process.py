@@ -20,6 +20,7 @@ from service import tracing
 from service.components import make_engine, redis_worker_queue
 from service.config import Settings
 from service.metrics import ServiceMetrics
+from service.redis.connection import describe_url
 from service.worker import Worker
 from service.worker_http import WorkerHttp, worker_app
 
@@ -61,7 +62,12 @@ async def run_worker_process(settings: Settings) -> None:
         loop.add_signal_handler(sig, worker.stop)
     try:
         await engine.start()
-        log.info("worker serving %r from Redis", model_id)
+        log.info(
+            "worker serving %r%s from %s",
+            model_id,
+            f" and {len(settings.lora)} LoRA adapters" if settings.lora else "",
+            describe_url(settings.redis_url or ""),  # without credentials
+        )
         await worker.run()
     finally:
         await engine.stop()

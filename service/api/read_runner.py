@@ -46,13 +46,11 @@ class ReadRunner:
         self,
         settings: Settings,
         queue: GatewayQueue,
-        model_id: str,
         store: ReadStore,
         pacs: dict[str, PacsClient],
     ) -> None:
         self.settings = settings
         self.queue = queue
-        self.model_id = model_id
         self.store = store
         self.pacs = pacs
 
@@ -87,7 +85,7 @@ class ReadRunner:
         answer, usage = await self._generate(read, question, images, deadline)
         read.answer, read.usage = answer, usage
         built = await asyncio.to_thread(
-            build_sr, headers, question, answer, self.model_id, self.settings.model_version
+            build_sr, headers, question, answer, read.model, self.settings.model_version
         )
         current = await self.store.get(read.id)
         if current is None or current.terminal:
@@ -137,9 +135,9 @@ class ReadRunner:
         sampling = SamplingParams(max_tokens=spec.max_tokens, temperature=0.0)
         job = Job(
             id=job_id,
-            model=self.model_id,
+            model=read.model,
             lane=Lane(spec.lane),
-            request=GenerationRequest(job_id, messages, sampling, images),
+            request=GenerationRequest(job_id, messages, sampling, images, model=read.model),
             deadline=deadline,
             tenant=read.tenant,
         )

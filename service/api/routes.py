@@ -19,6 +19,7 @@ from service.api.request_limits import check_json_depth
 from service.api.serving_chat import RequestContext
 from service.api.sse import EventStreamResponse
 from service.api.state import AppState
+from service.queue.protocols import ModelSeen
 
 router = APIRouter()
 
@@ -98,13 +99,16 @@ async def chat_completions(request: Request) -> Response:
     return EventStreamResponse(result, watch)  # it closes the watch
 
 
-def _model_card(state: AppState) -> dict[str, object]:
-    return {
-        "id": state.model_id,
+def _model_card(state: AppState, model: ModelSeen) -> dict[str, object]:
+    card: dict[str, object] = {
+        "id": model.id,
         "object": "model",
         "created": state.created,
         "owned_by": "gmai-vl",
     }
+    if model.parent is not None:  # a LoRA adapter: vLLM's field for its base
+        card["parent"] = model.parent
+    return card
 
 
 def _visible(request: Request, model: str) -> bool:
@@ -119,9 +123,9 @@ async def list_models(request: Request) -> dict[str, object]:
     return {
         "object": "list",
         "data": [
-            _model_card(state)
-            for model in await state.models()
-            if model and _visible(request, model)
+            _model_card(state, model)
+            for model in await state.models.live()
+            if _visible(request, model.id)
         ],
     }
 
@@ -129,9 +133,10 @@ async def list_models(request: Request) -> dict[str, object]:
 @router.get("/v1/models/{model:path}", responses=AUTH_ERRORS)
 async def retrieve_model(model: str, request: Request) -> dict[str, object]:
     state = _state(request)
-    if model != state.model_id or not _visible(request, model):
+    live = {m.id: m for m in await state.models.live()}
+    if model not in live or not _visible(request, model):
         raise errors.ModelNotFound("The requested model does not exist.", param="model")
-    return _model_card(state)
+    return _model_card(state, live[model])
 
 
 @router.get("/health/live")
@@ -157,7 +162,11 @@ async def ready(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     state = _state(request)
     queue = state.queue
-    state.metrics.set_queue_state(
-        await queue.depths(), await queue.oldest_ages(), await queue.live_workers()
-    )
+    for model in await state.models.snapshot():
+        state.metrics.set_queue_state(
+            model,
+            await queue.depths(model),
+            await queue.oldest_ages(model),
+            await queue.live_workers(model),
+        )
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

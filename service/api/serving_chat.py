@@ -19,6 +19,7 @@ from typing import Any
 
 from service import errors, tracing
 from service.api.disconnect import ClientWatch
+from service.api.models import ModelCatalog
 from service.api.protocol import ChatCompletionRequest
 from service.api.request_limits import RequestLimits, check_shape
 from service.api.request_plan import RequestPlan, plan_request
@@ -67,11 +68,13 @@ class ChatCompletions:
         metrics: ServiceMetrics,
         model_id: str,
         limiter: TenantLimiter | None = None,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.metrics = metrics
         self.model_id = model_id
+        self.catalog = catalog or ModelCatalog({model_id: None})
         self.media = MediaResolver(settings.images, settings.fetch, settings.pacs_entries())
         self.tenants = TenantGate(limiter, metrics)
         self.limits = RequestLimits(
@@ -91,12 +94,7 @@ class ChatCompletions:
     ) -> dict[str, Any] | AsyncGenerator[str, None]:
         """A completion dict, or for `stream=True` an iterator of SSE lines that
         starts only after the first token (so early errors keep their status)."""
-        if body.model != self.model_id:
-            raise errors.ModelNotFound(
-                # The requested name is not echoed: clients may put anything there.
-                f"The requested model does not exist; this server serves {self.model_id!r}.",
-                param="model",
-            )
+        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
         check_shape(body, self.limits)
         plan = plan_request(body, ctx.priority, ctx.timeout, self.settings)
         # a span only where there is a tenant to admit (auth on)
@@ -135,9 +133,11 @@ class ChatCompletions:
         job_id = uuid.uuid4().hex
         job = Job(
             id=job_id,
-            model=self.model_id,
+            model=body.model,
             lane=lane,
-            request=GenerationRequest(job_id, resolved.messages, plan.sampling, resolved.images),
+            request=GenerationRequest(
+                job_id, resolved.messages, plan.sampling, resolved.images, model=body.model
+            ),
             deadline=plan.deadline,
             tenant=ctx.principal.tenant if ctx.principal is not None else None,
         )
@@ -181,7 +181,7 @@ class ChatCompletions:
             await self.queue.cancel(job.id)
             await batches.aclose()
             raise
-        self._observe_ttft(lane, ctx)
+        self._observe_ttft(job.model, lane, ctx)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         # it owns job and batches now
         return self._stream(
@@ -243,7 +243,7 @@ class ChatCompletions:
         logprobs: list[TokenLogprobs] = []
         async for batch in batches:
             if not pieces:
-                self._observe_ttft(lane, ctx)
+                self._observe_ttft(job.model, lane, ctx)
             for event in batch:
                 if isinstance(event, Delta):
                     pieces.append(event.text)
@@ -257,7 +257,7 @@ class ChatCompletions:
                     answer = "".join(pieces)
                     created = int(job.enqueued_at)
                     body = completion(
-                        job.id, created, self.model_id, answer, event, dicom,
+                        job.id, created, job.model, answer, event, dicom,
                         logprobs if want_logprobs else None,
                     )  # fmt: skip
                     return body, event.usage
@@ -277,7 +277,7 @@ class ChatCompletions:
         """One write per batch: when a stream falls behind, its pending tokens leave in
         one write instead of one per token. Once headers are sent, a failure travels
         as an error event before `[DONE]`."""
-        chunks = ChunkWriter(job.id, int(job.enqueued_at), self.model_id, include_usage)
+        chunks = ChunkWriter(job.id, int(job.enqueued_at), job.model, include_usage)
         usage: Usage | None = None
         try:
             out = [chunks.role({"dicom": dicom} if dicom else None)]
@@ -325,8 +325,8 @@ class ChatCompletions:
             if charge is not None:
                 await charge.release(usage)
 
-    def _observe_ttft(self, lane: Lane, ctx: RequestContext) -> None:
-        self.metrics.time_to_first_token.labels(self.model_id, lane.value).observe(
+    def _observe_ttft(self, model: str, lane: Lane, ctx: RequestContext) -> None:
+        self.metrics.time_to_first_token.labels(model, lane.value).observe(
             time.perf_counter() - ctx.started
         )
 

@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from service import errors
+from service.api.models import ModelCatalog
 from service.api.protocol import WindowSpec
 from service.api.protocol_reads import ReadRequest
 from service.api.read_runner import ReadAbandoned, ReadRunner
@@ -54,11 +55,13 @@ class ReadService:
         fetcher: SafeFetcher,
         tenants: TenantGate,
         audit: AuditSink | None = None,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.metrics = metrics
         self.model_id = model_id
+        self.catalog = catalog or ModelCatalog({model_id: None})
         self.store = store
         self.tenants = tenants
         self.audit = audit
@@ -78,7 +81,7 @@ class ReadService:
             if secret is not None
             else None
         )
-        self.runner = ReadRunner(settings, queue, model_id, store, self.pacs)
+        self.runner = ReadRunner(settings, queue, store, self.pacs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -87,11 +90,7 @@ class ReadService:
 
     async def submit(self, body: ReadRequest, ctx: RequestContext) -> Read:
         """Cheap checks first, then the tenant's policy, then the PACS (a network call)."""
-        if body.model != self.model_id:
-            raise errors.ModelNotFound(
-                f"The requested model does not exist; this server serves {self.model_id!r}.",
-                param="model",
-            )
+        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
         spec = self._spec(body, ctx)
         frames = len(spec.frames or [None])
         images = len(body.sop_instance_uids or [None]) * frames
@@ -109,7 +108,7 @@ class ReadService:
         principal = ctx.principal
         read = Read(
             id=new_read_id(),
-            model=self.model_id,
+            model=body.model,
             study_instance_uid=body.study_instance_uid,
             spec=spec,
             tenant=principal.tenant if principal else None,

@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from service.api.models import ModelCatalog
 from service.api.serving_chat import ChatCompletions
 from service.api.serving_reads import ReadService
 from service.audit import AuditSink
@@ -25,11 +26,12 @@ class AppState:
     metrics: ServiceMetrics
     chat: ChatCompletions
     readiness: Readiness
-    served_models: Callable[[], Awaitable[list[str]]] | None = None  # default: [model_id]
+    catalog: ModelCatalog | None = None  # default: the chat endpoint's
     audit: AuditSink | None = None  # one event per audited request
     keys: KeyStore | None = None  # None: authentication off (local use)
     reads: ReadService | None = None  # study reads (/v1/dicom/reads)
     created: int = field(default_factory=lambda: int(time.time()))
 
-    async def models(self) -> list[str]:
-        return [self.model_id] if self.served_models is None else await self.served_models()
+    @property
+    def models(self) -> ModelCatalog:
+        return self.catalog or self.chat.catalog

@@ -47,6 +47,7 @@ class GenerationRequest:
     sampling: SamplingParams
     images: list[ImageInput] = field(default_factory=list)
     trace_headers: dict[str, str] | None = None  # W3C carrier of the engine's span (vLLM joins it)
+    model: str | None = None  # the model id asked for: an engine's LoRA adapter, or its base
 
 
 @dataclass(frozen=True)

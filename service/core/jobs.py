@@ -25,7 +25,9 @@ class JobFailed:
 
     @classmethod
     def from_exception(cls, exc: errors.ServiceError) -> JobFailed:
-        retry_after = exc.retry_after if isinstance(exc, errors.Overloaded) else None
+        retry_after = (
+            exc.retry_after if isinstance(exc, errors.Overloaded | errors.NotReady) else None
+        )
         return cls(errors.code_of(exc), exc.message, exc.param, retry_after)
 
     def to_exception(self) -> errors.ServiceError:

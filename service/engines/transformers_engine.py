@@ -8,6 +8,13 @@ a streamer thread per request. Each request runs in a thread of a pool sized
 `max_concurrency`, off the event loop; tokens cross to the loop with
 `call_soon_threadsafe`.
 
+LoRA adapters (`adapters`: model id -> PEFT directory) are loaded over the one
+base model with PEFT; each request names its adapter (`request.model`). The
+active adapter is PEFT's model-wide state (and its per-call `adapter_names`
+cannot route a trained projector, `modules_to_save`), so with adapters one
+forward pass runs at a time, choosing its adapter under a lock: requests for
+different adapters and the base still interleave token by token.
+
 torch is imported lazily so that importing `service` never pulls it in.
 """
 
@@ -44,12 +51,21 @@ _DONE = object()
 class TransformersEngine:
     name = "transformers"
 
-    def __init__(self, model_dir: Path, *, device: str = "cpu", max_concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        device: str = "cpu",
+        max_concurrency: int = 2,
+        adapters: dict[str, Path] | None = None,
+    ) -> None:
         self.model_dir = Path(model_dir)
+        self.adapters = dict(adapters or {})
         self.device = device
         self.max_concurrency = max_concurrency
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="gmaivl-gen")
         self._aborts: dict[str, threading.Event] = {}
+        self._forward_lock = threading.Lock()
         self._ready = False
         self.model: Any = None
         self.processor: Any = None
@@ -67,6 +83,8 @@ class TransformersEngine:
             self.model = LlavaForConditionalGeneration.from_pretrained(self.model_dir)
         except (OSError, ValueError) as exc:
             raise errors.NotReady(f"Cannot load the checkpoint at {self.model_dir}.") from exc
+        if self.adapters:
+            self.model = self._with_adapters(self.model)
         self.model.to(self.device).eval()
         if self.processor.chat_template is None:
             raise errors.NotReady("The checkpoint has no chat template.")
@@ -76,6 +94,20 @@ class TransformersEngine:
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         torch.set_grad_enabled(False)
+
+    def _with_adapters(self, model: Any) -> Any:
+        from peft import PeftModel
+
+        wrapped = None
+        for name, directory in self.adapters.items():
+            try:
+                if wrapped is None:
+                    wrapped = PeftModel.from_pretrained(model, directory, adapter_name=name)
+                else:
+                    wrapped.load_adapter(directory, adapter_name=name)
+            except (OSError, ValueError) as exc:
+                raise errors.NotReady(f"Cannot load the LoRA adapter {name!r}.") from exc
+        return wrapped
 
     def ready(self) -> bool:
         return self._ready
@@ -101,7 +133,10 @@ class TransformersEngine:
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(tokens.put_nowait, item)
 
-        future = loop.run_in_executor(self._pool, self._decode_loop, inputs, params, abort, emit)
+        adapter = request.model if request.model in self.adapters else None
+        future = loop.run_in_executor(
+            self._pool, self._decode_loop, inputs, params, abort, emit, adapter
+        )
         detok = IncrementalDetokenizer(self.processor.tokenizer, params.stop)
         completion_tokens = 0
         reason: FinishReason = "length"
@@ -167,8 +202,24 @@ class TransformersEngine:
         inputs = self.processor(images=images, text=prompt, return_tensors="pt")
         return {k: v.to(self.device) for k, v in inputs.items()}
 
+    def _forward(self, adapter: str | None, **kwargs: Any) -> Any:
+        """One forward pass with `adapter` (None: the base) active."""
+        if not self.adapters:
+            return self.model(**kwargs)
+        with self._forward_lock:
+            if adapter is None:
+                with self.model.disable_adapter():
+                    return self.model(**kwargs)
+            self.model.set_adapter(adapter)
+            return self.model(**kwargs)
+
     def _decode_loop(
-        self, inputs: dict[str, Any], params: SamplingParams, abort: threading.Event, emit: Any
+        self,
+        inputs: dict[str, Any],
+        params: SamplingParams,
+        abort: threading.Event,
+        emit: Any,
+        adapter: str | None = None,
     ) -> None:
         """Runs in a pool thread: prefill, then one token per step until done or aborted."""
         import torch
@@ -178,7 +229,7 @@ class TransformersEngine:
             if params.seed is not None:
                 generator = torch.Generator(device=self.device).manual_seed(params.seed)
             with torch.inference_mode():
-                out = self.model(**inputs, use_cache=True)
+                out = self._forward(adapter, **inputs, use_cache=True)
                 for _ in range(params.max_tokens):
                     if abort.is_set():
                         break
@@ -190,7 +241,8 @@ class TransformersEngine:
                         emit((token, token_logprobs(logits, token, params.logprobs)))
                     if token in self.eos_ids:
                         break
-                    out = self.model(
+                    out = self._forward(
+                        adapter,
                         input_ids=torch.tensor([[token]], device=self.device),
                         past_key_values=out.past_key_values,
                         use_cache=True,

@@ -15,6 +15,7 @@ vllm is imported lazily: `service` must import without it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ from service.engines.detokenize import TokenBytes
 log = logging.getLogger("gmaivl.engine")
 
 WARMUP_REQUEST_ID = "gmaivl-warmup"
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # max_lora_rank values vLLM accepts
 
 
 class VllmEngine:
@@ -53,6 +55,7 @@ class VllmEngine:
         *,
         max_num_seqs: int = 8,
         limit_images_per_prompt: int = 4,
+        adapters: dict[str, Path] | None = None,
     ) -> None:
         """`settings` are vLLM's engine arguments under vLLM's names (`GMAIVL_VLLM_*`,
         `--dtype`, ...); max_num_seqs is the worker's concurrency."""
@@ -60,6 +63,7 @@ class VllmEngine:
         self.settings = settings
         self.max_concurrency = max_num_seqs
         self.limit_images_per_prompt = limit_images_per_prompt
+        self.adapters = dict(adapters or {})  # model id -> PEFT directory (vLLM's LoRA)
         self._engine: Any = None
         self._tokenizer: Any = None
         self._chat_template: str | None = None
@@ -93,6 +97,7 @@ class VllmEngine:
             disable_log_stats=False,  # keeps the vllm:* Prometheus series up to date
             # vLLM's own request spans join our traces (service.tracing); OTLP/HTTP like ours.
             otlp_traces_endpoint=_vllm_traces_endpoint(),
+            **self._lora_args(),
         )
         # Construction loads the weights and starts the engine core (seconds to minutes).
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
@@ -126,6 +131,30 @@ class VllmEngine:
         )
         return plan.bytes
 
+    def _lora_args(self) -> dict[str, Any]:
+        """vLLM's LoRA: every adapter may be active at once, rank rounded up to what
+        vLLM supports."""
+        if not self.adapters:
+            return {}
+        ranks = []
+        for directory in self.adapters.values():
+            try:
+                ranks.append(int(json.loads((directory / "adapter_config.json").read_text())["r"]))
+            except (OSError, ValueError, KeyError) as exc:
+                raise errors.NotReady(
+                    "A LoRA adapter has no readable adapter_config.json."
+                ) from exc
+        rank = next((r for r in LORA_RANKS if r >= max(ranks)), LORA_RANKS[-1])
+        return {"enable_lora": True, "max_loras": len(self.adapters), "max_lora_rank": rank}
+
+    def _lora_request(self, model: str | None) -> Any:
+        if model not in self.adapters:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        index = list(self.adapters).index(model)
+        return LoRARequest(model, index + 1, str(self.adapters[model]))
+
     async def _warm_up(self) -> None:
         image = ImageInput(32, 32, bytes(32 * 32 * 3))
         request = GenerationRequest(
@@ -155,6 +184,7 @@ class VllmEngine:
             vllm_sampling(request.sampling),
             request.request_id,
             trace_headers=request.trace_headers,
+            lora_request=self._lora_request(request.model),
         )
         completion_tokens = 0
         try:

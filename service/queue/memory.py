@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from service import errors
 from service.core.jobs import DEADLINE_PASSED, Job, JobEvent, JobFailed, is_terminal
 from service.core.lanes import LANE_ORDER, Lane, effective_rank
-from service.queue.protocols import DrainRate
+from service.queue.protocols import DrainRate, ModelSeen
 
 
 class _Entry:
@@ -158,10 +158,10 @@ class InProcessJobQueue:
 
     # observation
 
-    async def depths(self) -> dict[Lane, int]:
+    async def depths(self, model: str | None = None) -> dict[Lane, int]:
         return {lane: len(q) for lane, q in self._lanes.items()}
 
-    async def oldest_ages(self) -> dict[Lane, float]:
+    async def oldest_ages(self, model: str | None = None) -> dict[Lane, float]:
         """Seconds the oldest waiting job of each lane has waited (0 when none)."""
         now = time.time()
         return {
@@ -169,11 +169,15 @@ class InProcessJobQueue:
             for lane, q in self._lanes.items()
         }
 
-    async def live_workers(self) -> int:
+    async def live_workers(self, model: str | None = None) -> int:
         """1 while the process's worker beats (fresh within 3 intervals), else 0."""
         last = self._last_heartbeat
         fresh = last is not None and time.monotonic() - last < 3 * self.heartbeat_interval + 2
         return 1 if fresh else 0
+
+    async def models(self) -> list[ModelSeen]:
+        """None announced: the embedded process knows its one model itself."""
+        return []
 
     async def ping(self) -> bool:
         return True

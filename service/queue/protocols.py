@@ -13,7 +13,10 @@
 - `cancel(job_id)`: a queued job is dropped (never runs); a running job's worker
   is told through `on_cancel` and aborts the engine request. Idempotent.
 - `depths()`, `oldest_ages()`, `live_workers()`: what admission, readiness and
-  the queue gauges read.
+  the queue gauges read (for the queue's default model, or the one named).
+- `models()`: the model ids workers announced within `KNOWN_FOR` seconds, each
+  with its parent (LoRA base) and live worker count. The in-process queue
+  returns none: its one worker's model is the process's own.
 
 `WorkerQueue` (what a worker needs):
 - `take(timeout)` returns the next job, highest lane first with aging (see
@@ -40,10 +43,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from service.core.jobs import Job, JobEvent
 from service.core.lanes import Lane
+
+KNOWN_FOR = 600.0  # seconds a model id stays known after its last worker's heartbeat
+
+
+@dataclass(frozen=True)
+class ModelSeen:
+    """A model id as the workers announce it."""
+
+    id: str
+    parent: str | None  # the base model of a LoRA adapter
+    live_workers: int  # workers with a fresh heartbeat serving it
+    last_seen: float  # epoch seconds of the latest heartbeat
 
 
 class GatewayQueue(Protocol):
@@ -53,11 +69,13 @@ class GatewayQueue(Protocol):
 
     async def cancel(self, job_id: str) -> None: ...
 
-    async def depths(self) -> dict[Lane, int]: ...
+    async def depths(self, model: str | None = None) -> dict[Lane, int]: ...
 
-    async def oldest_ages(self) -> dict[Lane, float]: ...
+    async def oldest_ages(self, model: str | None = None) -> dict[Lane, float]: ...
 
-    async def live_workers(self) -> int: ...
+    async def live_workers(self, model: str | None = None) -> int: ...
+
+    async def models(self) -> list[ModelSeen]: ...
 
     async def ping(self) -> bool: ...
 

@@ -66,6 +66,7 @@ def decode_job(document: str, image_bytes: list[bytes]) -> Job:
             sampling.get("logprobs"),  # absent in jobs of an older gateway
         ),
         images,
+        model=raw["model"],
     )
     return Job(
         raw["id"],

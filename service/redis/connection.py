@@ -1,18 +1,125 @@
-"""One way to open a Redis client, so every part of a process talks to Redis alike."""
+"""One way to open a Redis client, so every part of a process talks to Redis alike.
+
+Two URL forms:
+
+- `redis://[[user]:password@]host:port/db` (and `rediss://`, `unix://`): one server.
+- `redis+sentinel://[[user]:password@]host:port[,host:port...]/service/db[?options]`:
+  Redis Sentinel. The client asks the Sentinels for the primary of `service`
+  whenever it opens a connection, so after a failover every process finds the
+  new primary by itself (connections to the old one fail, the next ones go to
+  the promoted replica). The user and password are the data nodes'; options:
+  `sentinel_password` (and `sentinel_username`) when the Sentinels require AUTH
+  themselves, `ssl=true` for TLS to the data nodes.
+
+Passwords are never logged; `describe_url` gives a URL fit for a log line.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+
+SENTINEL_SCHEME = "redis+sentinel"
+DEFAULT_SENTINEL_PORT = 26379
+
+# Fail fast (2 s to connect), no silent retries, idle connections checked;
+# blocking reads set their own timeouts.
+CLIENT_OPTIONS: dict[str, object] = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": None,
+    "health_check_interval": 5,
+    "retry_on_error": [],
+}
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+    sentinel_username: str | None
+    sentinel_password: str | None
+    ssl: bool
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """The parts of a `redis+sentinel://` URL; ValueError (without the URL, which may
+    hold a password) when it is malformed."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username, password = None, None
+    if userinfo:
+        user, _, secret = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(secret) or None
+    hosts: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep:
+            host, port = port, ""
+        if not host:
+            raise ValueError("a Sentinel URL needs host:port entries")
+        try:
+            hosts.append((host.strip("[]"), int(port) if port else DEFAULT_SENTINEL_PORT))
+        except ValueError:
+            raise ValueError("a Sentinel port is not a number") from None
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError("a Sentinel URL needs /SERVICE or /SERVICE/DB")
+    try:
+        db = int(path[1]) if len(path) == 2 else 0
+    except ValueError:
+        raise ValueError("the database of a Sentinel URL is not a number") from None
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return SentinelUrl(
+        hosts=hosts,
+        service=unquote(path[0]),
+        db=db,
+        username=username,
+        password=password,
+        sentinel_username=options.get("sentinel_username"),
+        sentinel_password=options.get("sentinel_password"),
+        ssl=options.get("ssl", "").lower() in {"1", "true", "yes"},
+    )
 
 
 def connect(url: str, *, max_connections: int | None = None) -> aioredis.Redis:
-    """A client that fails fast (2 s to connect, no silent retries) and checks idle
-    connections; blocking reads set their own timeouts."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=2,
-        socket_timeout=None,
-        health_check_interval=5,
-        retry_on_error=[],
-        max_connections=max_connections,
+    """A client for `url` (a single server or a Sentinel-managed primary)."""
+    if not url.startswith(SENTINEL_SCHEME + "://"):
+        return aioredis.Redis.from_url(url, max_connections=max_connections, **CLIENT_OPTIONS)  # type: ignore[arg-type]
+    spec = parse_sentinel_url(url)
+    sentinel_auth: dict[str, object] = {}
+    if spec.sentinel_password is not None:
+        sentinel_auth["password"] = spec.sentinel_password
+    if spec.sentinel_username is not None:
+        sentinel_auth["username"] = spec.sentinel_username
+    sentinel = Sentinel(
+        spec.hosts,
+        # Sentinels answer at once or not at all: a dead one costs 0.5 s, then the next.
+        sentinel_kwargs={"socket_connect_timeout": 0.5, "socket_timeout": 0.5, **sentinel_auth},
     )
+    options: dict[str, object] = dict(CLIENT_OPTIONS)
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    if spec.ssl:
+        options["ssl"] = True
+    return sentinel.master_for(
+        spec.service,
+        db=spec.db,
+        username=spec.username,
+        password=spec.password,
+        **options,
+    )
+
+
+def describe_url(url: str) -> str:
+    """`url` without its credentials and options, for logs."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"

@@ -23,6 +23,9 @@ gateway's side, `RedisWorkerQueue` (`worker_queue`) the worker's:
 - Liveness: workers refresh the idle time of their in-flight entries and their
   heartbeat (zset per model) every `heartbeat_interval`; gateways are ready
   when Redis answers and a worker's heartbeat is fresh.
+- Models: a job goes to the lanes of its own model (`job.model`); one gateway
+  serves every model some worker announces (`models()`, from the registry the
+  heartbeats keep).
 - Results: the worker appends events, tagged with the job id, to the inbox
   stream of the gateway that submitted the job (`inbox`); the gateway
   reads its inbox with one blocking XREAD for all its requests, each bounded by
@@ -31,22 +34,32 @@ gateway's side, `RedisWorkerQueue` (`worker_queue`) the worker's:
 - Cancel: a flag (checked when a job is taken, so queued jobs never run) and a
   pub/sub message (so a running job's worker aborts at once).
 - Ack: XACK + XDEL on completion, so a lane's length is waiting + running.
+- Redis lost (a restart, a Sentinel failover; docs/operations.md): admission is
+  503 `not_ready` with Retry-After while no primary answers. A job this gateway
+  is waiting on is resubmitted under a new attempt id once a primary answers
+  (`_resubmit`): asynchronous replication may have lost it, or its events, with
+  the old primary. A reader sees `Restarted`: a collecting reader starts over,
+  a stream that already sent text ends with the retriable `worker_lost`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 from redis.exceptions import RedisError
 
 from service import errors
-from service.core.jobs import DEADLINE_PASSED, Job, JobEvent, is_terminal
+from service.core.jobs import DEADLINE_PASSED, Job, JobEvent, Restarted, is_terminal
 from service.core.lanes import LANE_ORDER, Lane
+from service.queue.protocols import KNOWN_FOR, ModelSeen
 from service.redis import keys
 from service.redis.codec import encode_job
 from service.redis.connection import connect
@@ -55,6 +68,9 @@ from service.redis.scripts import ADMIT_SCRIPT
 from service.redis.streams import LaneStreams
 
 log = logging.getLogger("gmaivl.queue")
+
+RECONNECT_INTERVAL = 0.2  # seconds between checks for a primary after Redis failed
+PRUNE_ABOVE = 1024  # submitted jobs kept for resubmission before expired ones are dropped
 
 
 class RedisGatewayQueue:
@@ -74,23 +90,32 @@ class RedisGatewayQueue:
         self.max_depth = max_depth
         self.heartbeat_interval = heartbeat_interval
         self.result_ttl = result_ttl
-        self._streams = LaneStreams(self.redis, model)
+        self._streams: dict[str, LaneStreams] = {}
         self._admit = self.redis.register_script(ADMIT_SCRIPT)
         self._inbox = GatewayInbox(self.redis, result_ttl)
-        self._deadlines: dict[str, float] = {}  # jobs this process submitted
-        self._done_sample: tuple[float, int] | None = None
-        self._drain_per_second = 0.0
+        self._jobs: dict[str, Job] = {}  # submitted here, until their events are read
+        self._current: dict[str, str] = {}  # job id -> its resubmitted attempt's id
+        self.resubmitted = 0
+        self._done_samples: dict[str, tuple[float, int]] = {}
+        self._drain_per_second: dict[str, float] = {}
+
+    def _lanes(self, model: str) -> LaneStreams:
+        streams = self._streams.get(model)
+        if streams is None:  # models are few: the ids the gateway checked as known
+            streams = self._streams[model] = LaneStreams(self.redis, model)
+        return streams
 
     async def submit(self, job: Job) -> None:
         images = job.request.images
         refs = [hashlib.sha256(image.rgb).hexdigest() for image in images]
+        streams = self._lanes(job.model)
         self._inbox.open(job.id)
         try:
-            await self._streams.ensure_groups()
+            await streams.ensure_groups()
             waiting = await self._admit(
                 keys=[
-                    keys.lane_stream(self.model, job.lane),
-                    keys.wake(self.model),
+                    keys.lane_stream(job.model, job.lane),
+                    keys.wake(job.model),
                     *(keys.image(ref) for ref in refs),
                 ],
                 args=[
@@ -107,42 +132,96 @@ class RedisGatewayQueue:
             )
         except RedisError as exc:
             self._inbox.close(job.id)
-            self._streams.forget_groups()
+            streams.forget_groups()
             log.warning("submit failed: %s", type(exc).__name__)
-            raise errors.NotReady("The queue is unavailable; retry later.") from exc
+            raise errors.NotReady("The queue is unavailable; retry later.", retry_after=1) from exc
         if waiting >= 0:
             self._inbox.close(job.id)
             raise errors.Overloaded(
                 f"The {job.lane.value} queue is full; retry later.",
-                retry_after=await self._retry_after(waiting),
+                retry_after=await self._retry_after(job.model, waiting),
             )
-        self._deadlines[job.id] = job.deadline
+        self._jobs[job.id] = job
+        if len(self._jobs) > PRUNE_ABOVE:  # event streams never read: drop the expired
+            now = time.time()
+            for stale in [k for k, j in self._jobs.items() if j.deadline < now]:
+                del self._jobs[stale]
 
     async def events(self, job_id: str) -> AsyncIterator[list[JobEvent]]:
-        deadline = self._deadlines.pop(job_id, time.time() + self.result_ttl)
+        job = self._jobs.pop(job_id, None)
+        deadline = job.deadline if job is not None else time.time() + self.result_ttl
+        current = job_id  # the attempt whose events are read (see `_resubmit`)
         finished = False
         try:
             while True:
                 remaining = deadline - time.time()
-                batch = await self._inbox.next_batch(job_id, remaining)
+                batch = await self._inbox.next_batch(current, remaining)
                 if batch is None:
                     if remaining <= 0:
                         yield [DEADLINE_PASSED]
                         return
                     continue
-                for i, event in enumerate(batch):
+                out: list[JobEvent] = []
+                for event in batch:
+                    if event is UNAVAILABLE and job is not None:
+                        # The primary went away: what it held may be lost (failover).
+                        if out:
+                            yield out
+                        resubmitted = await self._resubmit(job, current, deadline)
+                        if resubmitted is None:
+                            yield [DEADLINE_PASSED]
+                            return
+                        current = resubmitted
+                        out = [Restarted(0)]
+                        break  # the rest of the batch belongs to the old attempt
+                    out.append(event)
                     if is_terminal(event):
                         finished = event is not DEADLINE_PASSED and event is not UNAVAILABLE
-                        yield batch[: i + 1]
+                        yield out
                         return
-                yield batch
+                yield out
         finally:
-            self._inbox.close(job_id)
+            self._inbox.close(current)
+            self._current.pop(job_id, None)
             if not finished:
                 with contextlib.suppress(RedisError):
-                    await self.cancel(job_id)
+                    await self._cancel_attempt(current)
+
+    async def _resubmit(self, job: Job, old: str, deadline: float) -> str | None:
+        """After Redis failed under a waiting job: once a primary answers again, submit
+        the job anew under a new attempt id and cancel the old attempt. The gateway
+        cannot tell a job the new primary lost (asynchronous replication) from one it
+        kept, so it resubmits both; the cancel stops the old attempt where it
+        survived, so a job's answer is read once and at most one attempt runs on.
+        Returns the new attempt's id, or None when the deadline passes first."""
+        self._inbox.close(old)
+        while time.time() < deadline:
+            if await self.ping():
+                attempt = uuid.uuid4().hex
+                retry = dataclasses.replace(
+                    job,
+                    id=attempt,
+                    request=dataclasses.replace(job.request, request_id=attempt),
+                )
+                try:
+                    await self.submit(retry)
+                except errors.NotReady:
+                    await asyncio.sleep(RECONNECT_INTERVAL)
+                    continue
+                self._jobs.pop(attempt, None)
+                self._current[job.id] = attempt
+                self.resubmitted += 1
+                await self._cancel_attempt(old)
+                log.info("job resubmitted after a Redis failure")
+                return attempt
+            await asyncio.sleep(RECONNECT_INTERVAL)
+        return None
 
     async def cancel(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+        await self._cancel_attempt(self._current.get(job_id, job_id))  # its latest attempt
+
+    async def _cancel_attempt(self, job_id: str) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(keys.cancel_flag(job_id), b"1", ex=self.result_ttl)
@@ -153,30 +232,58 @@ class RedisGatewayQueue:
 
     # observation
 
-    async def depths(self) -> dict[Lane, int]:
+    async def depths(self, model: str | None = None) -> dict[Lane, int]:
+        streams = self._lanes(model or self.model)
         try:
-            return {lane: await self._streams.waiting(lane) for lane in LANE_ORDER}
+            return {lane: await streams.waiting(lane) for lane in LANE_ORDER}
         except RedisError:
             return dict.fromkeys(LANE_ORDER, 0)
 
-    async def oldest_ages(self) -> dict[Lane, float]:
+    async def oldest_ages(self, model: str | None = None) -> dict[Lane, float]:
         """Seconds the oldest waiting job of each lane has waited (0 when none)."""
+        streams = self._lanes(model or self.model)
         now, ages = time.time(), {}
         try:
             for lane in LANE_ORDER:
-                head = await self._streams.next_undelivered(lane)
+                head = await streams.next_undelivered(lane)
                 ages[lane] = max(0.0, now - float(head[1][b"t"])) if head else 0.0
         except RedisError:
             return dict.fromkeys(LANE_ORDER, 0.0)
         return ages
 
-    async def live_workers(self, max_age: float | None = None) -> int:
-        """Workers of this model whose heartbeat is fresh (0 when Redis does not answer)."""
-        fresh = time.time() - (max_age or 3 * self.heartbeat_interval + 2)
+    async def live_workers(self, model: str | None = None) -> int:
+        """Workers of the model whose heartbeat is fresh (0 when Redis does not answer)."""
         try:
-            return await self.redis.zcount(keys.workers(self.model), fresh, "+inf")
+            return await self.redis.zcount(
+                keys.workers(model or self.model), self._fresh_since(), "+inf"
+            )
         except RedisError:
             return 0
+
+    async def models(self) -> list[ModelSeen]:
+        """Model ids announced within `KNOWN_FOR` seconds; [] when Redis does not answer."""
+        try:
+            seen = await self.redis.zrangebyscore(
+                keys.MODELS, time.time() - KNOWN_FOR, "+inf", withscores=True
+            )
+            ids = [member.decode() for member, _ in seen]
+            if not ids:
+                return []
+            fresh = self._fresh_since()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(keys.PARENTS, ids)
+                for model in ids:
+                    pipe.zcount(keys.workers(model), fresh, "+inf")
+                parents, *live = await pipe.execute()
+        except RedisError:
+            return []
+        return [
+            ModelSeen(model, (parent or b"").decode() or None, count, last)
+            for (model, (_, last), parent, count) in zip(ids, seen, parents, live, strict=True)
+        ]
+
+    def _fresh_since(self) -> float:
+        return time.time() - (3 * self.heartbeat_interval + 2)
 
     async def ping(self) -> bool:
         try:
@@ -189,15 +296,17 @@ class RedisGatewayQueue:
         with contextlib.suppress(RedisError):
             await self.redis.aclose()
 
-    async def _retry_after(self, waiting: int) -> int:
-        """From the cluster-wide completion counter, sampled across calls."""
-        now, done = time.monotonic(), int(await self.redis.get(keys.done_counter(self.model)) or 0)
-        if self._done_sample is not None and now - self._done_sample[0] >= 1.0:
-            rate = (done - self._done_sample[1]) / (now - self._done_sample[0])
-            self._drain_per_second = 0.5 * self._drain_per_second + 0.5 * rate
-            self._done_sample = (now, done)
-        elif self._done_sample is None:
-            self._done_sample = (now, done)
-        if self._drain_per_second <= 0:
+    async def _retry_after(self, model: str, waiting: int) -> int:
+        """From the model's cluster-wide completion counter, sampled across calls."""
+        now, done = time.monotonic(), int(await self.redis.get(keys.done_counter(model)) or 0)
+        sample = self._done_samples.get(model)
+        rate = self._drain_per_second.get(model, 0.0)
+        if sample is not None and now - sample[0] >= 1.0:
+            measured = (done - sample[1]) / (now - sample[0])
+            rate = self._drain_per_second[model] = 0.5 * rate + 0.5 * measured
+            self._done_samples[model] = (now, done)
+        elif sample is None:
+            self._done_samples[model] = (now, done)
+        if rate <= 0:
             return 5
-        return min(max(1, math.ceil(waiting / self._drain_per_second)), 60)
+        return min(max(1, math.ceil(waiting / rate)), 60)

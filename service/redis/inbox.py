@@ -31,6 +31,7 @@ log = logging.getLogger("gmaivl.queue")
 
 UNAVAILABLE = JobFailed("not_ready", "The queue became unavailable; retry later.")
 TRIM_INTERVAL = 1.0
+READ_SLACK = 2.0  # seconds the blocking read may run past its own timeout
 
 
 class _Subscription:
@@ -84,11 +85,16 @@ class GatewayInbox:
     async def _read_forever(self) -> None:
         while self._subs:
             try:
-                reply = await self.redis.xread({self.key: self._last}, count=4096, block=1000)
+                # Bounded client-side too: a half-open connection (a failover, a
+                # partition) must not hold every request of this gateway.
+                reply = await asyncio.wait_for(
+                    self.redis.xread({self.key: self._last}, count=4096, block=1000),
+                    1.0 + READ_SLACK,
+                )
                 if time.monotonic() - self._trimmed_at > TRIM_INTERVAL:
                     self._trimmed_at = time.monotonic()
                     await self.redis.xtrim(self.key, minid=self._last)
-            except RedisError as exc:
+            except (RedisError, TimeoutError) as exc:
                 log.warning("inbox read failed: %s", type(exc).__name__)
                 for sub in self._subs.values():
                     sub.push([UNAVAILABLE])

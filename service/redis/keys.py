@@ -1,5 +1,9 @@
 """Every Redis key and channel, in one place (Lua scripts get prefixes made here).
 
+A model's keys carry the model id as a hash tag (`{model}`, braces included), so
+a Redis Cluster keeps each model's lanes, wake list, dead letters, heartbeats and
+counter in one slot and can shard models across nodes.
+
 gmaivl:q:{model}:{lane}      stream of jobs, one per lane; consumer group "workers"
 gmaivl:inbox:{gateway}       stream of the events of a gateway's jobs, tagged by job id (TTL)
 gmaivl:cancel:{job}          set when a job is cancelled (TTL); also published below
@@ -13,6 +17,8 @@ gmaivl:done:{model}          counter of completed jobs (drain rate for Retry-Aft
 gmaivl:read:{id}             a study read's record, JSON (TTL: read_ttl)
 gmaivl:read:{id}:sr          its SR, DICOM Part 10 bytes (TTL: read_ttl)
 gmaivl:reads:running         zset read id -> last renewal by the gateway running it
+gmaivl:models                zset model id -> last heartbeat of any worker serving it
+gmaivl:parents               hash model id -> its base model (LoRA adapters; "" for a base)
 """
 
 from __future__ import annotations
@@ -22,10 +28,17 @@ from service.core.lanes import Lane
 PREFIX = "gmaivl"
 GROUP = "workers"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
+MODELS = f"{PREFIX}:models"
+PARENTS = f"{PREFIX}:parents"
+
+
+def _tag(model: str) -> str:
+    """The model as a Cluster hash tag; braces in an id would break the tag."""
+    return "{" + model.replace("{", "(").replace("}", ")") + "}"
 
 
 def lane_stream(model: str, lane: Lane) -> str:
-    return f"{PREFIX}:q:{model}:{lane.value}"
+    return f"{PREFIX}:q:{_tag(model)}:{lane.value}"
 
 
 def inbox(gateway_id: str) -> str:
@@ -45,19 +58,19 @@ def tries(job_id: str) -> str:
 
 
 def wake(model: str) -> str:
-    return f"{PREFIX}:wake:{model}"
+    return f"{PREFIX}:wake:{_tag(model)}"
 
 
 def dead_letters(model: str) -> str:
-    return f"{PREFIX}:dlq:{model}"
+    return f"{PREFIX}:dlq:{_tag(model)}"
 
 
 def workers(model: str) -> str:
-    return f"{PREFIX}:workers:{model}"
+    return f"{PREFIX}:workers:{_tag(model)}"
 
 
 def done_counter(model: str) -> str:
-    return f"{PREFIX}:done:{model}"
+    return f"{PREFIX}:done:{_tag(model)}"
 
 
 # Per-tenant limits (service.redis.tenant_limits). The tenant sits in a hash tag,

@@ -1,6 +1,11 @@
 """The worker's side of the Redis queue: take (with reclaim, delivery counting and
 dead letters), publish to the submitting gateway's inbox, acknowledge, cancel
-callbacks, heartbeat. Semantics: `gateway_queue` and `service.queue.protocols`."""
+callbacks, heartbeat. Semantics: `gateway_queue` and `service.queue.protocols`.
+
+A worker serves one base model and, over it, its LoRA adapters, each a model id
+of its own with its own lanes; one take call looks at the lanes of them all
+(aging compares heads across models too). The heartbeat announces every id (with
+its parent) in the model registry that gateways list `/v1/models` from."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -27,6 +32,8 @@ from service.redis.worker_io import CancelListener, InboxPublisher
 
 log = logging.getLogger("gmaivl.queue")
 
+BLOCKING_SLACK = 2.0  # seconds a blocking command may run past its own timeout
+
 
 class RedisWorkerQueue:
     def __init__(
@@ -34,6 +41,7 @@ class RedisWorkerQueue:
         url: str,
         *,
         model: str,
+        adapters: Sequence[str] = (),
         aging_seconds: float = 10.0,
         visibility_timeout: float = 15.0,
         heartbeat_interval: float = 1.0,
@@ -45,14 +53,20 @@ class RedisWorkerQueue:
         self.metrics = metrics
         self.redis = connect(url)
         self.model = model
+        self.adapters = list(adapters)
+        self.models = [model, *self.adapters]
         self.aging_seconds = aging_seconds
         self.visibility_timeout = visibility_timeout
         self.heartbeat_interval = heartbeat_interval
         self.max_deliveries = max_deliveries
         self.result_ttl = result_ttl
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
-        self._streams = LaneStreams(self.redis, model)
-        self._ranks = [lane.rank for lane in self._streams.by_lane]
+        self._streams = [LaneStreams(self.redis, m) for m in self.models]
+        self._stream_keys = [key for streams in self._streams for key in streams.keys]
+        self._ranks = [lane.rank for streams in self._streams for lane in streams.by_lane]
+        self._model_of_stream = {
+            key: streams.model for streams in self._streams for key in streams.keys
+        }
         self._take = self.redis.register_script(TAKE_SCRIPT)
         self._inflight: dict[str, tuple[str, bytes]] = {}  # job -> (stream, entry id)
         self._reply_to: dict[str, str] = {}  # job -> its gateway's inbox
@@ -65,7 +79,8 @@ class RedisWorkerQueue:
     async def take(self, timeout: float) -> Job | None:
         deadline = time.monotonic() + timeout
         try:
-            await self._streams.ensure_groups()
+            for streams in self._streams:
+                await streams.ensure_groups()
             self._cancels.start()
             # No cancel message may be missed once we run a job.
             await asyncio.wait_for(self._cancels.subscribed.wait(), max(timeout, 1.0))
@@ -80,15 +95,32 @@ class RedisWorkerQueue:
                 if remaining <= 0:
                     return None
                 # A token per submit; one idle worker wakes and re-runs the pick.
-                await self.redis.blpop(
-                    [keys.wake(self.model)], timeout=max(0.01, min(remaining, 1))
+                wait = max(0.01, min(remaining, 1))
+                # Bounded here too: a blocking read must not outlive its server's
+                # promise (a half-open connection, a failover); cancelling drops it.
+                await asyncio.wait_for(
+                    self.redis.blpop([keys.wake(m) for m in self.models], timeout=wait),
+                    wait + BLOCKING_SLACK,
                 )
         except (RedisError, TimeoutError) as exc:
-            self._streams.forget_groups()
+            for streams in self._streams:
+                streams.forget_groups()
             raise errors.NotReady("The queue is unavailable.") from exc
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
-        await self._publisher.publish(self._reply_to[job_id], job_id, event)
+        reply_to = self._reply_to.get(job_id)
+        if reply_to is None:
+            raise errors.NotReady("The job was given up after the queue failed.")
+        try:
+            await self._publisher.publish(reply_to, job_id, event)
+        except errors.NotReady:
+            # Redis failed under the job (a restart, a failover): its gateway resubmits
+            # it. Stop claiming the old entry, so that where it survived it is reclaimed
+            # and dropped (its cancel flag is set), not held by our heartbeat forever.
+            self._inflight.pop(job_id, None)
+            self._reply_to.pop(job_id, None)
+            self._cancels.forget(job_id)
+            raise
 
     async def complete(self, job_id: str) -> None:
         where = self._inflight.pop(job_id, None)
@@ -101,19 +133,26 @@ class RedisWorkerQueue:
             pipe.xack(stream, keys.GROUP, entry_id)
             pipe.xdel(stream, entry_id)
             pipe.delete(keys.tries(job_id))
-            pipe.incr(keys.done_counter(self.model))
+            pipe.incr(keys.done_counter(self._model_of_stream.get(stream, self.model)))
             await pipe.execute()
 
     def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         return self._cancels.on_cancel(job_id, callback)
 
     async def heartbeat(self) -> None:
-        """Mark this worker alive and keep its in-flight entries from being reclaimed."""
+        """Mark this worker alive for each model id it serves (and announce the ids),
+        and keep its in-flight entries from being reclaimed."""
         now = time.time()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(keys.workers(self.model), {self.worker_id: now})
-                pipe.zremrangebyscore(keys.workers(self.model), 0, now - 3600)
+                for model in self.models:
+                    pipe.zadd(keys.workers(model), {self.worker_id: now})
+                    pipe.zremrangebyscore(keys.workers(model), 0, now - 3600)
+                    pipe.zadd(keys.MODELS, {model: now})
+                pipe.hset(
+                    keys.PARENTS,
+                    mapping={m: (self.model if m != self.model else "") for m in self.models},
+                )
                 for stream, entry_id in self._inflight.values():
                     pipe.xclaim(stream, keys.GROUP, self.worker_id, 0, [entry_id], justid=True)
                 await pipe.execute()
@@ -121,9 +160,13 @@ class RedisWorkerQueue:
             raise errors.NotReady("The queue is unavailable.") from exc
 
     async def leave(self) -> None:
-        """Remove this worker's heartbeat (clean shutdown)."""
+        """Remove this worker's heartbeats (clean shutdown); the registry keeps the ids,
+        so gateways answer `model_unavailable`, not 404, while no worker serves them."""
         with contextlib.suppress(RedisError):
-            await self.redis.zrem(keys.workers(self.model), self.worker_id)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for model in self.models:
+                    pipe.zrem(keys.workers(model), self.worker_id)
+                await pipe.execute()
 
     async def ping(self) -> bool:
         try:
@@ -145,7 +188,7 @@ class RedisWorkerQueue:
             self._last_reclaim = now
             reclaim_idle_ms = int(self.visibility_timeout * 1000)
         return await self._take(
-            keys=self._streams.keys,
+            keys=self._stream_keys,
             args=[
                 repr(time.time()),
                 repr(self.aging_seconds),
@@ -191,8 +234,9 @@ class RedisWorkerQueue:
             self.dead_lettered += 1
             if self.metrics is not None:
                 self.metrics.dead_letters.inc()
+            model = self._model_of_stream.get(stream.decode(), self.model)
             await self.redis.xadd(
-                keys.dead_letters(self.model), {"job": document, "tries": str(tries - 1)}
+                keys.dead_letters(model), {"job": document, "tries": str(tries - 1)}
             )
             failure = JobFailed("dead_letter", f"The request failed on {tries - 1} workers.")
         if failure is not None:

@@ -183,7 +183,8 @@ async def test_stat_overtakes_batch_and_batch_still_finishes(cluster):
 
         batch = [asyncio.create_task(call(f"batch{i}", "batch")) for i in range(20)]
         while (
-            'gmaivl_queue_depth{lane="batch"} 1' not in (await http.get("/metrics")).text
+            'gmaivl_queue_depth{lane="batch",model="cluster"} 1'
+            not in (await http.get("/metrics")).text
             and len(finished) < 3
         ):
             await asyncio.sleep(0.01)
@@ -281,8 +282,8 @@ def test_serve_all_in_one_on_redis(tmp_path, redis_server):
         ]
         assert [t.model_dump() for t in streamed] == [t.model_dump() for t in content]
         scrape = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        assert "gmaivl_live_workers 1.0" in scrape  # gauges only Redis can answer
-        assert 'gmaivl_queue_oldest_age_seconds{lane="stat"} 0.0' in scrape
+        assert 'gmaivl_live_workers{model="solo"} 1.0' in scrape  # gauges only Redis can answer
+        assert 'gmaivl_queue_oldest_age_seconds{lane="stat",model="solo"} 0.0' in scrape
     finally:
         process.terminate()
         process.wait(timeout=10)

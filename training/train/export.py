@@ -1,5 +1,10 @@
 """Export a trained model as a Hugging Face LLaVA checkpoint that transformers and vLLM load.
 
+A LoRA stage also writes its adapter (PEFT format: `adapter_config.json`,
+`adapter_model.safetensors`, the projector it trained as `modules_to_save`)
+beside the export, in `OUT/stageN/adapter/`, to be served over the stage's
+input checkpoint with `--lora NAME=DIR` instead of as a merged model.
+
 Weights (LoRA merged first), config, generation config, processor, tokenizer
 and chat template, written with vLLM's `vision_tower.vision_model.*` keys
 (training/model/assemble.py explains why), plus `gmaivl.json`: what the
@@ -29,6 +34,20 @@ def merged(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+ADAPTER_DIR = "adapter"
+
+
+def export_adapter(model: Any, out: Path) -> Path:
+    """The PEFT adapter alone (its base: the stage's input checkpoint), renamed into
+    place like the export."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 def read_metadata(checkpoint: Path) -> dict[str, Any]:
     path = Path(checkpoint) / METADATA_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -45,6 +64,7 @@ def export_from_trainer(trainer: Any, processor: Any, out: Path, metadata: dict[
         trainer.save_model(str(tmp))
     if trainer.is_world_process_zero():
         if isinstance(trainer.model, PeftModel):
+            export_adapter(trainer.model, out.parent / ADAPTER_DIR)  # before merging
             export_checkpoint(trainer.model, processor, out, metadata)
         else:
             finish_export(tmp, processor, out, metadata)

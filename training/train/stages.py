@@ -85,8 +85,9 @@ def set_trainable(model: torch.nn.Module, groups: tuple[str, ...]) -> dict[str, 
 
 
 def apply_lora(model: LlavaForConditionalGeneration, stage: StageConfig) -> torch.nn.Module:
-    """Wrap the LM's projections with LoRA (PEFT); the projector trains fully and is saved
-    with the adapter (`modules_to_save`), the vision tower trains if the stage says so."""
+    """Wrap the LM's projections with LoRA (PEFT); the projector, if the stage trains it,
+    trains fully and is saved with the adapter (`modules_to_save`), the vision tower
+    trains if the stage says so."""
     from peft import LoraConfig, get_peft_model
 
     lora = stage.lora
@@ -97,7 +98,9 @@ def apply_lora(model: LlavaForConditionalGeneration, stage: StageConfig) -> torc
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=rf".*language_model.*\.({targets})",
-        modules_to_save=["multi_modal_projector"],
+        # A trained projector rides along with the adapter; without it the adapter
+        # is LoRA alone, which vLLM's LoRA can serve too (docs/training.md).
+        modules_to_save=["multi_modal_projector"] if "projector" in stage.train else None,
     )
     peft_model = get_peft_model(model, config)
     if "vision" in stage.train:

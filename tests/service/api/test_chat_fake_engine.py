@@ -235,7 +235,7 @@ async def test_full_queue_is_429_with_retry_after():
                 await asyncio.sleep(0.01)
             queued = asyncio.create_task(http.post("/v1/chat/completions", json=body))
             while (await http.get("/metrics")).text.find(
-                'gmaivl_queue_depth{lane="routine"} 1.0'
+                'gmaivl_queue_depth{lane="routine",model="fake"} 1.0'
             ) < 0:
                 await asyncio.sleep(0.01)
             refused = await http.post("/v1/chat/completions", json=body)

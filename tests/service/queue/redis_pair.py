@@ -3,12 +3,14 @@ same tests over the in-process queue (one object by design) and Redis (two)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from service.core.jobs import Job
 from service.redis.gateway_queue import RedisGatewayQueue
 from service.redis.worker_queue import RedisWorkerQueue
 
-GATEWAY_ONLY = {"submit", "events", "cancel", "depths", "oldest_ages", "live_workers"}
+GATEWAY_ONLY = {"events", "cancel", "depths", "oldest_ages", "live_workers"}
 GATEWAY_ARGS = {"max_depth", "heartbeat_interval", "result_ttl"}
 WORKER_ARGS = {
     "aging_seconds",
@@ -31,6 +33,10 @@ class RedisQueuePair:
         self.worker = RedisWorkerQueue(
             url, model=model, **{k: v for k, v in kwargs.items() if k in WORKER_ARGS}
         )
+
+    async def submit(self, job: Job) -> None:
+        """The suite's jobs all name one model; each pair has its own (one shared Redis)."""
+        await self.gateway.submit(dataclasses.replace(job, model=self.gateway.model))
 
     def __getattr__(self, name: str) -> Any:
         side = self.gateway if name in GATEWAY_ONLY or name == "_inbox" else self.worker

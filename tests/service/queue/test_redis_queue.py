@@ -135,3 +135,72 @@ async def test_oldest_age_per_lane_is_the_autoscaling_signal(make):
     assert all(age == 0 for lane, age in ages.items() if lane != waiting.lane)
     await make().take(timeout=0)  # delivered: no longer waiting
     assert (await gateway.oldest_ages())[waiting.lane] == 0
+
+
+async def test_jobs_go_to_their_models_lanes_and_workers_announce_their_models(redis_server):
+    """Two models in one Redis: each worker takes only its model's jobs (hash-tagged
+    keys per model); the heartbeat announces ids and parents; leaving keeps the id known."""
+    suffix = uuid.uuid4().hex[:6]
+    base, adapter, other = f"base-{suffix}", f"lora-{suffix}", f"other-{suffix}"
+    gateway = RedisGatewayQueue(redis_server.url, model=base)
+    lora_worker = RedisWorkerQueue(redis_server.url, model=base, adapters=[adapter])
+    other_worker = RedisWorkerQueue(redis_server.url, model=other)
+    try:
+        assert keys.lane_stream(base, job().lane).count("{" + base + "}") == 1
+        for model in (adapter, other):
+            j = job()
+            j.model = model
+            await gateway.submit(j)
+        await lora_worker.heartbeat()
+        await other_worker.heartbeat()
+        taken = await lora_worker.take(timeout=0)
+        assert taken is not None and taken.model == adapter
+        assert await lora_worker.take(timeout=0) is None  # the other model's job is not ours
+        other_job = await other_worker.take(timeout=0)
+        assert other_job is not None and other_job.model == other
+        seen = {m.id: m for m in await gateway.models()}
+        assert seen[base].parent is None and seen[adapter].parent == base
+        assert seen[other].live_workers == 1
+        await other_worker.leave()
+        seen = {m.id: m for m in await gateway.models()}
+        assert seen[other].live_workers == 0  # still known: 503, not 404
+        assert await gateway.live_workers(adapter) == 1
+    finally:
+        for q in (gateway, lora_worker, other_worker):
+            await q.close()
+
+
+async def test_a_job_lost_with_redis_is_resubmitted_under_a_new_attempt():
+    """Redis restarts empty under a waiting job: the gateway resubmits it once Redis
+    answers, as a new attempt; the reader sees `Restarted`, then the new attempt's
+    answer; the old attempt is cancelled."""
+    from service.processes import RedisServer
+
+    server = RedisServer().start()
+    queue = RedisQueuePair(server.url, model="m", heartbeat_interval=0.2)
+    try:
+        j = job()
+        await queue.submit(j)
+        stream = queue.events(j.id)
+        reading = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0.2)  # the inbox reader is blocked in XREAD
+        server.stop()
+        await asyncio.sleep(0.3)
+        server.start()  # same port, empty: the job is gone
+        first = await asyncio.wait_for(reading, 10)
+        assert first == [Restarted(0)]
+        retry = await queue.take(timeout=5)
+        assert retry is not None and retry.id != j.id and retry.model == "m"
+        assert retry.request.messages == j.request.messages
+        await queue.publish(retry.id, Delta("ok"))
+        await queue.publish(retry.id, Finish("stop", Usage(1, 1)))
+        await queue.complete(retry.id)
+        rest = [e async for batch in stream for e in batch]
+        assert rest == [Delta("ok"), Finish("stop", Usage(1, 1))]
+        assert queue.gateway.resubmitted == 1
+        client = aioredis.Redis.from_url(server.url)
+        assert await client.exists(keys.cancel_flag(j.id)) == 1  # the old attempt
+        await client.aclose()
+    finally:
+        await queue.close()
+        server.stop()
