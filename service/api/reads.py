@@ -36,14 +36,7 @@ def _reads(request: Request) -> ReadService:
     },
 )
 async def create_read(body: ReadRequest, request: Request) -> JSONResponse:
-    ctx = RequestContext(
-        request_id=request.state.request_id,
-        priority=request.headers.get("x-priority"),
-        timeout=request.headers.get("x-request-timeout"),
-        started=request.state.started,
-        audit=getattr(request.state, "audit", None),
-        principal=getattr(request.state, "principal", None),
-    )
+    ctx = RequestContext.of(request)
     read = await _reads(request).submit(body, ctx)
     return JSONResponse(read.public(), status_code=202, headers={"Location": f"{READS}/{read.id}"})
 

@@ -64,6 +64,11 @@ def lane_of(body: ChatCompletionRequest, header: str | None, default: Lane) -> L
     """The body's `priority`, else the X-Priority header, else the default lane."""
     if body.priority is not None:
         return body.priority
+    return lane_from_header(header, default)
+
+
+def lane_from_header(header: str | None, default: Lane) -> Lane:
+    """The X-Priority header's lane (any case), else the default lane."""
     if header is None:
         return default
     try:

@@ -79,14 +79,7 @@ async def chat_completions(request: Request) -> Response:
         body = ChatCompletionRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
-    ctx = RequestContext(
-        request_id=request.state.request_id,
-        priority=request.headers.get("x-priority"),
-        timeout=request.headers.get("x-request-timeout"),
-        started=request.state.started,
-        audit=getattr(request.state, "audit", None),
-        principal=getattr(request.state, "principal", None),
-    )
+    ctx = RequestContext.of(request)
     watch = ClientWatch(request.receive).start()
     try:
         result = await state.chat.create(body, ctx, watch)

@@ -17,6 +17,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import Request
+
 from service import errors, tracing
 from service.api.disconnect import ClientWatch
 from service.api.models import ModelCatalog
@@ -48,6 +50,19 @@ class RequestContext:
     started: float  # time.perf_counter() at arrival
     audit: AuditEvent | None = None  # filled in as the request is served
     principal: Principal | None = None  # the caller's key and tenant; None: auth off
+
+    @classmethod
+    def of(cls, request: Request) -> RequestContext:
+        """From what the middleware left on the request (id, arrival, audit, principal)."""
+        state = request.state
+        return cls(
+            request_id=state.request_id,
+            priority=request.headers.get("x-priority"),
+            timeout=request.headers.get("x-request-timeout"),
+            started=state.started,
+            audit=getattr(state, "audit", None),
+            principal=getattr(state, "principal", None),
+        )
 
 
 @dataclass(frozen=True)

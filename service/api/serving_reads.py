@@ -26,7 +26,7 @@ from service.api.models import ModelCatalog
 from service.api.protocol import WindowSpec
 from service.api.protocol_reads import ReadRequest
 from service.api.read_runner import ReadAbandoned, ReadRunner
-from service.api.request_plan import timeout_of
+from service.api.request_plan import lane_from_header, timeout_of
 from service.api.serving_chat import RequestContext
 from service.api.tenancy import TenantCharge, TenantGate
 from service.audit import AuditSink, ReadAuditEvent, hash_uid
@@ -163,7 +163,9 @@ class ReadService:
             frames=body.dicom.frames if body.dicom and body.dicom.frames else None,
             max_tokens=max_tokens,
             max_images=max_images,
-            lane=(body.priority or self._lane_header(ctx.priority)).value,
+            lane=(
+                body.priority or lane_from_header(ctx.priority, self.settings.default_priority)
+            ).value,
             timeout=timeout_of(ctx.timeout, settings),
             store=body.store,
             webhook=body.webhook,
@@ -183,18 +185,6 @@ class ReadService:
                 "No PACS of that name is configured.", param="pacs", code="unknown_pacs"
             )
         return name
-
-    def _lane_header(self, header: str | None) -> Lane:
-        if header is None:
-            return self.settings.default_priority
-        try:
-            return Lane(header.strip().lower())
-        except ValueError as exc:
-            raise errors.InvalidRequest(
-                "X-Priority must be one of: " + ", ".join(lane.value for lane in Lane) + ".",
-                param="X-Priority",
-                code="invalid_priority",
-            ) from exc
 
     # answering
 
