@@ -308,7 +308,7 @@ def test_phi_marker_appears_nowhere(served, orthanc):
         hashlib.sha256(read_uid.encode()).hexdigest()
     ]
     assert all(
-        set(e) - {"read_id", "study_instance_uid_sha256", "webhook"}
+        set(e) - {"read_id", "study_instance_uid_sha256", "webhook", "trace_id"}
         == {
             "request_id",
             "route",
