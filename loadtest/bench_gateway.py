@@ -395,7 +395,7 @@ def main() -> None:
     redis_server = None
     sink = None
     if args.trace:
-        from service.processes import OtlpReceiver
+        from service.otlp_receiver import OtlpReceiver
 
         sink = OtlpReceiver(keep=False).__enter__()
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url  # read by the traced server only

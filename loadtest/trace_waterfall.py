@@ -30,7 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     from pydicom.data import get_testdata_file
 
-    from service.processes import MODEL, Cluster, OtlpReceiver
+    from service.otlp_receiver import OtlpReceiver
+    from service.processes import MODEL, Cluster
 
     dicom = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     url = "data:application/dicom;base64," + base64.b64encode(dicom).decode()

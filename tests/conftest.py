@@ -46,24 +46,13 @@ def image_message(url: str, text: str = "Describe this image.") -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LLaVA assembled by the real CLI, once per test session."""
-    out = tmp_path_factory.mktemp("ckpt") / "tiny"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "model",
-            "init",
-            "--preset",
-            "tiny",
-            "--out",
-            str(out),
-            "--seed",
-            "0",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    return init_tiny(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
+
+
+def init_tiny(out: Path, seed: int) -> Path:
+    """`gmai-vl model init --preset tiny` into `out` (another seed: other answers)."""
+    command = ["model", "init", "--preset", "tiny", "--out", str(out), "--seed", str(seed)]
+    subprocess.run([sys.executable, "-m", "service.cli", *command], check=True, capture_output=True)
     return out
 
 

@@ -51,6 +51,7 @@ RULES: dict[str, set[str] | str] = {
     "service.worker": FOUNDATION | {"service.engines", "service.queue", "service.metrics"},
     "service.worker_http": FOUNDATION,
     "service.processes": FOUNDATION,
+    "service.otlp_receiver": FOUNDATION,
     # composition roots: they build processes out of the parts above
     "service.components": COMPOSITION,
     "service.gateway": COMPOSITION,

@@ -5,39 +5,20 @@ tiny checkpoints assembled with different seeds, so their greedy answers differ)
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
 from service.processes import Cluster, stop_process, wait_ready
+from tests.conftest import init_tiny
 
 QUESTION = [{"role": "user", "content": "What does the image show?"}]
 
 
 @pytest.fixture
 def second_checkpoint(tmp_path):
-    out = tmp_path / "tiny-b"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "model",
-            "init",
-            "--preset",
-            "tiny",
-            "--out",
-            str(out),
-            "--seed",
-            "1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return init_tiny(tmp_path / "tiny-b", seed=1)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.processes import MODEL, Cluster, OtlpReceiver, ReceivedSpan
+from service.otlp_receiver import OtlpReceiver, ReceivedSpan
+from service.processes import MODEL, Cluster
 from service.security.keys import KeyFile
 from service.security.policy import TenantPolicy
 from tests.e2e.test_pacs import MARKER, PHI_DICOM

@@ -37,7 +37,7 @@ def test_logs_name_the_trace_and_spans_the_request_id():
     code = textwrap.dedent(
         """
         import logging, os, sys
-        from service.processes import OtlpReceiver
+        from service.otlp_receiver import OtlpReceiver
         with OtlpReceiver() as receiver:
             os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url
             logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
