@@ -261,7 +261,8 @@ class RedisGatewayQueue:
             return 0
 
     async def models(self) -> list[ModelSeen]:
-        """Model ids announced within `KNOWN_FOR` seconds; [] when Redis does not answer."""
+        """Model ids announced within `KNOWN_FOR` seconds; `errors.NotReady` when Redis
+        does not answer (not "no models": the catalog keeps the last known set)."""
         try:
             seen = await self.redis.zrangebyscore(
                 keys.MODELS, time.time() - KNOWN_FOR, "+inf", withscores=True
@@ -275,8 +276,8 @@ class RedisGatewayQueue:
                 for model in ids:
                     pipe.zcount(keys.workers(model), fresh, "+inf")
                 parents, *live = await pipe.execute()
-        except RedisError:
-            return []
+        except RedisError as exc:
+            raise errors.NotReady("The model registry is unavailable.", retry_after=1) from exc
         return [
             ModelSeen(model, (parent or b"").decode() or None, count, last)
             for (model, (_, last), parent, count) in zip(ids, seen, parents, live, strict=True)
