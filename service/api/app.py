@@ -117,6 +117,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_json(errors.InvalidRequest(message, param=param, code="invalid_request"))
 
 
+_UNION_BRANCHES = frozenset({"str", "int", "float", "bool"})
+
+
 def _param_path(loc: tuple[object, ...]) -> str | None:
     """pydantic's location as the field path a client sent: without the union branch
     names (`str`, `list[...]`, `tagged-union[...]`) and the discriminator value that
@@ -126,7 +129,7 @@ def _param_path(loc: tuple[object, ...]) -> str | None:
         # union branches: `str`, `list[...]`, and model names (`WindowSpec`)
         if part == "body" or "[" in part or part[:1].isupper() or (path and part == path[-1]):
             continue
-        if part == "str" and path and path[-1] == "content":
+        if part in _UNION_BRANCHES:  # `stop.str`, `content.str`: the branch tried
             continue
         path.append(part)
     return ".".join(path) or None

@@ -62,6 +62,26 @@ def route_label(path: str) -> str:
     return "other"
 
 
+# Request bodies are read as sent: no content coding is decoded (a gzip body would
+# be parsed as bad JSON, a `br` one as garbage), so every coding but identity is
+# refused, as RFC 9110 says, naming what is accepted (docs/api.md).
+ACCEPTED_ENCODING = "identity"
+UNSUPPORTED_ENCODING = errors.UnsupportedMediaType(
+    "The request body's Content-Encoding is not supported; send it uncompressed.",
+    accept_encoding=ACCEPTED_ENCODING,
+)
+
+
+def identity_coded(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Every Content-Encoding header (there may be several) lists identity only."""
+    for name, value in headers:
+        if name.lower() == b"content-encoding":
+            for coding in value.split(b","):
+                if coding.strip().lower() not in (b"", ACCEPTED_ENCODING.encode()):
+                    return False
+    return True
+
+
 def request_id_from(header: bytes | None) -> str:
     """The client's X-Request-Id when it is a sane token, else a fresh one."""
     if header:
@@ -126,14 +146,14 @@ class GatewayMiddleware:
                 try:
                     principal = self.keys.authenticate(headers.get(b"authorization"))
                 except errors.AuthenticationFailed as exc:
-                    self.metrics.rejections.labels(exc.code or "invalid_api_key").inc()
-                    if event is not None:
-                        event.outcome = exc.code or "invalid_api_key"
-                    await self._refuse(send_with_id, exc)
+                    await self._reject(send_with_id, event, exc)
                     return
                 scope["state"]["principal"] = principal
                 if event is not None:
                     event.key_id, event.tenant = principal.key_id, principal.tenant
+            if not identity_coded(scope["headers"]):
+                await self._reject(send_with_id, event, UNSUPPORTED_ENCODING)
+                return
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 await self._too_large(send_with_id, event)
@@ -148,10 +168,7 @@ class GatewayMiddleware:
             exc = errors.RequestTimeout(
                 f"The request body did not arrive within {self.body_timeout:g} seconds."
             )
-            self.metrics.rejections.labels("request_timeout").inc()
-            if event is not None:
-                event.outcome = "request_timeout"
-            await self._refuse(send_with_id, exc)
+            await self._reject(send_with_id, event, exc)
         except Exception as exc:  # the last line: nothing unexpected leaves
             # Handled here rather than re-raised: Starlette's outermost middleware would
             # re-raise it to the server, which logs the message (it may quote input).
@@ -242,13 +259,17 @@ class GatewayMiddleware:
         return capped
 
     async def _too_large(self, send: Send, event: AuditEvent | None) -> None:
-        self.metrics.rejections.labels("request_too_large").inc()
+        limit = self.max_body_bytes
+        exc = errors.RequestTooLarge(f"The request body is larger than {limit} bytes.")
+        await self._reject(send, event, exc)
+
+    async def _reject(self, send: Send, event: AuditEvent | None, exc: errors.ServiceError) -> None:
+        """Refused before the app: counted by its code, on the audit event, answered."""
+        code = errors.code_of(exc)
+        self.metrics.rejections.labels(code).inc()
         if event is not None:
-            event.outcome = "request_too_large"
-        await self._refuse(
-            send,
-            errors.RequestTooLarge(f"The request body is larger than {self.max_body_bytes} bytes."),
-        )
+            event.outcome = code
+        await self._refuse(send, exc)
 
     @staticmethod
     async def _refuse(send: Send, exc: errors.ServiceError) -> None:

@@ -6,18 +6,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.protocol import DicomImageOptions
-from service.core.lanes import Lane
+from service.api.protocol import DicomImageOptions, LaneName, StrictRequest
 
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 Uid = Annotated[str, Field(pattern=UID_PATTERN, max_length=64)]
 
 
-class ReadRequest(BaseModel):
+class ReadRequest(StrictRequest):
     """Ask for an AI read of a study in a configured PACS; the answer comes back as a
     `dicom.read` object (poll or webhook) and as a DICOM SR stored into the study."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
     model: str = Field(max_length=256)
     study_instance_uid: Uid
@@ -27,7 +26,7 @@ class ReadRequest(BaseModel):
     prompt: str | None = Field(None, min_length=1, description="Default: a findings report.")
     dicom: DicomImageOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
-    priority: Lane | None = None
+    priority: LaneName | None = None
     store: bool = Field(True, description="Store the SR into the PACS with STOW-RS.")
     webhook: str | None = Field(
         None, max_length=2048, description="POSTed the read object when it ends (signed)."

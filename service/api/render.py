@@ -19,7 +19,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from service import errors
-from service.api.protocol import ErrorBody, ImageURL
+from service.api.protocol import ErrorBody, ImageURL, StrictRequest
 from service.api.state import AppState
 from service.core.generation import ImageInput
 from service.media.resolve import ImageRequest
@@ -29,7 +29,7 @@ router = APIRouter()
 PARAM = "image_url"
 
 
-class RenderRequest(BaseModel):
+class RenderRequest(StrictRequest):
     """An image part as a chat request carries it, and an optional thumbnail size."""
 
     image_url: ImageURL
