@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from service import errors
 from service.api.protocol import ErrorBody, ImageURL, StrictRequest
+from service.api.request_limits import check_image_count
 from service.api.state import AppState
 from service.core.generation import ImageInput
 from service.media.resolve import ImageRequest
@@ -66,20 +67,11 @@ async def render_image(request: Request) -> RenderResponse:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
     part = body.image_url
     principal = getattr(request.state, "principal", None)
-    cap = principal.policy.max_images_per_request if principal is not None else None
-    if cap is not None and part.image_count() > cap:
-        raise errors.InvalidRequest(
-            f"The part has {part.image_count()} images; your tenant's limit is {cap}.",
-            param=PARAM,
-            code="too_many_images",
-        )
+    if principal is not None:
+        cap = principal.policy.max_images_per_request
+        check_image_count(part.image_count(), cap, param=PARAM, tenant=True)
     limit = state.settings.images.max_images_per_request
-    if part.image_count() > limit:
-        raise errors.InvalidRequest(
-            f"The part has {part.image_count()} images; the limit is {limit}.",
-            param=PARAM,
-            code="too_many_images",
-        )
+    check_image_count(part.image_count(), limit, param=PARAM)
     image_request = ImageRequest(part.url, part.dicom.to_options() if part.dicom else None, PARAM)
     try:
         resolved = await state.chat.media.resolve(image_request)

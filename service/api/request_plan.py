@@ -12,6 +12,7 @@ from typing import Any
 from service import errors
 from service.api.parameters import check_parameters
 from service.api.protocol import ChatCompletionRequest, ImagePart
+from service.api.request_limits import check_max_tokens
 from service.config import Settings
 from service.core.generation import SamplingParams
 from service.core.lanes import Lane
@@ -99,12 +100,7 @@ def timeout_of(header: str | None, settings: Settings) -> float:
 
 def sampling_of(body: ChatCompletionRequest, settings: Settings) -> SamplingParams:
     max_tokens = body.requested_max_tokens() or settings.max_tokens_default
-    if max_tokens > settings.max_tokens_limit:
-        raise errors.InvalidRequest(
-            f"max_tokens is {max_tokens}; the limit is {settings.max_tokens_limit}.",
-            param="max_tokens",
-            code="max_tokens_too_large",
-        )
+    check_max_tokens(max_tokens, settings.max_tokens_limit)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,

@@ -23,7 +23,7 @@ from service import errors, tracing
 from service.api.disconnect import ClientWatch
 from service.api.models import ModelCatalog
 from service.api.protocol import ChatCompletionRequest
-from service.api.request_limits import RequestLimits, check_shape
+from service.api.request_limits import RequestLimits, check_image_count, check_shape
 from service.api.request_plan import RequestPlan, plan_request
 from service.api.responses import DONE, ChunkWriter, completion
 from service.api.tenancy import TenantCharge, TenantGate
@@ -208,14 +208,8 @@ class ChatCompletions:
     ) -> ResolvedMessages:
         """Messages in template form, their images resolved concurrently: fetches are
         async I/O, decoding runs in threads, so the event loop stays free."""
-        limits = self.settings.images
-        if plan.image_count > limits.max_images_per_request:
-            raise errors.InvalidRequest(
-                f"The request has {plan.image_count} images (DICOM frames count one each); "
-                f"the limit is {limits.max_images_per_request}.",
-                param="messages",
-                code="too_many_images",
-            )
+        limit = self.settings.images.max_images_per_request
+        check_image_count(plan.image_count, limit, param="messages")
         requests = [
             ImageRequest(
                 ref.part.image_url.url,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service import errors
+from service.api.request_limits import check_image_count, check_max_tokens
 from service.core.generation import Usage
 from service.core.lanes import Lane
 from service.metrics import ServiceMetrics
@@ -55,20 +56,8 @@ class TenantGate:
                     param="priority",
                     code="priority_not_allowed",
                 )
-            cap = policy.max_images_per_request
-            if cap is not None and images > cap:
-                raise errors.InvalidRequest(
-                    f"The request has {images} images; your tenant's limit is {cap}.",
-                    param="messages",
-                    code="too_many_images",
-                )
-            tpm = policy.tokens_per_minute
-            if tpm is not None and max_tokens > tpm:
-                raise errors.InvalidRequest(
-                    f"max_tokens is {max_tokens}; your tenant's limit is {tpm} tokens per minute.",
-                    param="max_tokens",
-                    code="max_tokens_too_large",
-                )
+            check_image_count(images, policy.max_images_per_request, param="messages", tenant=True)
+            check_max_tokens(max_tokens, policy.tokens_per_minute, tenant=True)
         except errors.ServiceError as exc:
             self._count(principal, exc.code or "refused")
             raise

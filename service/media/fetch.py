@@ -118,15 +118,9 @@ class SafeFetcher:
         param: str,
         headers: Mapping[str, str] | None = None,
     ) -> Fetched:
-        try:
+        with self._bounded("Fetching the image", param):
             async with asyncio.timeout(self.limits.total_timeout):
                 return await self._fetch(url, policy, accept, content_types, param, headers or {})
-        except TimeoutError as exc:
-            raise errors.ImageFetchFailed(
-                f"Fetching the image took longer than {self.limits.total_timeout:g} s.",
-                param=param,
-                code="image_fetch_timeout",
-            ) from exc
 
     async def post(
         self,
@@ -143,7 +137,7 @@ class SafeFetcher:
         timeouts); redirects are not followed (a POST body is not replayed elsewhere).
         Any status comes back: the caller decides what counts as delivered."""
         target = parse_url(url, param)
-        try:
+        with self._bounded("The POST", param):
             async with asyncio.timeout(self.limits.total_timeout):
                 address = await checked_address(target, policy, param)
                 request = self._client.build_request(
@@ -174,9 +168,15 @@ class SafeFetcher:
                     )
                 finally:
                     await response.aclose()
+
+    @contextlib.contextmanager
+    def _bounded(self, what: str, param: str) -> Iterator[None]:
+        """The total timeout (an `asyncio.timeout` inside) as image_fetch_timeout."""
+        try:
+            yield
         except TimeoutError as exc:
             raise errors.ImageFetchFailed(
-                f"The POST took longer than {self.limits.total_timeout:g} s.",
+                f"{what} took longer than {self.limits.total_timeout:g} s.",
                 param=param,
                 code="image_fetch_timeout",
             ) from exc
