@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -91,24 +92,17 @@ def request_id_from(header: bytes | None) -> str:
     return uuid.uuid4().hex
 
 
+@dataclass(eq=False)
 class GatewayMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        metrics: ServiceMetrics,
-        model_id: str,
-        max_body_bytes: int,
-        body_timeout: float = 30.0,
-        audit: AuditSink | None = None,
-        keys: KeyStore | None = None,
-    ) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.model_id = model_id
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout = body_timeout
-        self.audit = audit
-        self.keys = keys
+    """Wraps `app` (Starlette's `add_middleware` passes the rest as keywords)."""
+
+    app: ASGIApp
+    metrics: ServiceMetrics
+    model_id: str
+    max_body_bytes: int
+    body_timeout: float = 30.0
+    audit: AuditSink | None = None
+    keys: KeyStore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
