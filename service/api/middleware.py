@@ -1,6 +1,7 @@
 """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): request ids,
-authentication, body size and arrival-time limits, the per-request metrics, and one
-audit event per request (allowed or refused) outside the public routes."""
+authentication, the body's content coding (identity only: 415), its size and arrival-time
+limits, the per-request metrics, and one audit event per request (allowed or refused)
+outside the public routes."""
 
 from __future__ import annotations
 
