@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from service import errors
 from service.queue.protocols import ModelSeen
@@ -34,6 +35,17 @@ log = logging.getLogger("gmaivl.api")
 
 UNAVAILABLE_RETRY_AFTER = 5  # seconds: about what a worker restart or failover takes
 REGISTRY_RETRY_AFTER = 1  # seconds: a failover promotes a replica within a few
+
+
+@dataclass
+class ServedModel:
+    """The model a request asked for, once the catalog knows it (so a bounded name, never
+    one a client made up): the id the response's `model` names, and the base model when
+    that id is a LoRA adapter. The middleware makes one per request; `check` fills it;
+    the request's metrics and audit event read it (None: the request named no known model)."""
+
+    id: str | None = None
+    parent: str | None = None
 
 
 class ModelCatalog:
@@ -102,9 +114,13 @@ class ModelCatalog:
             key=lambda m: m.id,
         )
 
-    async def check(self, model: str) -> ModelSeen:
-        """The model a request names, or ModelNotFound / NotReady / ModelUnavailable."""
+    async def check(self, model: str, served: ServedModel | None = None) -> ModelSeen:
+        """The model a request names, or ModelNotFound / NotReady / ModelUnavailable; a
+        known one is noted in `served` (a model with no live worker too: the request
+        asked for it)."""
         seen = (await self.snapshot()).get(model)
+        if seen is not None and served is not None:
+            served.id, served.parent = seen.id, seen.parent
         if not self.answering and (seen is not None or self._known_at is None):
             raise errors.NotReady(
                 "The model registry is unavailable; retry later.",
