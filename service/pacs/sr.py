@@ -2,7 +2,8 @@
 
 Content tree: DICOM's Basic Diagnostic Imaging Report (TID 2000), every container
 SEPARATE so a viewer shows each item on its own line ("Concept: value") and each
-section as a heading (OHIF's SR text viewport, `dsrdump`):
+section as a numbered heading (OHIF's SR text viewport, `dsrdump`); a Findings
+section of one narrative is CONTINUOUS, a paragraph under its heading:
 
     CONTAINER Diagnostic Imaging Report (LN 18748-4)                   SEPARATE
       HAS OBS CONTEXT  Observer Type = Device, Device Observer UID / Name /
@@ -11,11 +12,11 @@ section as a heading (OHIF's SR text viewport, `dsrdump`):
                        diagnostic use (the statement inside the document itself)
       CONTAINS CONTAINER Request (LN 55115-0)                          SEPARATE
         CONTAINS TEXT    Request (LN 55115-0): the question asked
-      CONTAINS CONTAINER Findings (LN 59776-5)                         SEPARATE
+      CONTAINS CONTAINER Findings (LN 59776-5)       SEPARATE (one item: CONTINUOUS)
         CONTAINS TEXT    Finding (DCM 121071): the answer, exactly as generated
           HAS CONCEPT MOD  Algorithm Name / Version / Manufacturer (TID 4019)
           INFERRED FROM IMAGE  Source image (DCM 121324), one per instance shown
-      CONTAINS CONTAINER Impressions (LN 19005-8)  only for a structured answer
+      CONTAINS CONTAINER Impressions (LN 19005-8)    SEPARATE, structured answers only
         CONTAINS TEXT    Impression (DCM 121073)
 
 Section and item concepts are those of CID 7001 (report headings) and CID 7002
@@ -149,9 +150,9 @@ def content_tree(
         TextContentItem,
     )
 
-    def section(name: Any, items: list[Any]) -> Any:
+    def section(name: Any, items: list[Any], continuous: bool = False) -> Any:
         container = ContainerContentItem(
-            name=name, is_content_continuous=False, relationship_type="CONTAINS"
+            name=name, is_content_continuous=continuous, relationship_type="CONTAINS"
         )
         container.ContentSequence = items
         return container
@@ -196,7 +197,10 @@ def content_tree(
         section(codes.LN.Request, [text(codes.LN.Request, question)]),
     ]
     if sections.findings:
-        items.append(section(codes.LN.Findings, [finding(t) for t in sections.findings]))
+        findings = [finding(t) for t in sections.findings]
+        # One narrative reads as a paragraph (CONTINUOUS): OHIF wraps it under the heading,
+        # where a SEPARATE "Finding" item is a <pre> that runs off the viewport's edge.
+        items.append(section(codes.LN.Findings, findings, continuous=len(findings) == 1))
     if sections.impressions:
         impressions = [text(codes.DCM.Impression, t) for t in sections.impressions]
         items.append(section(codes.LN.Impressions, impressions))

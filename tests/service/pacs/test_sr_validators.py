@@ -69,7 +69,7 @@ def test_dsrdump_reads_a_report_with_the_answer_under_findings(tmp_path):
     assert '<has obs context TEXT:(121013,DCM,"Device Observer Name")="gmai-vl-7b">' in tree
     notice = next(line for line in tree if '(121106,DCM,"Comment")' in line)
     assert "not for diagnostic use" in notice
-    findings = tree.index('<contains CONTAINER:(59776-5,LN,"Findings")=SEPARATE>')
+    findings = tree.index('<contains CONTAINER:(59776-5,LN,"Findings")=CONTINUOUS>')
     assert tree[findings + 1] == f'<contains TEXT:(121071,DCM,"Finding")="{ANSWER}">'
     request = tree.index('<contains CONTAINER:(55115-0,LN,"Request")=SEPARATE>')
     assert tree[request + 1] == '<contains TEXT:(55115-0,LN,"Request")="Any fracture?">'
@@ -83,4 +83,6 @@ def test_dsrdump_reads_the_impression_of_a_structured_answer(tmp_path):
     tree = [line.strip() for line in result.stdout.splitlines()]
     impressions = tree.index('<contains CONTAINER:(19005-8,LN,"Impressions")=SEPARATE>')
     assert tree[impressions + 1] == '<contains TEXT:(121073,DCM,"Impression")="Normal study.">'
+    findings = tree.index('<contains CONTAINER:(59776-5,LN,"Findings")=SEPARATE>')
+    assert tree[findings + 1] == '<contains TEXT:(121071,DCM,"Finding")="No fracture.">'
     assert '<contains TEXT:(121071,DCM,"Finding")="未见出血。">' in tree
