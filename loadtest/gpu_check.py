@@ -57,7 +57,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadtest.bench_vllm import one_stream, pct  # noqa: E402
+from loadtest.bench_vllm import Tally, pct  # noqa: E402
 from service.processes import free_port, stop_process, wait_ready  # noqa: E402
 
 MODEL = "gmai-vl-7b-check"
@@ -390,38 +390,24 @@ def chat_body(max_tokens: int, stream: bool) -> dict[str, Any]:
 async def level(base_url: str, streams: int, rounds: int, max_tokens: int) -> dict[str, Any]:
     """`rounds` waves of `streams` concurrent streamed requests."""
     payload = chat_body(max_tokens, stream=True)
-    ttfts: list[float] = []
-    rates: list[float] = []
-    generated = errors = 0
+    tally = Tally()
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
-
-        async def one() -> None:
-            nonlocal generated, errors
-            try:
-                ttft, total, tokens = await one_stream(client, payload)
-            except (RuntimeError, httpx.HTTPError):
-                errors += 1
-                return
-            ttfts.append(ttft)
-            generated += tokens
-            if tokens > 1 and total > ttft:
-                rates.append((tokens - 1) / (total - ttft))
-
         began = time.perf_counter()
         for _ in range(rounds):
-            await asyncio.gather(*(one() for _ in range(streams)))
+            await asyncio.gather(*(tally.stream(client, payload) for _ in range(streams)))
         elapsed = time.perf_counter() - began
+    itl = pct(tally.itls, 50)
     return {
         "streams": streams,
-        "requests": len(ttfts),
-        "errors": errors,
+        "requests": len(tally.ttfts),
+        "errors": tally.errors,
         "max_tokens": max_tokens,
         "seconds": round(elapsed, 3),
-        "tokens_per_s": generated / elapsed,
-        "ttft_p50_ms": pct(ttfts, 50) * 1e3,
-        "ttft_p99_ms": pct(ttfts, 99) * 1e3,
-        "stream_tokens_per_s_p50": pct(rates, 50),
+        "tokens_per_s": tally.generated / elapsed,
+        "ttft_p50_ms": pct(tally.ttfts, 50) * 1e3,
+        "ttft_p99_ms": pct(tally.ttfts, 99) * 1e3,
+        "stream_tokens_per_s_p50": 1 / itl if itl > 0 else 0.0,
     }
 
 
