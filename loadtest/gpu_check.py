@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu_check")))
     parser.add_argument("--work", type=Path, help="checkpoints go here (default: a temp dir)")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--tokens", type=int, default=64, help="max_tokens of a load request")
+    parser.add_argument("--tokens", type=int, default=32, help="max_tokens of a load request")
     parser.add_argument("--ready-timeout", type=float, default=600)
     args = parser.parse_args(argv)
     report = Report(args.out)
