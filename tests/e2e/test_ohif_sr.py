@@ -62,36 +62,38 @@ def read(orthanc: OrthancServer) -> dict:
         body = {"model": MODEL, "study_instance_uid": study, "prompt": QUESTION, "max_tokens": 7}
         r = httpx.post(server.base_url + "/v1/dicom/reads", json=body)
         assert r.status_code == 202, r.text
-        deadline = time.monotonic() + 30
-        while (read := httpx.get(server.base_url + r.headers["location"]).json())["status"] not in (
-            "completed",
-            "failed",
-        ):
+        deadline, read = time.monotonic() + 30, r.json()
+        while read["status"] not in ("completed", "failed"):
             assert time.monotonic() < deadline, read
             time.sleep(0.05)
+            read = httpx.get(server.base_url + r.headers["location"]).json()
     assert read["status"] == "completed" and read["sr"]["stored"], read
     return read
 
 
 @pytest.fixture
-def page(orthanc: OrthancServer) -> Iterator[Page]:
-    ohif = OhifServer(orthanc).start()
+def ohif(orthanc: OrthancServer) -> Iterator[OhifServer]:
+    server = OhifServer(orthanc).start()
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.set_default_timeout(60_000)  # the first load compiles OHIF's bundles
-            page.base_url = ohif.url  # type: ignore[attr-defined]
-            try:
-                yield page
-            finally:
-                browser.close()
+        yield server
     finally:
-        ohif.stop()
+        server.stop()
 
 
-def test_ohif_shows_the_answer_under_findings(page: Page, read: dict):
-    page.goto(f"{page.base_url}/viewer?StudyInstanceUIDs={read['study_instance_uid']}")  # type: ignore[attr-defined]
+@pytest.fixture
+def page() -> Iterator[Page]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.set_default_timeout(60_000)  # the first load compiles OHIF's bundles
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def test_ohif_shows_the_answer_under_findings(page: Page, ohif: OhifServer, read: dict):
+    page.goto(f"{ohif.url}/viewer?StudyInstanceUIDs={read['study_instance_uid']}")
     page.get_by_text("Skip all").click()  # OHIF's first-visit tour
     # The study browser lists our SR series by its description; a double click opens it.
     series = page.get_by_text("AI-generated report (GMAI-VL), not for diagnostic use")
