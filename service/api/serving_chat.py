@@ -48,24 +48,19 @@ class ResolvedMessages:
 _UNTRACED = contextlib.nullcontext()
 
 
+@dataclass(eq=False)
 class ChatCompletions:
     """Its collaborators are the gateway's, handed in by the app builder."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: JobPath,
-        metrics: ServiceMetrics,
-        catalog: ModelCatalog,
-        media: MediaResolver,
-        tenants: TenantGate,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.metrics = metrics
-        self.catalog = catalog
-        self.media = media
-        self.tenants = tenants
+    settings: Settings
+    jobs: JobPath
+    metrics: ServiceMetrics
+    catalog: ModelCatalog
+    media: MediaResolver
+    tenants: TenantGate
+
+    def __post_init__(self) -> None:
+        settings = self.settings
         self.limits = RequestLimits(
             settings.max_json_depth, settings.max_messages, settings.max_text_chars
         )

@@ -67,33 +67,27 @@ class ReadOrder:
     webhook: str | None = None
 
 
+@dataclass(eq=False)
 class ReadService:
     """Its collaborators are the gateway's, handed in by the app builder: the job path,
     the DICOMweb clients (their failures made read failures here), the media
     resolver, the tenant gate and the fetcher (for webhooks)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: JobPath,
-        metrics: ServiceMetrics,
-        store: ReadStore,
-        pacs: Mapping[str, DicomWebClient],
-        media: MediaResolver,
-        fetcher: SafeFetcher,
-        tenants: TenantGate,
-        catalog: ModelCheck,
-        audit: AuditSink | None = None,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.metrics = metrics
-        self.catalog = catalog
-        self.store = store
-        self.tenants = tenants
-        self.audit = audit
+    settings: Settings
+    jobs: JobPath
+    metrics: ServiceMetrics
+    store: ReadStore
+    clients: Mapping[str, DicomWebClient]
+    media: MediaResolver
+    fetcher: SafeFetcher
+    tenants: TenantGate
+    catalog: ModelCheck
+    audit: AuditSink | None = None
+
+    def __post_init__(self) -> None:
+        settings, fetcher = self.settings, self.fetcher
         self.owner = uuid.uuid4().hex  # this gateway, as the owner of the reads it runs
-        self.pacs = {name: client.with_failures(READ) for name, client in pacs.items()}
+        self.pacs = {name: c.with_failures(READ) for name, c in self.clients.items()}
         fetch = settings.fetch
         self.webhook_policy = HostPolicy.of(fetch.allowed_hosts, fetch.allowed_networks)
         secret = settings.webhook_secret
@@ -108,7 +102,9 @@ class ReadService:
             if secret is not None
             else None
         )
-        self.runner = ReadRunner(settings, jobs, store, self.pacs, media, metrics)
+        self.runner = ReadRunner(
+            settings, self.jobs, self.store, self.pacs, self.media, self.metrics
+        )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
