@@ -73,7 +73,8 @@ class ChatCompletions:
     ) -> dict[str, Any] | AsyncGenerator[str, None]:
         """A completion dict, or for `stream=True` an iterator of SSE lines that
         starts only after the first token (so early errors keep their status)."""
-        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
+        # 404 unknown, 503 known but no live worker
+        await self.catalog.check(body.model, ctx.served)
         check_shape(body, self.limits)
         plan = plan_request(body, ctx.priority, ctx.timeout, self.settings)
         # a span only where there is a tenant to admit (auth on)

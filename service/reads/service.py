@@ -37,7 +37,7 @@ from service.reads.runner import ReadAbandoned, ReadRunner
 from service.reads.store import ReadStore
 from service.reads.webhook import WebhookSender, check_webhook_url
 from service.security.policy import Principal
-from service.serving.context import RequestContext, lane_from_header, timeout_of
+from service.serving.context import RequestContext, ServedModel, lane_from_header, timeout_of
 from service.serving.jobs import JobPath
 from service.serving.tenancy import TenantCharge, TenantGate
 
@@ -45,8 +45,9 @@ log = logging.getLogger("gmaivl.reads")
 
 
 class ModelCheck(Protocol):
-    async def check(self, model: str) -> None:
-        """Raises 404 for an unknown model, 503 for a known one without a live worker."""
+    async def check(self, model: str, served: ServedModel | None = None) -> object:
+        """Raises 404 for an unknown model, 503 for a known one without a live worker;
+        notes a known one in `served`."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ class ReadService:
 
     async def submit(self, body: ReadOrder, ctx: RequestContext) -> Read:
         """Cheap checks first, then the tenant's policy, then the PACS (a network call)."""
-        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
+        # 404 unknown, 503 known but no live worker
+        await self.catalog.check(body.model, ctx.served)
         spec = self._spec(body, ctx)
         frames = len(spec.frames or [None])
         images = len(body.sop_instance_uids or [None]) * frames
