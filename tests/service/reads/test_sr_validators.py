@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from service.pacs.sr import build_sr, source_header
+from service.reads.sr import build_sr, source_header
 
 ANSWER = "No acute abnormality. The lungs are clear."
 STRUCTURED = json.dumps({"findings": ["No fracture.", "未见出血。"], "impression": "Normal study."})
