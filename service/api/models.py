@@ -26,26 +26,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from service import errors
 from service.queue.protocols import ModelSeen
+from service.serving.context import ServedModel
 
 log = logging.getLogger("gmaivl.api")
 
 UNAVAILABLE_RETRY_AFTER = 5  # seconds: about what a worker restart or failover takes
 REGISTRY_RETRY_AFTER = 1  # seconds: a failover promotes a replica within a few
-
-
-@dataclass
-class ServedModel:
-    """The model a request asked for, once the catalog knows it (so a bounded name, never
-    one a client made up): the id the response's `model` names, and the base model when
-    that id is a LoRA adapter. The middleware makes one per request; `check` fills it;
-    the request's metrics and audit event read it (None: the request named no known model)."""
-
-    id: str | None = None
-    parent: str | None = None
 
 
 class ModelCatalog:

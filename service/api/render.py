@@ -19,11 +19,12 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from service import errors
+from service.api.context import context_of
 from service.api.protocol import ErrorBody, ImageURL, StrictRequest
-from service.api.request_limits import check_image_count
 from service.api.state import AppState
 from service.core.generation import ImageInput
 from service.media.resolve import ImageRequest
+from service.serving.limits import check_image_count
 
 router = APIRouter()
 
@@ -66,7 +67,8 @@ async def render_image(request: Request) -> RenderResponse:
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
     part = body.image_url
-    principal = getattr(request.state, "principal", None)
+    ctx = context_of(request)
+    principal = ctx.principal
     if principal is not None:
         cap = principal.policy.max_images_per_request
         check_image_count(part.image_count(), cap, param=PARAM, tenant=True)
@@ -74,11 +76,11 @@ async def render_image(request: Request) -> RenderResponse:
     check_image_count(part.image_count(), limit, param=PARAM)
     image_request = ImageRequest(part.url, part.dicom.to_options() if part.dicom else None, PARAM)
     try:
-        resolved = await state.chat.media.resolve(image_request)
+        resolved = await state.media.resolve(image_request)
     except errors.ServiceError as exc:
         state.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
         raise
-    audit = getattr(request.state, "audit", None)
+    audit = ctx.audit
     if audit is not None:
         audit.images += len(resolved.images)
         if resolved.sop_instance_uid:

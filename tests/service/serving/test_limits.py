@@ -1,4 +1,4 @@
-"""The one image-count and max_tokens checks every route uses (chat, render, tenancy):
+"""The one image-count and max_tokens checks every route uses (chat, render, reads, tenancy):
 the server's limit and the tenant's say which they are; None is no limit."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from service import errors
-from service.api.request_limits import check_image_count, check_max_tokens
+from service.serving.limits import check_image_count, check_max_tokens
 
 
 def test_image_count_against_the_server_and_the_tenant_limit():

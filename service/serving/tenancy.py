@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service import errors
-from service.api.request_limits import check_image_count, check_max_tokens
 from service.core.generation import Usage
 from service.core.lanes import Lane
 from service.metrics import ServiceMetrics
 from service.security.limits import Lease, TenantLimiter
 from service.security.policy import Principal
+from service.serving.limits import check_image_count, check_max_tokens
 
 HOLD_GRACE = 30.0  # a lease outlives its request's deadline by this much before it expires
 
