@@ -13,6 +13,8 @@ first and the old one still published, as an IdP's key rotation does.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import shutil
 import subprocess
@@ -45,9 +47,9 @@ class SigningKey:
     alg: str
 
     @classmethod
-    def rsa(cls, kid: str | None = None) -> SigningKey:
+    def rsa(cls, kid: str | None = None, alg: str = "RS256") -> SigningKey:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return cls(kid or uuid.uuid4().hex[:16], key, "RS256")
+        return cls(kid or uuid.uuid4().hex[:16], key, alg)
 
     @classmethod
     def ec(cls, kid: str | None = None) -> SigningKey:
@@ -99,7 +101,11 @@ class OidcProvider:
         self.workdir = workdir
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
-        self.keys: list[SigningKey] = [SigningKey.rsa(), SigningKey.ec()]
+        self.keys: list[SigningKey] = [
+            SigningKey.rsa(),
+            SigningKey.ec(),
+            SigningKey.rsa(alg="PS256"),
+        ]
         self.accounts = list(accounts)
         self.client_token_claims = client_token_claims or {"groups": ["radiology"]}
         self.redirect_uris = list(redirect_uris)
@@ -225,9 +231,45 @@ class OidcProvider:
         base.update(overrides)
         return {k: v for k, v in base.items() if v is not None}
 
-    def sign(self, headers: dict[str, Any] | None = None, **claims: Any) -> str:
-        """A token signed with the provider's own RS256 key (headers as RFC 9068 asks)."""
-        return self.signing_key.sign(self.claims(**claims), {"typ": "at+jwt", **(headers or {})})
+    def sign(self, headers: dict[str, Any] | None = None, alg: str = "RS256", **claims: Any) -> str:
+        """A token signed with the provider's own key for `alg` (headers as RFC 9068 asks)."""
+        key = next(k for k in self.keys if k.alg == alg)
+        return key.sign(self.claims(**claims), {"typ": "at+jwt", **(headers or {})})
+
+    def refused_tokens(self) -> dict[str, str]:
+        """Every token the gateway must refuse with 401, by what is wrong with it."""
+        now = int(time.time())
+        claims = self.claims()
+        attacker = SigningKey.rsa(kid="attacker-key")
+        impostor = SigningKey.rsa(kid=self.signing_key.kid)  # the real kid, another key
+        public_pem = self.signing_key.public_pem_bytes()
+        hs_header = {"alg": "HS256", "typ": "at+jwt", "kid": self.signing_key.kid}
+        signing_input = unsigned_token(hs_header, claims).rstrip(".")
+        mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+        return {
+            "expired": self.sign(iat=now - 900, exp=now - 120),
+            "not yet valid": self.sign(nbf=now + 600),
+            "issued in the future": self.sign(iat=now + 600, exp=now + 900),
+            "wrong issuer": self.sign(iss="http://127.0.0.1:9/elsewhere"),
+            "wrong audience": self.sign(aud="api://another-service"),
+            "ID token (audience: a client)": self.sign(aud=CONSOLE_CLIENT, nonce="n-0S6_WzA2Mj"),
+            "no exp": self.sign(exp=None),
+            "unknown kid": SigningKey.rsa(kid="kid-nobody-published").sign(claims),
+            "another key's signature": impostor.sign(claims),
+            "alg none": unsigned_token({"alg": "none", "kid": self.signing_key.kid}, claims),
+            "HS256 with the public key": f"{signing_input}.{b64url(mac)}",
+            "jku pointing elsewhere": attacker.sign(claims, {"jku": "http://127.0.0.1:9/jwks"}),
+            "embedded jwk": attacker.sign(
+                claims, {"jwk": {k: attacker.private_jwk()[k] for k in ("kty", "n", "e")}}
+            ),
+            "16 kB token": self.sign(padding="x" * 16_000),
+            "opaque token": "2YotnFZFEjr1zCsicMWpAA",
+            "RS384 (not on the allow-list)": self.signing_key.sign(claims, alg="RS384"),
+            "ES256 header, an RSA key's kid": unsigned_token(
+                {"alg": "ES256", "typ": "at+jwt", "kid": self.signing_key.kid}, claims
+            )
+            + b64url(bytes(64)),
+        }
 
 
 def b64url(data: bytes) -> str:
