@@ -18,10 +18,20 @@ from urllib.parse import parse_qsl
 
 from service import errors
 from service.security.claims import tenant_for
+from service.security.identity import Identity
 from service.security.keys import KEY_PREFIX
 from service.security.keystore import KeyStore
 from service.security.policy import Principal
 from service.security.tokens import TokenVerifier
+
+
+class UserRefused(errors.PermissionDenied):
+    """403 for a verified user (no tenant, two tenants, a missing scope): the audit
+    event still names who was refused."""
+
+    def __init__(self, refusal: errors.PermissionDenied, identity: Identity) -> None:
+        super().__init__(refusal.message, param=refusal.param, code=refusal.code)
+        self.identity = identity
 
 
 class Authenticator:
@@ -63,12 +73,18 @@ class Authenticator:
         identity = verified.identity
         scope = self.required_scopes.get(family) if family is not None else None
         if scope is not None and scope not in identity.scopes:
-            raise errors.PermissionDenied(
-                f"This route needs the scope '{scope}' in the access token.",
-                code="insufficient_scope",
+            raise UserRefused(
+                errors.PermissionDenied(
+                    f"This route needs the scope '{scope}' in the access token.",
+                    code="insufficient_scope",
+                ),
+                identity,
             )
         keyfile = self.keys.keys
-        tenant = tenant_for(verified.claims, self.tenant_claim, keyfile)
+        try:
+            tenant = tenant_for(verified.claims, self.tenant_claim, keyfile)
+        except errors.PermissionDenied as exc:
+            raise UserRefused(exc, identity) from None
         return Principal(
             key_id=None,
             tenant=tenant,
