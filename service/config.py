@@ -177,6 +177,10 @@ class OidcSettings(BaseSettings):
     def enabled(self) -> bool:
         return self.issuer is not None
 
+    def pseudonym_key(self) -> bytes | None:
+        secret = self.subject_hash_secret
+        return secret.get_secret_value().encode() if secret is not None else None
+
 
 class PacsEntry(BaseModel):
     """A PACS reachable over DICOMweb. Image URLs under `base_url` are fetched with

@@ -22,15 +22,22 @@ from fastapi import FastAPI
 
 from service import tracing
 from service.api.app import create_app
+from service.api.console import SignIn
 from service.api.models import ModelCatalog
 from service.api.serving_chat import ChatCompletions
 from service.api.serving_reads import ReadService
 from service.api.state import AppState
 from service.audit import open_audit_sink
-from service.components import make_read_store, make_security, redis_gateway_queue
+from service.components import (
+    make_authenticator,
+    make_read_store,
+    make_security,
+    redis_gateway_queue,
+)
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.queue.protocols import GatewayQueue
+from service.security.authenticate import Authenticator
 
 log = logging.getLogger("gmaivl.gateway")
 
@@ -54,6 +61,7 @@ def build_gateway_app(
     catalog = catalog or ModelCatalog({model_id: None})
     keys, limiter = make_security(settings)
     chat = ChatCompletions(settings, queue, metrics, model_id, limiter, catalog)
+    auth = make_authenticator(settings, keys, chat.media.fetcher)
     audit = open_audit_sink(settings.audit_log)
     reads = ReadService(
         settings,
@@ -85,6 +93,8 @@ def build_gateway_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with background() if background is not None else contextlib.nullcontext():
+            if auth is not None:
+                await auth.warm()  # the IdP's keys now, not at the first user's request
             await reads.start()
             try:
                 yield
@@ -104,10 +114,22 @@ def build_gateway_app(
         readiness=readiness,
         catalog=catalog,
         audit=audit,
-        keys=keys,
+        auth=auth,
+        sign_in=console_sign_in(settings, auth),
         reads=reads,
     )
     return create_app(state, lifespan=lifespan)
+
+
+def console_sign_in(settings: Settings, auth: Authenticator | None) -> SignIn | None:
+    """The console's "Sign in" when a console client is configured beside the IdP."""
+    oidc = settings.oidc
+    if auth is None or auth.tokens is None or oidc.console_client_id is None:
+        return None
+    assert oidc.issuer is not None
+    return SignIn(
+        oidc.issuer, oidc.console_client_id, oidc.console_scope, auth.tokens.jwks.metadata
+    )
 
 
 def run_uvicorn(app: FastAPI, settings: Settings) -> None:

@@ -13,6 +13,7 @@ from the hospital's IdP (people), both under the key file's tenants and policies
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
@@ -23,6 +24,8 @@ from service.security.keys import KEY_PREFIX
 from service.security.keystore import KeyStore
 from service.security.policy import Principal
 from service.security.tokens import TokenVerifier
+
+log = logging.getLogger("gmaivl.auth")
 
 
 class UserRefused(errors.PermissionDenied):
@@ -47,6 +50,14 @@ class Authenticator:
         self.tokens = tokens
         self.tenant_claim = tenant_claim
         self.required_scopes = dict(required_scopes or {})
+
+    async def warm(self) -> None:
+        """Fetch the IdP's discovery document and keys (start-up); failures are logged."""
+        if self.tokens is not None:
+            try:
+                await self.tokens.jwks.warm()
+            except errors.ServiceError:
+                log.warning("identity provider not reached at start; tokens wait for it")
 
     async def authenticate(
         self, authorization: bytes | None, query: bytes = b"", family: str | None = None
