@@ -56,6 +56,8 @@
     let text;
     if (s === 401 && signedIn()) {
       text = "Your sign-in was refused (" + (code || "invalid_token") + "). Sign in again.";
+    } else if (s === 401 && !apiKey() && window.gmaivlAuth && window.gmaivlAuth.offered()) {
+      text = "This gateway needs you to sign in or to enter an API key.";
     } else if (s === 401) {
       text = apiKey()
         ? "The API key was refused (" + (code || "invalid_api_key") + "). Enter a valid API key above."

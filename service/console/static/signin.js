@@ -216,6 +216,7 @@
     // The access token while it is valid, else "" (console.js then sends the API key).
     bearer: () => (token && token.expires_at > now() ? token.access_token : ""),
     signedIn: () => !!token,
+    offered: () => !!config, // the gateway names an IdP: "Sign in" is shown
   };
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -52,6 +52,10 @@ const configuration = {
     return clientClaims[token.clientId];
   },
   pkce: { required: () => true },
+  // Public browser clients get refresh tokens, as Keycloak gives them by default.
+  async issueRefreshToken(_ctx, client) {
+    return client.grantTypeAllowed('refresh_token');
+  },
   // Browsers may call the token endpoint from the origin of a public client's redirect URI.
   clientBasedCORS(_ctx, origin, client) {
     return client.clientAuthMethod === 'none'
