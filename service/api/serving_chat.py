@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from service import errors, tracing
 from service.api.disconnect import ClientWatch
-from service.api.models import ModelCatalog
+from service.api.models import ModelCatalog, ServedModel
 from service.api.protocol import ChatCompletionRequest
 from service.api.request_limits import RequestLimits, check_shape
 from service.api.request_plan import RequestPlan, plan_request
@@ -50,6 +50,7 @@ class RequestContext:
     started: float  # time.perf_counter() at arrival
     audit: AuditEvent | None = None  # filled in as the request is served
     principal: Principal | None = None  # the caller's key and tenant; None: auth off
+    served: ServedModel | None = None  # the model asked for, for the metrics and the audit
 
     @classmethod
     def of(cls, request: Request) -> RequestContext:
@@ -62,6 +63,7 @@ class RequestContext:
             started=state.started,
             audit=getattr(state, "audit", None),
             principal=getattr(state, "principal", None),
+            served=getattr(state, "served_model", None),
         )
 
 
@@ -109,7 +111,8 @@ class ChatCompletions:
     ) -> dict[str, Any] | AsyncGenerator[str, None]:
         """A completion dict, or for `stream=True` an iterator of SSE lines that
         starts only after the first token (so early errors keep their status)."""
-        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
+        # 404 unknown, 503 known but no live worker
+        await self.catalog.check(body.model, ctx.served)
         check_shape(body, self.limits)
         plan = plan_request(body, ctx.priority, ctx.timeout, self.settings)
         # a span only where there is a tenant to admit (auth on)

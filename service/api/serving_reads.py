@@ -90,7 +90,8 @@ class ReadService:
 
     async def submit(self, body: ReadRequest, ctx: RequestContext) -> Read:
         """Cheap checks first, then the tenant's policy, then the PACS (a network call)."""
-        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
+        # 404 unknown, 503 known but no live worker
+        await self.catalog.check(body.model, ctx.served)
         spec = self._spec(body, ctx)
         frames = len(spec.frames or [None])
         images = len(body.sop_instance_uids or [None]) * frames

@@ -71,15 +71,17 @@ LLAMA = {
 }
 
 
-def tokenizer(specials: list[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A byte-level BPE with `<unk> <s> </s>` first and a BOS-adding post-processor,
-    as the sentencepiece tokenizers of InternLM2 and Llama behave."""
+def tokenizer(
+    specials: list[str], vocab_size: int = 400, eos: str = "</s>"
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE with `<unk> <s> </s>` (or another EOS) first and a BOS-adding
+    post-processor, as the sentencepiece tokenizers of InternLM2 and Llama behave."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>", *specials],
+        special_tokens=["<unk>", "<s>", eos, *(s for s in specials if s != eos)],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -90,7 +92,7 @@ def tokenizer(specials: list[str], vocab_size: int = 400) -> PreTrainedTokenizer
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
-        eos_token="</s>",
+        eos_token=eos,
         unk_token="<unk>",
         additional_special_tokens=specials,
         clean_up_tokenization_spaces=False,
@@ -292,12 +294,18 @@ def make_enhanced_llava(root: Path, image_size: int = 56) -> Path:
     return root
 
 
-def make_llava(root: Path, image_size: int = 56, kind: str = "mistral") -> Path:
+def make_llava(
+    root: Path,
+    image_size: int = 56,
+    kind: str = "mistral",
+    tok: PreTrainedTokenizerFast | None = None,
+) -> Path:
     """The original LLaVA layout (`LlavaMistralForCausalLM` / `LlavaLlamaForCausalLM`):
     LLM keys unchanged, `model.mm_projector.0/2`, `model.vision_tower.vision_tower.*`;
-    the tokenizer has no `<image>` and the vocabulary no room for it."""
+    the tokenizer (a Llama-like one unless given) has no `<image>` and the vocabulary
+    no room for it."""
     gen = torch.Generator().manual_seed(5)
-    tok = tokenizer([])
+    tok = tok or tokenizer([])
     config = {
         **LLAMA,
         "architectures": [f"Llava{kind.capitalize()}ForCausalLM"],
