@@ -164,10 +164,10 @@ class JwksCache:
                 if self._metadata is None:
                     self._metadata = await self._discover()
                 keys = await self._fetch_keys(self._metadata.jwks_uri)
-            except errors.ServiceError as exc:
+            except (errors.ServiceError, IdpAnswerRefused) as exc:
                 log.warning(
                     "identity provider keys not fetched (%s); %d cached keys stay in use",
-                    exc.code or type(exc).__name__,
+                    getattr(exc, "code", None) or type(exc).__name__,
                     len(self._keys),
                 )
                 if not self._keys:
@@ -227,9 +227,13 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
     return raw
 
 
-def _refused(reason: str) -> errors.ServiceError:
+class IdpAnswerRefused(Exception):
+    """The IdP answered something we do not use (rules 1 and 3); never sent to a client."""
+
+
+def _refused(reason: str) -> IdpAnswerRefused:
     log.error("identity provider answer refused: %s", reason)
-    return errors.ServiceError(reason, code="identity_provider_refused")
+    return IdpAnswerRefused(reason)
 
 
 def _unavailable() -> errors.NotReady:

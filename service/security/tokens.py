@@ -41,8 +41,13 @@ class VerifiedToken:
     expires_at: float  # exp + leeway, Unix seconds
 
 
-def refused(message: str, code: str = "invalid_token") -> errors.AuthenticationFailed:
-    return errors.AuthenticationFailed(message, code=code)
+def refused(message: str) -> errors.AuthenticationFailed:
+    return errors.AuthenticationFailed(message, code="invalid_token")
+
+
+def expired() -> errors.AuthenticationFailed:
+    """Its own code: a client knows to renew rather than to sign in again."""
+    return errors.AuthenticationFailed("The access token has expired.", code="token_expired")
 
 
 class TokenVerifier:
@@ -75,7 +80,7 @@ class TokenVerifier:
             if self._clock() <= known.expires_at:
                 return known
             del self._verified[digest]
-            raise refused("The access token has expired.", "token_expired")
+            raise expired()
         verified = await self._verify(token)
         self._remember(digest, verified)
         return verified
@@ -128,7 +133,7 @@ class TokenVerifier:
                 options={"require": ["exp", "iat", "iss", "aud", "sub"], "strict_aud": False},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise refused("The access token has expired.", "token_expired") from exc
+            raise expired() from exc
         except jwt.ImmatureSignatureError as exc:
             raise refused("The access token is not valid yet (nbf or iat).") from exc
         except jwt.InvalidIssuedAtError as exc:
