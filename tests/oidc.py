@@ -28,7 +28,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from service.processes import free_port
+from service.processes import free_port, stop_process
 
 PROVIDER_DIR = Path(__file__).parent / "support" / "oidc_provider"
 AUDIENCE = "api://gmaivl-test"
@@ -185,12 +185,7 @@ class OidcProvider:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout=10)
             self.process = None
 
     def rotate(self) -> SigningKey:

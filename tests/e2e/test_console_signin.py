@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from service.config import OidcSettings, Settings
 from service.embedded import build_embedded
@@ -24,11 +24,12 @@ from service.processes import free_port
 from service.security.keys import KeyFile
 from service.security.policy import TenantPolicy
 from tests.conftest import ThreadedServer
+from tests.e2e import test_console_browser
 from tests.oidc import AUDIENCE, CONSOLE_CLIENT, Account, OidcProvider
 from training.data.demo_images import synth_image
 
-CHROMIUM = "/usr/bin/chromium"
 USER = "dr-alice-0042"
+browser = test_console_browser.browser  # the fixture: Debian's chromium through Playwright
 FULL_ANSWER = "".join(TOKENS)
 
 
@@ -80,16 +81,6 @@ def stack_with(tmp: Path, access_token_ttl: int = 600) -> Iterator[Stack]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with stack_with(tmp_path_factory.mktemp("signin")) as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def sign_in(page: Page, stack: Stack) -> None:

@@ -62,7 +62,7 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def gateway_for(provider: OidcProvider, tmp: Path, **oidc) -> Iterator[Gateway]:
+def gateway_for(oidc_provider: OidcProvider, tmp: Path, **oidc) -> Iterator[Gateway]:
     keys_path, audit_path = tmp / "keys.json", tmp / "audit.jsonl"
     keys = KeyFile(
         tenants={
@@ -81,7 +81,7 @@ def gateway_for(provider: OidcProvider, tmp: Path, **oidc) -> Iterator[Gateway]:
         api_keys_file=keys_path,
         audit_log=str(audit_path),
         oidc=OidcSettings(
-            issuer=provider.issuer,
+            issuer=oidc_provider.issuer,
             audience=AUDIENCE,
             required_scopes={"ops": "gmaivl.ops"},
             **oidc,
@@ -93,28 +93,19 @@ def gateway_for(provider: OidcProvider, tmp: Path, **oidc) -> Iterator[Gateway]:
 
 
 @pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    server = OidcProvider(tmp_path_factory.mktemp("idp")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(provider, tmp_path_factory) -> Iterator[Gateway]:
-    with gateway_for(provider, tmp_path_factory.mktemp("gateway")) as gateway:
+def gateway(oidc_provider, tmp_path_factory) -> Iterator[Gateway]:
+    with gateway_for(oidc_provider, tmp_path_factory.mktemp("gateway")) as gateway:
         yield gateway
 
 
-def test_a_real_token_answers_through_the_openai_sdk_and_names_its_subject(provider, gateway):
-    token = provider.client_credentials_token()
+def test_a_real_token_answers_through_the_openai_sdk_and_names_its_subject(oidc_provider, gateway):
+    token = oidc_provider.client_credentials_token()
     response = gateway.client(token).chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
     )
     assert response.parse().choices[0].message.content
     event = gateway.last_audit(response.headers["x-request-id"])
-    assert (event["sub"], event["iss"]) == (SERVICE_CLIENT, provider.issuer)
+    assert (event["sub"], event["iss"]) == (SERVICE_CLIENT, oidc_provider.issuer)
     assert (event["tenant"], event["key_id"], event["outcome"]) == ("radiology", None, "ok")
 
 
@@ -125,8 +116,8 @@ def test_keys_still_work_beside_tokens(gateway):
     assert event["key_id"] is not None and event["sub"] is None and event["tenant"] == "radiology"
 
 
-def test_every_refused_token_is_a_401_that_quotes_nothing_of_it(provider, gateway):
-    for case, token in provider.refused_tokens().items():
+def test_every_refused_token_is_a_401_that_quotes_nothing_of_it(oidc_provider, gateway):
+    for case, token in oidc_provider.refused_tokens().items():
         r = gateway.chat(token)
         assert r.status_code == 401, (case, r.text)
         assert r.headers["www-authenticate"].startswith("Bearer")
@@ -139,11 +130,13 @@ def test_every_refused_token_is_a_401_that_quotes_nothing_of_it(provider, gatewa
             assert value not in r.text, (case, r.text)
         event = gateway.last_audit(r.headers["x-request-id"])
         assert event["outcome"] == error["code"] and event["sub"] is None
-    assert not any(t in gateway.audit_path.read_text() for t in provider.refused_tokens().values())
+    assert not any(
+        t in gateway.audit_path.read_text() for t in oidc_provider.refused_tokens().values()
+    )
 
 
-def test_a_token_in_the_query_string_is_refused(provider, gateway):
-    token = provider.client_credentials_token()
+def test_a_token_in_the_query_string_is_refused(oidc_provider, gateway):
+    token = oidc_provider.client_credentials_token()
     r = gateway.chat(None, f"?access_token={token}")
     assert r.status_code == 401 and token not in r.text
     assert "Authorization header" in r.json()["error"]["message"]
@@ -151,15 +144,15 @@ def test_a_token_in_the_query_string_is_refused(provider, gateway):
     assert beside.status_code == 401
 
 
-def test_groups_select_the_tenant_and_its_limits_apply(provider, gateway):
-    radiology = provider.sign(sub="dr-rad", groups=["staff", "radiology"])
+def test_groups_select_the_tenant_and_its_limits_apply(oidc_provider, gateway):
+    radiology = oidc_provider.sign(sub="dr-rad", groups=["staff", "radiology"])
     messages = image_message(png_data_url())
     messages[0]["content"].append({"type": "image_url", "image_url": {"url": png_data_url()}})
     r = gateway.chat(radiology, messages=messages)  # radiology: one image per request
     assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_images"
     assert gateway.last_audit(r.headers["x-request-id"])["tenant"] == "radiology"
 
-    emergency = provider.sign(sub="dr-ed", groups=["grp-ed-7f3a"])  # the explicit mapping
+    emergency = oidc_provider.sign(sub="dr-ed", groups=["grp-ed-7f3a"])  # the explicit mapping
     statuses = [gateway.chat(emergency).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]  # emergency: 2 requests per minute
     last = gateway.chat(emergency)
@@ -173,9 +166,9 @@ def test_groups_select_the_tenant_and_its_limits_apply(provider, gateway):
     [(["staff"], "no_tenant"), (["radiology", "research"], "ambiguous_tenant")],
 )
 def test_no_tenant_or_two_tenants_is_a_403_naming_the_claim_not_the_groups(
-    provider, gateway, groups, code
+    oidc_provider, gateway, groups, code
 ):
-    r = gateway.chat(provider.sign(sub="dr-nobody", groups=groups))
+    r = gateway.chat(oidc_provider.sign(sub="dr-nobody", groups=groups))
     assert r.status_code == 403, r.text
     error = r.json()["error"]
     assert error["code"] == code and "'groups'" in error["message"]
@@ -184,24 +177,24 @@ def test_no_tenant_or_two_tenants_is_a_403_naming_the_claim_not_the_groups(
     assert (event["sub"], event["outcome"]) == ("dr-nobody", code)  # who was refused
 
 
-def test_a_route_family_may_require_a_scope(provider, gateway):
-    chat_only = provider.client_credentials_token(scope="gmaivl.chat")
+def test_a_route_family_may_require_a_scope(oidc_provider, gateway):
+    chat_only = oidc_provider.client_credentials_token(scope="gmaivl.chat")
     assert gateway.chat(chat_only).status_code == 200
     headers = {"Authorization": f"Bearer {chat_only}"}
     r = httpx.get(gateway.url + "/v1/ops/stats", headers=headers)
     assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
-    full = {"Authorization": f"Bearer {provider.client_credentials_token()}"}
+    full = {"Authorization": f"Bearer {oidc_provider.client_credentials_token()}"}
     assert httpx.get(gateway.url + "/v1/ops/stats", headers=full).status_code == 200
     key = {"Authorization": f"Bearer {gateway.key}"}  # keys have no scopes to check
     assert httpx.get(gateway.url + "/v1/ops/stats", headers=key).status_code == 200
 
 
-def test_tokens_never_reach_the_logs(provider, gateway, caplog):
-    token = provider.sign(sub="dr-logged")
+def test_tokens_never_reach_the_logs(oidc_provider, gateway, caplog):
+    token = oidc_provider.sign(sub="dr-logged")
     with caplog.at_level(logging.DEBUG):
         ok = gateway.chat(token)
         assert ok.status_code == 200
-        gateway.chat(provider.refused_tokens()["expired"])
+        gateway.chat(oidc_provider.refused_tokens()["expired"])
         gateway.chat(None, f"?access_token={token}")
         gateway.last_audit(ok.headers["x-request-id"])
     logged = "\n".join(r.getMessage() for r in caplog.records)
