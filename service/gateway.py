@@ -13,6 +13,7 @@ from the start, and adds its engine's state to readiness.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -93,12 +94,15 @@ def build_gateway_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with background() if background is not None else contextlib.nullcontext():
-            if auth is not None:
-                await auth.warm()  # the IdP's keys now, not at the first user's request
+            # The IdP's keys now, not at the first user's request; in the background, so
+            # an IdP that is slow to answer does not hold the gateway's start.
+            warming = asyncio.create_task(auth.warm()) if auth is not None else None
             await reads.start()
             try:
                 yield
             finally:
+                if warming is not None:
+                    warming.cancel()
                 await reads.aclose()
                 await queue.close()
                 await chat.aclose()

@@ -133,6 +133,3 @@ async def _config(sign_in: SignIn | None) -> dict[str, object]:
             "token_endpoint": metadata.token_endpoint,
         }
     }
-
-
-router = console_router()
