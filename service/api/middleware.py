@@ -15,11 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, tracing
 from service.api.console import CONSOLE_PATHS
-from service.api.models import ServedModel
 from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
 from service.security.authenticate import Authenticator, UserRefused
 from service.security.policy import Principal
+from service.serving.context import FACTS, RequestFacts
 
 log = logging.getLogger("gmaivl.api")
 
@@ -113,9 +113,9 @@ class GatewayMiddleware:
             return
         headers = dict(scope["headers"])
         request_id = request_id_from(headers.get(b"x-request-id"))
-        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        scope["state"]["started"] = started
+        facts = RequestFacts(request_id, started)  # typed; routes read it (api/context.py)
+        scope.setdefault("state", {})[FACTS] = facts
         status = 500
         route = route_label(scope["path"])
         in_flight = self.metrics.in_flight.labels(route)
@@ -123,12 +123,11 @@ class GatewayMiddleware:
         public = scope["path"] in PUBLIC_PATHS
         # The model the request asked for, once the catalog knows it (api/models.py):
         # the metrics' `model` label and the audit event's, as the response's `model`.
-        served = ServedModel()
-        scope["state"]["served_model"] = served
+        served = facts.served
         event: AuditEvent | None = None
         if self.audit is not None and not public:
             event = AuditEvent(request_id=request_id, route=route)
-            scope["state"]["audit"] = event
+            facts.audit = event
 
         started_response = False
 
@@ -159,7 +158,7 @@ class GatewayMiddleware:
                             event.sub, event.iss = exc.identity.sub, exc.identity.iss
                     await self._refuse(send_with_id, exc)
                     return
-                scope["state"]["principal"] = principal
+                facts.principal = principal
                 if event is not None:
                     event.key_id, event.tenant = principal.key_id, principal.tenant
                     if principal.identity is not None:

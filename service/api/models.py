@@ -18,23 +18,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from service import errors
 from service.queue.protocols import ModelSeen
+from service.serving.context import ServedModel
 
 UNAVAILABLE_RETRY_AFTER = 5  # seconds: about what a worker restart or failover takes
-
-
-@dataclass
-class ServedModel:
-    """The model a request asked for, once the catalog knows it (so a bounded name, never
-    one a client made up): the id the response's `model` names, and the base model when
-    that id is a LoRA adapter. The middleware makes one per request; `check` fills it;
-    the request's metrics and audit event read it (None: the request named no known model)."""
-
-    id: str | None = None
-    parent: str | None = None
 
 
 class ModelCatalog:
