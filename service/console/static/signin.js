@@ -197,6 +197,9 @@
     try {
       const response = await fetch("config.json", { cache: "no-store" });
       config = response.ok ? (await response.json()).sign_in : null;
+      if (response.status === 503) {
+        message("Sign-in is unavailable right now: the identity provider cannot be reached.");
+      }
     } catch (_) {
       config = null;
     }
