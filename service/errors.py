@@ -9,8 +9,9 @@
     ├── UnsupportedMediaType           415 (+ Accept-Encoding) a body in a content coding
     │                                      other than identity
     ├── UnprocessableImage             422 (decodes badly, truncated, wrong kind)
-    ├── AuthenticationFailed           401 (+ WWW-Authenticate) missing/bad/revoked key
-    ├── PermissionDenied               403 (key valid, its tenant may not do this)
+    ├── AuthenticationFailed           401 (+ WWW-Authenticate) bad/revoked key, refused token
+    ├── PermissionDenied               403 (key or token valid; its tenant may not do this, no
+    │                                      tenant for the token, a scope missing)
     ├── ModelNotFound                  404
     ├── NotFound                       404 (a study or read that does not exist; code names it)
     ├── Overloaded                     429 (+ Retry-After), queue full or rate
@@ -266,7 +267,9 @@ def to_error_response(exc: ServiceError) -> ErrorResponse:
     if isinstance(exc, Overloaded | NotReady) and exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, AuthenticationFailed):
-        headers["WWW-Authenticate"] = "Bearer"
+        # RFC 6750: a refused access token says so (a client renews); keys get the bare scheme.
+        token = exc.code in ("invalid_token", "token_expired")
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if token else "Bearer"
     if isinstance(exc, UnsupportedMediaType):
         headers["Accept-Encoding"] = exc.accept_encoding
     return ErrorResponse(
