@@ -33,9 +33,16 @@ RULES: dict[str, set[str] | str] = {
     "service.engines": FOUNDATION | {"service.config"},
     "service.queue": FOUNDATION,
     "service.reads": FOUNDATION,
+    "service.responses": FOUNDATION,
     "service.pacs": FOUNDATION | {"service.config", "service.media"},
     "service.redis": FOUNDATION
-    | {"service.queue", "service.metrics", "service.security", "service.reads"},
+    | {
+        "service.queue",
+        "service.metrics",
+        "service.security",
+        "service.reads",
+        "service.responses",
+    },
     "service.api": FOUNDATION
     | {
         "service.config",
@@ -46,6 +53,7 @@ RULES: dict[str, set[str] | str] = {
         "service.security",
         "service.pacs",
         "service.reads",
+        "service.responses",
     },
     "service.console": set(),  # static files of the browser console; no code
     "service.worker": FOUNDATION | {"service.engines", "service.queue", "service.metrics"},
