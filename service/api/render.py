@@ -91,7 +91,7 @@ async def render_image(request: Request) -> RenderResponse:
         audit.images += len(resolved.images)
         if resolved.sop_instance_uid:
             audit.note_sop_instance_uid(resolved.sop_instance_uid)
-    images = await asyncio.to_thread(_encode_all, resolved.images, body.max_side)
+    images = await asyncio.to_thread(encode_all, resolved.images, body.max_side)
     resized = any(
         (out.width, out.height) != (image.width, image.height)
         for out, image in zip(images, resolved.images, strict=True)
@@ -99,7 +99,7 @@ async def render_image(request: Request) -> RenderResponse:
     return RenderResponse(images=images, dicom=resolved.info, resized=resized)
 
 
-def _encode_all(images: list[ImageInput], max_side: int | None) -> list[RenderedImage]:
+def encode_all(images: list[ImageInput], max_side: int | None) -> list[RenderedImage]:
     return [_encode(image, max_side) for image in images]
 
 
