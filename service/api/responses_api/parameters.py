@@ -93,9 +93,8 @@ IGNORED = (
 def check_parameters(body: ResponseCreateRequest) -> None:
     """400 for the first parameter, input item or content part this server cannot honour."""
     refuse_extras(body.model_extra or {}, REFUSED)
-    if body.text is not None:
-        if body.text.verbosity not in (None, "medium"):
-            raise _unsupported("text.verbosity")
+    if body.text is not None and body.text.verbosity not in (None, "medium"):
+        raise _unsupported("text.verbosity")
     for value in body.include or ():
         if value not in INCLUDABLE:
             raise errors.InvalidRequest(

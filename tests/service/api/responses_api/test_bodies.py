@@ -90,7 +90,7 @@ def test_events_are_the_sdks_events_and_its_accumulator_takes_them():
                 item_id="msg_1",
                 text='Hello "x"\n',
                 usage=Usage(2, 2),
-            ),  # fmt: skip
+            ),
         )
     )
     events = parse_events(raw)
