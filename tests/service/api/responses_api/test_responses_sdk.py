@@ -1,0 +1,327 @@
+"""`/v1/responses` over real HTTP with the official `openai` SDK, on the fake engine,
+embedded (in-memory store) and with Redis (Redis queue and store, a real
+redis-server): create with text, a PNG and a DICOM; the stream helper; incomplete;
+two turns of previous_response_id; retrieve, delete, input_items; background with
+poll and cancel; unsupported parameters; storage turned off; the Agents SDK.
+The same against a real model: tests/e2e/test_responses_sdk.py."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from pydicom.data import get_testdata_file
+
+from service.config import Settings
+from service.embedded import build_embedded
+from service.engines.fake import FakeEngine
+from service.security.keys import KeyFile
+from service.security.policy import TenantPolicy
+from tests.conftest import ThreadedServer, png_data_url
+
+MODEL = "fake"
+
+
+def dicom_data_url() -> str:
+    data = open(get_testdata_file("CT_small.dcm"), "rb").read()  # noqa: SIM115
+    return "data:application/dicom;base64," + base64.b64encode(data).decode()
+
+
+def image_input(url: str, text: str = "Describe this image.", **extra) -> list[dict]:
+    image = {"type": "input_image", "image_url": url, "detail": "auto", **extra}
+    return [{"role": "user", "content": [{"type": "input_text", "text": text}, image]}]
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def server(request, redis_server) -> Iterator[ThreadedServer]:
+    redis_url = None
+    if request.param == "redis":
+        redis_url = redis_server.url  # ids are fresh per test: no flush needed
+    settings = Settings(engine="fake", served_model_name=MODEL, redis_url=redis_url)
+    service = build_embedded(settings, FakeEngine(token_interval=0.01))
+    with ThreadedServer(service.app) as running:
+        yield running
+
+
+def client(server: ThreadedServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_text_answer_equals_chat_greedy_answer(server):
+    sdk = client(server)
+    r = sdk.responses.create(
+        model=MODEL, input="Describe the image.", max_output_tokens=5, temperature=0
+    )
+    chat = sdk.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Describe the image."}],
+        max_tokens=5,
+        temperature=0,
+    )
+    assert r.id.startswith("resp_") and r.object == "response"
+    assert r.output_text == chat.choices[0].message.content
+    assert r.output[0].id.startswith("msg_") and r.output[0].type == "message"
+    assert r.usage.input_tokens == chat.usage.prompt_tokens
+    assert r.usage.output_tokens == 5 and r.usage.total_tokens == r.usage.input_tokens + 5
+    assert r.store is True and r.temperature == 0 and r.tools == []
+
+
+def test_png_and_dicom_inputs(server):
+    sdk = client(server)
+    png = sdk.responses.create(model=MODEL, input=image_input(png_data_url()), max_output_tokens=3)
+    assert png.status == "incomplete" and png.output_text == "The image shows"
+    ct = sdk.responses.create(
+        model=MODEL,
+        input=image_input(dicom_data_url(), dicom={"window": "abdomen"}),
+        max_output_tokens=3,
+    )
+    rendering = ct.model_extra["dicom"][0]
+    assert rendering["frames"][0]["window"]["center"] == 40  # the abdomen preset, as on chat
+    kept = sdk.responses.input_items.list(ct.id, order="asc").data[0].content
+    assert kept[1].image_url.startswith("data:image/png;base64,")  # pixels, not the DICOM file
+    assert kept[1].model_extra["dicom_rendering"] == rendering
+
+
+def test_max_output_tokens_is_incomplete(server):
+    r = client(server).responses.create(model=MODEL, input="hi", max_output_tokens=2)
+    assert r.status == "incomplete"
+    assert r.incomplete_details is not None and r.incomplete_details.reason == "max_output_tokens"
+
+
+def test_the_stream_helper_yields_the_events_in_order(server):
+    sdk = client(server)
+    with sdk.responses.stream(model=MODEL, input="hi", max_output_tokens=6) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.incomplete",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == final.output_text == events[-1].response.output_text
+    assert final.usage.output_tokens == 6
+    stored = sdk.responses.retrieve(final.id)  # a stream is stored too
+    assert stored.output_text == final.output_text
+
+
+def test_previous_response_id_two_turns_deep(server):
+    sdk = client(server)
+    first = sdk.responses.create(
+        model=MODEL, input=image_input(png_data_url()), max_output_tokens=3, instructions="Short."
+    )
+    second = sdk.responses.create(
+        model=MODEL, input="And the left side?", previous_response_id=first.id, max_output_tokens=4
+    )
+    third = sdk.responses.create(
+        model=MODEL, input="Anything else?", previous_response_id=second.id, max_output_tokens=2
+    )
+    # the fake engine counts a prompt token per word: each turn carries the ones before
+    # (instructions are not carried, as OpenAI)
+    assert second.usage.input_tokens == first.usage.input_tokens - 1 + 3 + 4
+    assert third.usage.input_tokens == second.usage.input_tokens + 4 + 2
+    assert third.previous_response_id == second.id
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.create(model=MODEL, input="x", previous_response_id="resp_unknown")
+
+
+def test_retrieve_input_items_and_delete(server):
+    sdk = client(server)
+    r = sdk.responses.create(
+        model=MODEL,
+        input=[
+            {"role": "developer", "content": "Answer in mm."},
+            {"role": "user", "content": [{"type": "input_text", "text": "Size?"}]},
+        ],
+        metadata={"viewer": "ohif"},
+        max_output_tokens=2,
+    )
+    got = sdk.responses.retrieve(r.id)
+    assert got.output_text == r.output_text and got.metadata == {"viewer": "ohif"}
+    items = sdk.responses.input_items.list(r.id)
+    assert [i.role for i in items.data] == ["user", "developer"]  # newest first by default
+    assert items.data[0].content[0].text == "Size?"
+    page = sdk.responses.input_items.list(r.id, order="asc", limit=1)
+    assert [i.role for i in page.data] == ["developer"] and page.has_more
+    sdk.responses.delete(r.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(r.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.input_items.list(r.id)
+
+
+def test_store_false_keeps_nothing(server):
+    sdk = client(server)
+    r = sdk.responses.create(model=MODEL, input="hi", store=False, max_output_tokens=2)
+    assert r.store is False
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(r.id)
+
+
+def poll(sdk: openai.OpenAI, response_id: str, timeout: float = 20):
+    deadline = time.monotonic() + timeout
+    while True:
+        r = sdk.responses.retrieve(response_id)
+        if r.status not in ("queued", "in_progress") or time.monotonic() > deadline:
+            return r
+        time.sleep(0.05)
+
+
+def test_background_create_poll_complete_and_cancel(server):
+    sdk = client(server)
+    queued = sdk.responses.create(model=MODEL, input="hi", background=True, max_output_tokens=8)
+    assert queued.status == "queued" and queued.background is True
+    done = poll(sdk, queued.id)
+    assert done.status == "incomplete" and done.usage.output_tokens == 8
+    assert done.output_text == "The image shows a chest radiograph"[: len(done.output_text)]
+    slow = sdk.responses.create(model=MODEL, input="hi", background=True, max_output_tokens=2000)
+    time.sleep(0.2)
+    cancelled = sdk.responses.cancel(slow.id)
+    assert cancelled.status == "cancelled"
+    time.sleep(0.3)
+    assert sdk.responses.retrieve(slow.id).status == "cancelled"  # the worker's end lost
+    foreground = sdk.responses.create(model=MODEL, input="hi", max_output_tokens=1)
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.cancel(foreground.id)
+    assert "background" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "web_search"}]}, "tools"),
+        ({"reasoning": {"effort": "high"}}, "reasoning"),
+        ({"truncation": "auto"}, "truncation"),
+        ({"conversation": "conv_123"}, "conversation"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
+            "input[0].content[0]",
+        ),
+        (
+            {
+                "text": {
+                    "format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}
+                }
+            },
+            "text.format",
+        ),
+        ({"max_output_tokens": 10**6}, "max_output_tokens"),
+        ({"input": image_input("data:image/png;base64,bm90IGFuIGltYWdl")}, "input[0].content[1]"),
+    ],
+)
+def test_what_cannot_be_honoured_is_a_400_naming_the_field(server, extra, param):
+    kwargs = {"model": MODEL, "input": "hi", **extra}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(server).responses.create(**kwargs)
+    assert caught.value.param == param, caught.value.body
+
+
+def test_neutral_values_the_sdks_send_are_accepted(server):
+    r = client(server).responses.create(
+        model=MODEL,
+        input="hi",
+        tools=[],
+        include=[],
+        tool_choice="auto",
+        parallel_tool_calls=True,
+        truncation="disabled",
+        max_output_tokens=2,
+    )
+    assert r.status == "incomplete"
+
+
+def test_logprobs_with_include(server):
+    r = client(server).responses.create(
+        model=MODEL,
+        input="hi",
+        max_output_tokens=2,
+        top_logprobs=2,
+        include=["message.output_text.logprobs"],
+    )
+    logprobs = r.output[0].content[0].logprobs
+    assert len(logprobs) == 2 and len(logprobs[0].top_logprobs) == 2
+
+
+def test_metrics_carry_the_route(server):
+    client(server).responses.create(model=MODEL, input="hi", max_output_tokens=1)
+    text = httpx.get(server.base_url + "/metrics").text
+    assert 'route="/v1/responses",status_class="2xx"' in text
+
+
+def test_storage_turned_off_by_the_operator():
+    settings = Settings(engine="fake", served_model_name=MODEL, store_responses=False)
+    service = build_embedded(settings, FakeEngine())
+    with ThreadedServer(service.app) as running:
+        sdk = client(running)
+        r = sdk.responses.create(model=MODEL, input="hi", max_output_tokens=1)
+        assert r.store is False  # store defaults to true; the deployment says false
+        with pytest.raises(openai.NotFoundError):
+            sdk.responses.retrieve(r.id)
+        for field in ("previous_response_id", "background"):
+            value = r.id if field == "previous_response_id" else True
+            with pytest.raises(openai.BadRequestError) as caught:
+                sdk.responses.create(model=MODEL, input="hi", **{field: value})
+            assert caught.value.param == field
+            assert caught.value.code == "response_storage_disabled"
+
+
+def test_the_agents_sdk_runs_a_one_turn_agent(server):
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    sdk = openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
+    agent = Agent(
+        name="reader",
+        instructions="You describe medical images.",
+        model=OpenAIResponsesModel(model=MODEL, openai_client=sdk),
+        model_settings=ModelSettings(max_tokens=8),
+    )
+    result = Runner.run_sync(agent, "Describe the image.", max_turns=1)
+    assert result.final_output.startswith("The image shows")
+
+
+def test_a_tenants_429_and_another_tenants_404(tmp_path):
+    keys = KeyFile(tenants={"a": TenantPolicy(requests_per_minute=2), "b": TenantPolicy()})
+    made = {tenant: keys.create(tenant) for tenant in ("a", "b")}
+    keys.save(tmp_path / "keys.json")
+    settings = Settings(
+        engine="fake",
+        served_model_name=MODEL,
+        api_keys_file=tmp_path / "keys.json",
+        api_keys_reload_interval=0,
+    )
+    service = build_embedded(settings, FakeEngine())
+    with ThreadedServer(service.app) as running:
+
+        def as_tenant(tenant: str) -> openai.OpenAI:
+            url = running.base_url + "/v1"
+            return openai.OpenAI(base_url=url, api_key=made[tenant], max_retries=0)
+
+        a, b = as_tenant("a"), as_tenant("b")
+        r = a.responses.create(model=MODEL, input="hi", max_output_tokens=1)
+        for call in (
+            lambda: b.responses.retrieve(r.id),
+            lambda: b.responses.input_items.list(r.id),
+            lambda: b.responses.delete(r.id),
+            lambda: b.responses.create(model=MODEL, input="x", previous_response_id=r.id),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                call()
+        a.responses.create(model=MODEL, input="hi", max_output_tokens=1, previous_response_id=r.id)
+        with pytest.raises(openai.RateLimitError) as caught:
+            a.responses.create(model=MODEL, input="hi", max_output_tokens=1)
+        assert caught.value.code == "tenant_requests_per_minute"
+        assert a.responses.retrieve(r.id).id == r.id  # reads are not generations
