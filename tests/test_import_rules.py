@@ -32,9 +32,21 @@ RULES: dict[str, set[str] | str] = {
     "service.security": FOUNDATION | {"service.config"},
     "service.engines": FOUNDATION | {"service.config"},
     "service.queue": FOUNDATION,
-    "service.reads": FOUNDATION,
     "service.responses": FOUNDATION,
-    "service.pacs": FOUNDATION | {"service.config", "service.media"},
+    # what every endpoint shares beneath HTTP: request context, tenant gate, job path
+    "service.serving": FOUNDATION
+    | {"service.config", "service.metrics", "service.audit", "service.queue", "service.security"},
+    # the study-read lifecycle, for every door (the HTTP API, the DICOM node)
+    "service.reads": FOUNDATION
+    | {
+        "service.config",
+        "service.metrics",
+        "service.audit",
+        "service.media",
+        "service.queue",
+        "service.security",
+        "service.serving",
+    },
     "service.redis": FOUNDATION
     | {
         "service.queue",
@@ -51,7 +63,7 @@ RULES: dict[str, set[str] | str] = {
         "service.media",
         "service.queue",
         "service.security",
-        "service.pacs",
+        "service.serving",
         "service.reads",
         "service.responses",
     },

@@ -18,6 +18,7 @@ from service.api.console import CONSOLE_PATHS
 from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
 from service.security.keystore import KeyStore
+from service.serving.context import FACTS, RequestFacts
 
 log = logging.getLogger("gmaivl.api")
 
@@ -96,9 +97,9 @@ class GatewayMiddleware:
             return
         headers = dict(scope["headers"])
         request_id = request_id_from(headers.get(b"x-request-id"))
-        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        scope["state"]["started"] = started
+        facts = RequestFacts(request_id, started)  # typed; routes read it (api/context.py)
+        scope.setdefault("state", {})[FACTS] = facts
         status = 500
         route = route_label(scope["path"])
         in_flight = self.metrics.in_flight.labels(route)
@@ -107,7 +108,7 @@ class GatewayMiddleware:
         event: AuditEvent | None = None
         if self.audit is not None and not public:
             event = AuditEvent(request_id=request_id, route=route, model=self.model_id)
-            scope["state"]["audit"] = event
+            facts.audit = event
 
         started_response = False
 
@@ -131,7 +132,7 @@ class GatewayMiddleware:
                         event.outcome = exc.code or "invalid_api_key"
                     await self._refuse(send_with_id, exc)
                     return
-                scope["state"]["principal"] = principal
+                facts.principal = principal
                 if event is not None:
                     event.key_id, event.tenant = principal.key_id, principal.tenant
             length = headers.get(b"content-length")

@@ -36,7 +36,7 @@ from service.config import Settings
 from service.core.lanes import Lane
 from service.embedded import build_embedded
 from service.engines.fake import FakeEngine
-from service.pacs.webhook import SIGNATURE_HEADER, verify
+from service.reads.webhook import SIGNATURE_HEADER, verify
 from service.security.keys import KeyFile
 from service.security.policy import TenantPolicy
 from tests.conftest import ThreadedServer

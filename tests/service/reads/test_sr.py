@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from service import __version__
-from service.pacs.sr import UTF8, build_sr, character_set, source_header
+from service.reads.sr import UTF8, build_sr, character_set, source_header
 
 ANSWER_ZH = "未见急性异常。No acute abnormality."
 
