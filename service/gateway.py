@@ -23,10 +23,16 @@ from fastapi import FastAPI
 from service import tracing
 from service.api.app import create_app
 from service.api.models import ModelCatalog
+from service.api.responses_api.serving import ResponsesService
 from service.api.serving_chat import ChatCompletions
 from service.api.state import AppState
 from service.audit import open_audit_sink
-from service.components import make_read_store, make_security, redis_gateway_queue
+from service.components import (
+    make_read_store,
+    make_response_store,
+    make_security,
+    redis_gateway_queue,
+)
 from service.config import Settings
 from service.media.dicomweb import Pacs
 from service.media.dicomweb_client import DicomWebClient
@@ -49,7 +55,7 @@ def build_gateway_app(
     catalog: ModelCatalog | None = None,
     background: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """The app for `settings`: chat and study reads over `queue`, auth and tenant
+    """The app for `settings`: chat, Responses and study reads over `queue`, auth and tenant
     limits, audit. The composition root: every shared part (the one `SafeFetcher`,
     the `MediaResolver`, the `TenantGate`, the DICOMweb clients, the job path) is
     built here, once, and handed to the services that use it.
@@ -69,6 +75,7 @@ def build_gateway_app(
     tenants = TenantGate(limiter, metrics)
     jobs = JobPath(queue, metrics)
     chat = ChatCompletions(settings, jobs, metrics, catalog, media, tenants)
+    responses = ResponsesService(settings, chat, make_response_store(settings), metrics)
     reads = ReadService(
         settings,
         jobs,
@@ -101,9 +108,11 @@ def build_gateway_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with background() if background is not None else contextlib.nullcontext():
             await reads.start()
+            await responses.start()
             try:
                 yield
             finally:
+                await responses.aclose()
                 await reads.aclose()
                 await queue.close()
                 await fetcher.aclose()
@@ -125,6 +134,7 @@ def build_gateway_app(
         audit=audit,
         keys=keys,
         reads=reads,
+        responses=responses,
     )
     return create_app(state, lifespan=lifespan)
 

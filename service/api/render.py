@@ -9,13 +9,10 @@ PNG is lossless, so the pixels a viewer gets are the engine's pixels exactly;
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from service import errors
@@ -23,6 +20,7 @@ from service.api.context import context_of
 from service.api.protocol import ErrorBody, ImageURL
 from service.api.state import AppState
 from service.core.generation import ImageInput
+from service.media.images import png_data_url
 from service.media.resolve import ImageRequest
 
 router = APIRouter()
@@ -102,15 +100,5 @@ async def render_image(request: Request) -> RenderResponse:
 
 
 def encode_all(images: list[ImageInput], max_side: int | None) -> list[RenderedImage]:
-    return [_encode(image, max_side) for image in images]
-
-
-def _encode(image: ImageInput, max_side: int | None) -> RenderedImage:
-    """The engine's RGB bytes as a PNG (lossless), shrunk only when asked."""
-    pil = image.to_pil()
-    if max_side is not None and max(pil.size) > max_side:
-        pil.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    pil.save(buf, "PNG", compress_level=1)  # speed over size: it crosses loopback or a LAN
-    data = base64.b64encode(buf.getvalue()).decode()
-    return RenderedImage(png="data:image/png;base64," + data, width=pil.width, height=pil.height)
+    rendered = (png_data_url(image, max_side) for image in images)
+    return [RenderedImage(png=url, width=w, height=h) for url, w, h in rendered]

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from service.api.models import ModelCatalog
+from service.api.responses_api.serving import ResponsesService
 from service.api.serving_chat import ChatCompletions
 from service.audit import AuditSink
 from service.config import Settings
@@ -35,4 +36,5 @@ class AppState:
     audit: AuditSink | None = None  # one event per audited request
     keys: KeyStore | None = None  # None: authentication off (local use)
     reads: ReadService | None = None  # study reads (/v1/dicom/reads)
+    responses: ResponsesService | None = None  # the Responses API (/v1/responses)
     created: int = field(default_factory=lambda: int(time.time()))

@@ -27,7 +27,6 @@ from typing import Any
 from service import errors, tracing
 from service.api.disconnect import ClientWatch
 from service.api.protocol import ChatCompletionRequest, JSONSchema, ResponseFormat
-from service.api.render import encode_all
 from service.api.responses_api.bodies import (
     EventWriter,
     echoed_settings,
@@ -44,15 +43,16 @@ from service.api.responses_api.input import (
 )
 from service.api.responses_api.parameters import LOGPROBS, check_parameters
 from service.api.responses_api.protocol import InputImage, InputMessage, ResponseCreateRequest
-from service.api.serving_chat import ChatCompletions, Started, first_batch
+from service.api.serving_chat import ChatCompletions, Started
 from service.config import Settings
-from service.core.generation import Delta, Finish, TokenLogprobs
-from service.core.jobs import JobFailed, Restarted
+from service.core.generation import Delta, Finish, ImageInput, TokenLogprobs
+from service.core.jobs import JobFailed
 from service.core.lanes import Lane
+from service.media.images import png_data_url
 from service.metrics import ServiceMetrics
 from service.responses.store import ResponseStore, StoredResponse, new_response_id
 from service.serving.context import RequestContext
-from service.serving.jobs import collect
+from service.serving.jobs import collect, first_batch, relayed
 
 log = logging.getLogger("gmaivl.responses")
 
@@ -208,7 +208,7 @@ class ResponsesService:
         want_logprobs = LOGPROBS in (body.include or ())
         priority = body.priority
         if body.background and priority is None and ctx.priority is None:
-            priority = Lane.BATCH  # background work waits behind interactive work
+            priority = Lane.batch  # background work waits behind interactive work
         return ChatCompletionRequest(
             model=body.model,
             messages=chat_input.messages,
@@ -238,8 +238,10 @@ class ResponsesService:
         for ref, image in zip(parts, resolved, strict=True):
             url = ref.part.image_url.url
             if url.startswith("data:"):
-                pngs = await asyncio.to_thread(encode_all, image.images, None)
-                kept.append(KeptImage([png.png for png in pngs], image.info))
+                pngs = await asyncio.to_thread(
+                    lambda i=image: [png_data_url(x)[0] for x in i.images]
+                )
+                kept.append(KeptImage(pngs, image.info))
             else:
                 kept.append(KeptImage([url], None))
         return kept_items(items, kept)
@@ -316,8 +318,7 @@ class ResponsesService:
         logprobs: list[TokenLogprobs] = []
         usage = None
         try:
-            batch = first
-            while True:
+            async for batch in relayed(first, started.events):
                 for event in batch:
                     if isinstance(event, Delta):
                         pieces.append(event.text)
@@ -326,16 +327,7 @@ class ResponsesService:
                             out.append(writer.delta(event.text, event.logprobs))
                         else:
                             out.append(writer.delta(event.text))
-                        continue
-                    if isinstance(event, Restarted):
-                        if not pieces:
-                            continue  # nothing shown yet: the new attempt simply continues
-                        event = JobFailed(
-                            "worker_lost",
-                            "The worker running this request was lost after it started "
-                            "answering; retry the request.",
-                        )
-                    if isinstance(event, JobFailed):
+                    elif isinstance(event, JobFailed):
                         error = event.to_exception()
                         self.metrics.rejections.labels(event.code).inc()
                         if ctx.audit is not None:  # the status stays 200: the outcome says it
@@ -347,19 +339,14 @@ class ResponsesService:
                         usage = event.usage
                         text = "".join(pieces)
                         status = status_of(event)
-                        out.append(writer.closing(text, status, logprobs if running.logprobs else None))
+                        kept = logprobs if running.logprobs else None
+                        out.append(writer.closing(text, status, kept))
                         answer = running.body(status, text, event, logprobs)
                         out.append(writer.lifecycle(f"response.{status}", answer))
                         if running.store:
                             await self._save(running, answer)
-                    yield "".join(out)
-                    return
                 yield "".join(out)
                 out = []
-                try:
-                    batch = await anext(started.events)
-                except StopAsyncIteration:
-                    batch = [JobFailed("engine_error", "The response ended without finishing.")]
         finally:
             # Closing the stream before its end (the client left) cancels the job.
             await started.events.aclose()
@@ -560,6 +547,10 @@ class ResponsesService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.store.close()
+
+
+def _pngs(images: list[ImageInput]) -> list[str]:
+    return [png_data_url(image)[0] for image in images]
 
 
 def _response_format(body: ResponseCreateRequest) -> ResponseFormat | None:
