@@ -342,3 +342,65 @@ def test_a_tenants_429_and_another_tenants_404(tmp_path):
             a.responses.create(model=MODEL, input="hi", max_output_tokens=1)
         assert caught.value.code == "tenant_requests_per_minute"
         assert a.responses.retrieve(r.id).id == r.id  # reads are not generations
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_client_that_leaves_cancels_the_job(stream):
+    import asyncio
+
+    engine = FakeEngine(token_interval=0.01)
+    service = build_embedded(Settings(engine="fake", served_model_name=MODEL), engine)
+    body = {"model": MODEL, "input": "hi", "max_output_tokens": 4000, "stream": stream}
+    with ThreadedServer(service.app) as running:
+        async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as http:
+
+            async def call():
+                async with http.stream("POST", "/v1/responses", json=body) as response:
+                    async for _ in response.aiter_lines():
+                        pass
+
+            task = asyncio.create_task(call())
+            while not engine.running:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            task.cancel()  # drops the connection
+            started = time.monotonic()
+            while engine.running and time.monotonic() - started < 2:
+                await asyncio.sleep(0.01)
+            assert engine.running == set(), "engine still generating after the client left"
+            assert len(engine.aborted) == 1 and engine.tokens_emitted < 1000
+
+
+def test_audit_events_name_the_route_tenant_and_outcome(tmp_path):
+    import json
+
+    keys = KeyFile(tenants={"a": TenantPolicy(requests_per_minute=1)})
+    key = keys.create("a")
+    keys.save(tmp_path / "keys.json")
+    audit = tmp_path / "audit.jsonl"
+    settings = Settings(
+        engine="fake",
+        served_model_name=MODEL,
+        api_keys_file=tmp_path / "keys.json",
+        api_keys_reload_interval=0,
+        audit_log=str(audit),
+    )
+    service = build_embedded(settings, FakeEngine())
+    secret = "Patient John Doe, MRN 12345"
+    with ThreadedServer(service.app) as running:
+        sdk = openai.OpenAI(base_url=running.base_url + "/v1", api_key=key, max_retries=0)
+        r = sdk.responses.create(
+            model=MODEL, input=image_input(png_data_url(), secret), max_output_tokens=1
+        )
+        with pytest.raises(openai.RateLimitError):
+            sdk.responses.create(model=MODEL, input=secret, max_output_tokens=1)
+        sdk.responses.retrieve(r.id)
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    routes = [(e["route"], e["outcome"]) for e in events]
+    assert routes == [
+        ("/v1/responses", "ok"),
+        ("/v1/responses", "tenant_requests_per_minute"),
+        ("/v1/responses/{id}", "ok"),
+    ]
+    assert events[0]["tenant"] == "a" and events[0]["images"] == 1
+    assert secret not in audit.read_text() and r.id not in audit.read_text()
