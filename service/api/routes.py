@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -87,16 +88,27 @@ async def chat_completions(request: Request) -> Response:
     state = _state(request)
     body = await parsed_body(request, ChatCompletionRequest)
     ctx = context_of(request)
+    return await answered(request, lambda watch: state.chat.create(body, ctx, watch))
+
+
+Answer = dict[str, Any] | AsyncGenerator[str, None]
+
+
+async def answered(
+    request: Request, create: Callable[[ClientWatch], Awaitable[Answer]]
+) -> Response:
+    """`create`'s answer under the request's ClientWatch: JSON, or an event stream
+    (which closes the watch when it ends)."""
     watch = ClientWatch(request.receive).start()
     try:
-        result = await state.chat.create(body, ctx, watch)
+        result = await create(watch)
     except BaseException:
         watch.close()
         raise
     if isinstance(result, dict):
         watch.close()
         return JSONResponse(result)
-    return EventStreamResponse(result, watch)  # it closes the watch
+    return EventStreamResponse(result, watch)
 
 
 def _model_card(state: AppState, model: ModelSeen) -> dict[str, object]:

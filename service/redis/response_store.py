@@ -95,7 +95,7 @@ class RedisResponseStore:
             deleted, _ = await pipe.execute()
         return bool(deleted)
 
-    async def renew(self, response_id: str) -> None:
+    async def renew(self, response_id: str, owner: str) -> None:
         await self.redis.zadd(keys.RESPONSES_RUNNING, {response_id: time.time()}, xx=True)
 
     async def claim_orphan(self, owner: str, stale_after: float) -> StoredResponse | None:

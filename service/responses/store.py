@@ -13,7 +13,7 @@ the background, and what to run again if that gateway goes away.
   is terminal (`completed`, `incomplete`, `failed`, `cancelled`): then False, so a
   cancel on one gateway is never overwritten by the gateway still generating.
 - `delete(id, tenant)` removes record and input items; False when nothing was there.
-- `renew(id)` is a background response's heartbeat from the gateway running it;
+- `renew(id, owner)` is a background response's heartbeat from the gateway running it;
   `claim_orphan(owner, stale_after)` (Redis) hands another gateway a queued or
   in-progress background response whose gateway stopped renewing it.
 
@@ -90,7 +90,7 @@ class ResponseStore(Protocol):
 
     async def delete(self, response_id: str, tenant: str | None) -> bool: ...
 
-    async def renew(self, response_id: str) -> None: ...
+    async def renew(self, response_id: str, owner: str) -> None: ...
 
     async def claim_orphan(self, owner: str, stale_after: float) -> StoredResponse | None: ...
 
@@ -146,7 +146,7 @@ class InMemoryResponseStore:
         del self._records[response_id]
         return True
 
-    async def renew(self, response_id: str) -> None:
+    async def renew(self, response_id: str, owner: str) -> None:
         return None  # one process: its background responses end with it
 
     async def claim_orphan(self, owner: str, stale_after: float) -> StoredResponse | None:

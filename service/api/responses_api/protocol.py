@@ -13,12 +13,11 @@ refusal can name them, rather than fail as a shapeless validation error.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator
 
-from service.api.protocol import DicomImageOptions, JSONSchema, _Request
+from service.api.protocol import DicomImageOptions, JSONSchema, _KeepsUnknownFields, _Request
 from service.core.lanes import Lane
 
 
@@ -123,9 +122,7 @@ class TextConfig(_Request):
     verbosity: Literal["low", "medium", "high"] | None = None
 
 
-class ResponseCreateRequest(_Request):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-
+class ResponseCreateRequest(_KeepsUnknownFields):
     model: str
     input: str | Annotated[list[InputItem], Field(min_length=1)]
     instructions: str | None = None
@@ -149,16 +146,6 @@ class ResponseCreateRequest(_Request):
         if value and any(len(key) > 64 for key in value):
             raise ValueError("metadata keys are at most 64 characters")
         return value
-
-    @model_validator(mode="after")
-    def finite_extras(self) -> ResponseCreateRequest:
-        # Unknown fields are kept (parameters.py reads some): no NaN among them either.
-        if self.model_extra:
-            try:
-                json.dumps(self.model_extra, allow_nan=False)
-            except ValueError:
-                raise ValueError("a field holds NaN or Infinity; JSON has neither") from None
-        return self
 
     def input_items(self) -> list[InputMessage | OtherItem]:
         """`input` as items: a string is one user message."""

@@ -9,12 +9,10 @@ from fastapi.responses import JSONResponse, Response
 
 from service import errors
 from service.api.context import context_of
-from service.api.disconnect import ClientWatch
 from service.api.protocol import ErrorBody
 from service.api.responses_api.protocol import ResponseCreateRequest
 from service.api.responses_api.serving import ResponsesService
-from service.api.routes import parsed_body
-from service.api.sse import EventStreamResponse
+from service.api.routes import answered, parsed_body
 
 router = APIRouter()
 
@@ -51,16 +49,7 @@ async def create_response(request: Request) -> Response:
     service = _service(request)
     body = await parsed_body(request, ResponseCreateRequest)
     ctx = context_of(request)
-    watch = ClientWatch(request.receive).start()
-    try:
-        result = await service.create(body, ctx, watch)
-    except BaseException:
-        watch.close()
-        raise
-    if isinstance(result, dict):
-        watch.close()
-        return JSONResponse(result)
-    return EventStreamResponse(result, watch)  # it closes the watch
+    return await answered(request, lambda watch: service.create(body, ctx, watch))
 
 
 @router.get("/v1/responses/{response_id}", responses=READ_ERRORS)

@@ -16,13 +16,12 @@ response, and `previous_response_id` and `background` are 400.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from service import errors, tracing
 from service.api.disconnect import ClientWatch
@@ -53,9 +52,11 @@ from service.metrics import ServiceMetrics
 from service.responses.store import ResponseStore, StoredResponse, new_response_id
 from service.serving.context import RequestContext
 from service.serving.jobs import collect, first_batch, relayed
+from service.serving.leases import stop, sweep
 
 log = logging.getLogger("gmaivl.responses")
 
+T = TypeVar("T")
 MAX_CHAIN = 256  # previous_response_id hops followed at most (each hop is a stored response)
 
 
@@ -118,7 +119,7 @@ class ResponsesService:
     # creating
 
     async def create(
-        self, body: ResponseCreateRequest, ctx: RequestContext, watch: ClientWatch | None
+        self, body: ResponseCreateRequest, ctx: RequestContext, watch: ClientWatch
     ) -> dict[str, Any] | AsyncGenerator[str, None]:
         """A response dict (completed, incomplete, or queued in the background), or
         for `stream` an iterator of SSE events that starts after the first token."""
@@ -252,26 +253,19 @@ class ResponsesService:
         self,
         running: Running,
         ctx: RequestContext,
-        watch: ClientWatch | None,
+        watch: ClientWatch,
         chat_input: ChatInput,
         history: list[dict[str, Any]],
     ) -> dict[str, Any]:
         started = running.started
-        usage = None
         span = tracing.start_span("response", {"gmaivl.stream": False})
         try:
-            with watch.guard() if watch is not None else contextlib.nullcontext():
-                done = await collect(started.events, lambda: self.chat.observe_ttft(started, ctx))
-            usage = done.finish.usage
-        except errors.ServiceError as exc:
-            await started.abandon()
-            raise _renamed(exc, chat_input, history) from None
-        except BaseException:
-            await started.abandon()
-            raise
+            work = collect(started.events, lambda: self.chat.observe_ttft(started, ctx))
+            done = await self._guarded(started, watch, work, chat_input, history)
         finally:
-            tracing.end_span(span, completed=usage is not None)
-        await started.release(usage)
+            tracing.end_span(span)
+        await started.events.aclose()
+        await started.release(done.finish.usage)
         answer = running.body(status_of(done.finish), done.text, done.finish, done.logprobs)
         if running.store:
             await self._save(running, answer)
@@ -281,25 +275,41 @@ class ResponsesService:
         self,
         running: Running,
         ctx: RequestContext,
-        watch: ClientWatch | None,
+        watch: ClientWatch,
         chat_input: ChatInput,
         history: list[dict[str, Any]],
     ) -> AsyncGenerator[str, None]:
         started = running.started
         span = tracing.start_span("response", {"gmaivl.stream": True})
         try:
-            with watch.guard() if watch is not None else contextlib.nullcontext():
-                first = await first_batch(started.events)
-        except errors.ServiceError as exc:
-            tracing.end_span(span)
-            await started.abandon()
-            raise _renamed(exc, chat_input, history) from None
+            first = await self._guarded(
+                started, watch, first_batch(started.events), chat_input, history
+            )
         except BaseException:
             tracing.end_span(span)
-            await started.abandon()
             raise
         self.chat.observe_ttft(started, ctx)
         return self._stream(running, first, ctx, span)
+
+    async def _guarded(
+        self,
+        started: Started,
+        watch: ClientWatch,
+        work: Awaitable[T],
+        chat_input: ChatInput,
+        history: list[dict[str, Any]],
+    ) -> T:
+        """`work` until the client leaves; any failure abandons the job (an error keeps
+        its status, its `param` renamed to the Responses field)."""
+        try:
+            with watch.guard():
+                return await work
+        except errors.ServiceError as exc:
+            await started.abandon()
+            raise _renamed(exc, chat_input, history) from None
+        except BaseException:
+            await started.abandon()
+            raise
 
     async def _stream(
         self, running: Running, first: list[Any], ctx: RequestContext, span: Any
@@ -480,28 +490,16 @@ class ResponsesService:
     # lifecycle (Redis mode: renew our background responses, take over orphans)
 
     async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep())
-
-    async def _sweep(self) -> None:
-        lease = self.settings.response_lease
-        failing = False
-        while True:
-            await asyncio.sleep(lease / 3)
-            try:
-                for response_id in list(self._tasks):
-                    await self.store.renew(response_id)
-                orphan = await self.store.claim_orphan(self.owner, lease)
-            except Exception as exc:  # Redis away: try again next round, say so once
-                if not failing:
-                    log.warning("response store unreachable (%s); retrying", type(exc).__name__)
-                failing = True
-                continue
-            if failing:
-                log.info("response store reachable again")
-                failing = False
-            if orphan is not None:
-                log.info("background response %s taken over from a silent gateway", orphan.id)
-                await self._take_over(orphan)
+        self._sweeper = asyncio.create_task(
+            sweep(
+                self.store,
+                self.owner,
+                self.settings.response_lease,
+                self._tasks.keys,
+                self._take_over,
+                "background response",
+            )
+        )
 
     async def _take_over(self, record: StoredResponse) -> None:
         """Generate a silent gateway's background response again, from what was stored."""
@@ -540,12 +538,7 @@ class ResponsesService:
         self._start(record, running)
 
     async def aclose(self) -> None:
-        tasks = [*self._tasks.values(), *([self._sweeper] if self._sweeper else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop([*self._tasks.values(), self._sweeper])
         await self.store.close()
 
 

@@ -156,7 +156,7 @@ async def test_redis_hands_a_silent_gateways_background_response_to_another(redi
         assert await store.claim_orphan("c", stale_after=0.5) is None  # b holds it now
         assert await store.redis.ttl(f"gmaivl:resp:{running.id}") > 0
         assert await store.redis.ttl(f"gmaivl:resp:{running.id}:input") > 0
-        await store.renew(running.id)
+        await store.renew(running.id, "b")
         assert await store.claim_orphan("c", stale_after=0.5) is None
     finally:
         await store.close()
