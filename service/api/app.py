@@ -134,9 +134,14 @@ def _param_path(loc: tuple[object, ...]) -> str | None:
     path: list[str] = []
     for part in (str(p) for p in loc):
         # union branches: `str`, `list[...]`, and model names (`WindowSpec`)
-        if part == "body" or "[" in part or part[:1].isupper() or (path and part == path[-1]):
+        if (
+            part in ("body", "query")
+            or "[" in part
+            or part[:1].isupper()
+            or (path and part == path[-1])
+        ):
             continue
-        if part == "str" and path and path[-1] == "content":
+        if part == "str" and path and path[-1] in ("content", "input"):
             continue
         path.append(part)
     return ".".join(path) or None

@@ -55,16 +55,20 @@ class OtherPart(_Request):
     type: str
 
 
+_PART_TAGS = {"input_text": "InputText", "output_text": "OutputText", "input_image": "InputImage"}
+
+
 def _part_kind(value: Any) -> str:
+    """The part's model (tags are class-like names: error paths leave them out)."""
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in ("input_text", "output_text", "input_image") else "other"
+    return _PART_TAGS.get(kind, "Other") if isinstance(kind, str) else "Other"
 
 
 ContentPart = Annotated[
-    Annotated[InputText, Tag("input_text")]
-    | Annotated[OutputText, Tag("output_text")]
-    | Annotated[InputImage, Tag("input_image")]
-    | Annotated[OtherPart, Tag("other")],
+    Annotated[InputText, Tag("InputText")]
+    | Annotated[OutputText, Tag("OutputText")]
+    | Annotated[InputImage, Tag("InputImage")]
+    | Annotated[OtherPart, Tag("Other")],
     Discriminator(_part_kind),
 ]
 
@@ -91,28 +95,21 @@ class OtherItem(_Request):
 
 def _item_kind(value: Any) -> str:
     kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", None)
-    return "message" if kind == "message" else "other"
+    return "Message" if kind == "message" else "Other"
 
 
 InputItem = Annotated[
-    Annotated[InputMessage, Tag("message")] | Annotated[OtherItem, Tag("other")],
+    Annotated[InputMessage, Tag("Message")] | Annotated[OtherItem, Tag("Other")],
     Discriminator(_item_kind),
 ]
 
 
-class TextFormat(_Request):
-    """`text.format`: `text`, `json_object`, or `json_schema` (flat: name, schema, strict)."""
+class TextFormat(JSONSchema):
+    """`text.format`: `text`, `json_object`, or `json_schema` (chat's json_schema fields,
+    flat beside `type`; `name` needed only for json_schema)."""
 
     type: Literal["text", "json_object", "json_schema"]
-    name: str | None = Field(None, max_length=64)
-    description: str | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
-    strict: bool | None = None
-
-    @field_validator("schema_")
-    @classmethod
-    def finite_numbers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return JSONSchema.finite_numbers(value)
+    name: str | None = Field(None, max_length=64)  # type: ignore[assignment]
 
 
 class TextConfig(_Request):

@@ -404,3 +404,47 @@ def test_audit_events_name_the_route_tenant_and_outcome(tmp_path):
     ]
     assert events[0]["tenant"] == "a" and events[0]["images"] == 1
     assert secret not in audit.read_text() and r.id not in audit.read_text()
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": MODEL, "input": []}, "input"),
+        ({"model": MODEL, "input": 7}, "input"),
+        ({"model": MODEL}, "input"),
+        ({"model": MODEL, "input": "x", "temperature": float("nan")}, None),
+        ({"model": MODEL, "input": "x", "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
+        (
+            {"model": MODEL, "input": "x", "previous_response_id": "r" * 5000},
+            "previous_response_id",
+        ),
+        ({"model": MODEL, "input": [{"role": "tool", "content": "x"}]}, "input.0.role"),
+        ({"model": MODEL, "input": "x", "include": ["all"]}, "include"),
+        ({"model": MODEL, "input": "x", "background": True, "store": False}, "background"),
+        ({"model": MODEL, "input": "x", "background": True, "stream": True}, "stream"),
+        ({"model": "another", "input": "x"}, "model"),
+    ],
+)
+def test_bad_bodies_are_4xx_naming_the_field(server, body, param):
+    import json
+
+    raw = json.dumps(body).replace("NaN", "NaN")  # json.dumps writes NaN as the literal
+    r = httpx.post(
+        server.base_url + "/v1/responses",
+        content=raw,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert 400 <= r.status_code < 500, r.text
+    error = r.json()["error"]
+    if param is not None:
+        assert error["param"] == param, error
+
+
+def test_reads_of_unknown_or_odd_ids_are_404_or_400(server):
+    for path in ("/v1/responses/resp_x", "/v1/responses/%00", "/v1/responses/resp_x/input_items"):
+        assert httpx.get(server.base_url + path).status_code == 404
+    assert httpx.delete(server.base_url + "/v1/responses/resp_x").status_code == 404
+    assert httpx.post(server.base_url + "/v1/responses/resp_x/cancel").status_code == 404
+    r = httpx.get(server.base_url + "/v1/responses/resp_x/input_items?limit=1000")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
