@@ -111,65 +111,134 @@ def response_object(
 
 
 def error_object(exc: errors.ServiceError) -> dict[str, Any]:
-    """A failed response's `error`: the same code and message as the HTTP error."""
+    """A failed response's `error`: `code` from OpenAI's list (what SDKs switch on),
+    the message, and our own code beside it (`gmaivl_code`, extension; the same code
+    as the HTTP error or the stream's `error` event)."""
     detail = errors.to_error_response(exc).body["error"]
-    return {"code": detail["code"] or detail["type"], "message": detail["message"]}
+    if isinstance(exc, errors.Overloaded):
+        code = "rate_limit_exceeded"
+    elif isinstance(exc, errors.ImageFetchFailed):
+        code = "failed_to_download_image"
+    elif isinstance(exc, errors.ImageTooLarge):
+        code = "image_too_large"
+    elif isinstance(exc, errors.UnprocessableImage):
+        code = "image_parse_error"
+    elif isinstance(exc, errors.InvalidRequest):
+        code = "invalid_prompt"
+    else:
+        code = "server_error"
+    return {
+        "code": code,
+        "message": detail["message"],
+        "param": detail["param"],
+        "gmaivl_code": detail["code"] or detail["type"],
+    }
 
 
 class EventWriter:
-    """One stream's events in order, each with the next `sequence_number`."""
+    """One stream's events in order, each with the next `sequence_number`, rendered as
+    text: the constant parts (the response's id and echoed settings, the item and
+    part envelopes) once per stream, so each event formats only what changes. The
+    JSON is what `response_object` and json.dumps would give, key order aside
+    (tests/service/api/responses_api/test_bodies.py checks that)."""
 
-    def __init__(self, item_id: str) -> None:
+    def __init__(
+        self,
+        response_id: str,
+        item_id: str,
+        created_at: int,
+        settings: dict[str, Any],
+        dicom: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.item_id = item_id
         self.sequence = 0
-        where = f',"item_id":{_dumps(item_id)},"output_index":0,"content_index":0'
+        item = _dumps(item_id)
+        self._head = (
+            '{"id":' + _dumps(response_id) + ',"object":"response","created_at":'
+            f'{created_at},"status":"'
+        )
+        extension = ',"dicom":' + _dumps(dicom) if dicom else ""
+        self._tail = "," + _dumps(settings)[1:-1] + extension + "}"
+        self._item_head = '{"id":' + item + ',"type":"message","status":"'
+        self._where = ',"item_id":' + item + ',"output_index":0,"content_index":0'
         self._delta_head = (
             'event: response.output_text.delta\ndata: {"type":"response.output_text.delta"'
-            + where
+            + self._where
             + ',"sequence_number":'
         )
 
-    def event(self, kind: str, payload: dict[str, Any]) -> str:
-        body = {"type": kind, **payload, "sequence_number": self.sequence}
+    def _next(self) -> int:
         self.sequence += 1
-        return f"event: {kind}\ndata: {_dumps(body)}\n\n"
+        return self.sequence - 1
 
-    def lifecycle(self, kind: str, response: dict[str, Any]) -> str:
+    def _event(self, kind: str, fields: str) -> str:
+        """`fields`: the event's JSON members after `type`, with a leading comma."""
+        sequence = self._next()
+        return f'event: {kind}\ndata: {{"type":"{kind}"{fields},"sequence_number":{sequence}}}\n\n'
+
+    def event(self, kind: str, payload: dict[str, Any]) -> str:
+        return self._event(kind, "," + _dumps(payload)[1:-1] if payload else "")
+
+    def response(
+        self,
+        status: str,
+        output: str = "[]",
+        usage: Usage | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> str:
+        """The response object as JSON text (`output`: its output items' JSON)."""
+        completed_at = str(int(time.time())) if status == "completed" else "null"
+        incomplete = '{"reason":"max_output_tokens"}' if status == "incomplete" else "null"
+        return (
+            f'{self._head}{status}","completed_at":{completed_at},"error":'
+            f'{_dumps(error) if error else "null"},"incomplete_details":{incomplete},'
+            f'"output":{output},"usage":{_dumps(usage_body(usage)) if usage else "null"}'
+            + self._tail
+        )
+
+    def lifecycle(self, kind: str, response: str) -> str:
         """`response.created`, `.in_progress`, `.completed`, `.incomplete`, `.failed`."""
-        return self.event(kind, {"response": response})
+        return self._event(kind, ',"response":' + response)
 
     def opening(self) -> str:
         """The output item and its text part, announced before the first delta."""
-        return self.event(
-            "response.output_item.added",
-            {
-                "output_index": 0,
-                "item": output_item(self.item_id, "", "in_progress") | {"content": []},
-            },
-        ) + self.event("response.content_part.added", self._part(output_text("")))
+        item = self._item_head + 'in_progress","role":"assistant","content":[]}'
+        return self._event(
+            "response.output_item.added", ',"output_index":0,"item":' + item
+        ) + self._event(
+            "response.content_part.added",
+            self._where + ',"part":{"type":"output_text","text":"","annotations":[]}',
+        )
 
     def delta(self, text: str, logprobs: Sequence[TokenLogprobs] = ()) -> str:
-        sequence = self.sequence
-        self.sequence += 1
+        sequence = self._next()
         lp = _dumps(logprobs_body(logprobs)) if logprobs else "[]"
         return f'{self._delta_head}{sequence},"delta":{_dumps(text)},"logprobs":{lp}}}\n\n'
 
     def closing(
         self, text: str, status: str, logprobs: Sequence[TokenLogprobs] | None = None
-    ) -> str:
-        """The text, its part and its item, done (`status`: completed or incomplete)."""
-        lp = logprobs_body(logprobs) if logprobs is not None else None
-        done = self.event(
-            "response.output_text.done",
-            {"item_id": self.item_id, "output_index": 0, "content_index": 0, "text": text}
-            | {"logprobs": lp or []},
+    ) -> tuple[str, str]:
+        """The text, its part and its item, done (`status`: completed or incomplete);
+        and the output items' JSON for the final response."""
+        text_json = _dumps(text)
+        lp = _dumps(logprobs_body(logprobs)) if logprobs is not None else None
+        part = (
+            '{"type":"output_text","text":'
+            + text_json
+            + ',"annotations":[]'
+            + (',"logprobs":' + lp if lp is not None else "")
+            + "}"
         )
-        part = self.event("response.content_part.done", self._part(output_text(text, lp)))
-        item = output_item(self.item_id, text, status)
-        item["content"] = [output_text(text, lp)]
-        return (
-            done + part + self.event("response.output_item.done", {"output_index": 0, "item": item})
+        item = self._item_head + status + '","role":"assistant","content":[' + part + "]}"
+        events = (
+            self._event(
+                "response.output_text.done",
+                self._where + ',"text":' + text_json + ',"logprobs":' + (lp or "[]"),
+            )
+            + self._event("response.content_part.done", self._where + ',"part":' + part)
+            + self._event("response.output_item.done", ',"output_index":0,"item":' + item)
         )
+        return events, "[" + item + "]"
 
     def error(self, exc: errors.ServiceError) -> str:
         detail = errors.to_error_response(exc).body["error"]
@@ -177,6 +246,3 @@ class EventWriter:
             "error",
             {"code": detail["code"], "message": detail["message"], "param": detail["param"]},
         )
-
-    def _part(self, part: dict[str, Any]) -> dict[str, Any]:
-        return {"item_id": self.item_id, "output_index": 0, "content_index": 0, "part": part}

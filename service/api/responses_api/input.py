@@ -47,7 +47,7 @@ def to_chat_input(
     messages: list[ChatMessage] = []
     sources: list[str] = []
     if instructions:
-        messages.append(ChatMessage(role="system", content=instructions))
+        messages.append(ChatMessage.model_construct(role="system", content=instructions))
         sources.append("instructions")
     for item in history:
         messages.append(chat_message(InputMessage.model_validate(item)))
@@ -60,18 +60,21 @@ def to_chat_input(
 
 
 def chat_message(item: InputMessage) -> ChatMessage:
+    """The chat form of a message already validated as a Responses item: built
+    without validating again (`model_construct`), as the chat models would hold it."""
     if isinstance(item.content, str):
-        return ChatMessage(role=item.role, content=item.content)
+        return ChatMessage.model_construct(role=item.role, content=item.content)
     parts: list[TextPart | ImagePart] = []
     for part in item.content:
         if isinstance(part, InputImage):
             assert part.image_url is not None  # checked
             detail = None if part.detail == "original" else part.detail
-            url = ImageURL(url=part.image_url, detail=detail, dicom=part.dicom)
-            parts.append(ImagePart(type="image_url", image_url=url))
+            url = ImageURL.model_construct(url=part.image_url, detail=detail, dicom=part.dicom)
+            parts.append(ImagePart.model_construct(type="image_url", image_url=url))
         else:
-            parts.append(TextPart(type="text", text=part.text))  # type: ignore[union-attr]
-    return ChatMessage(role=item.role, content=parts)
+            text = part.text  # type: ignore[union-attr]
+            parts.append(TextPart.model_construct(type="text", text=text))
+    return ChatMessage.model_construct(role=item.role, content=parts)
 
 
 _MESSAGE_PARAM = re.compile(r"^messages\[(\d+)\]")

@@ -147,5 +147,5 @@ class ResponseCreateRequest(_KeepsUnknownFields):
     def input_items(self) -> list[InputMessage | OtherItem]:
         """`input` as items: a string is one user message."""
         if isinstance(self.input, str):
-            return [InputMessage(role="user", content=self.input)]
+            return [InputMessage.model_construct(role="user", content=self.input)]
         return list(self.input)

@@ -210,7 +210,8 @@ class ResponsesService:
         priority = body.priority
         if body.background and priority is None and ctx.priority is None:
             priority = Lane.batch  # background work waits behind interactive work
-        return ChatCompletionRequest(
+        # every field below was validated by the Responses model, with chat's bounds
+        return ChatCompletionRequest.model_construct(
             model=body.model,
             messages=chat_input.messages,
             max_completion_tokens=body.max_output_tokens,
@@ -317,8 +318,14 @@ class ResponsesService:
         """One write per batch of events; a failure after the first token is an `error`
         event, then `response.failed`."""
         started = running.started
-        writer = EventWriter(running.item_id)
-        opening = running.body("in_progress")
+        writer = EventWriter(
+            running.id,
+            running.item_id,
+            running.created_at,
+            running.settings,
+            started.resolved.dicom,
+        )
+        opening = writer.response("in_progress")
         out = [
             writer.lifecycle("response.created", opening),
             writer.lifecycle("response.in_progress", opening),
@@ -343,18 +350,18 @@ class ResponsesService:
                         if ctx.audit is not None:  # the status stays 200: the outcome says it
                             ctx.audit.outcome = event.code
                         out.append(writer.error(error))
-                        failed = running.body("failed", error=error_object(error))
+                        failed = writer.response("failed", error=error_object(error))
                         out.append(writer.lifecycle("response.failed", failed))
                     else:
                         usage = event.usage
                         text = "".join(pieces)
                         status = status_of(event)
                         kept = logprobs if running.logprobs else None
-                        out.append(writer.closing(text, status, kept))
-                        answer = running.body(status, text, event, logprobs)
-                        out.append(writer.lifecycle(f"response.{status}", answer))
+                        closing, output = writer.closing(text, status, kept)
+                        answer = writer.response(status, output, event.usage)
+                        out += [closing, writer.lifecycle(f"response.{status}", answer)]
                         if running.store:
-                            await self._save(running, answer)
+                            await self._save(running, running.body(status, text, event, logprobs))
                 yield "".join(out)
                 out = []
         finally:

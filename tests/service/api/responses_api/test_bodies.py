@@ -12,7 +12,12 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from service import errors
-from service.api.responses_api.bodies import EventWriter, echoed_settings, response_object
+from service.api.responses_api.bodies import (
+    EventWriter,
+    echoed_settings,
+    error_object,
+    response_object,
+)
 from service.api.responses_api.protocol import ResponseCreateRequest
 from service.core.generation import Logprob, TokenLogprobs, Usage
 
@@ -65,33 +70,27 @@ def test_an_incomplete_and_a_failed_response():
     assert incomplete.incomplete_details.reason == "max_output_tokens"
     assert incomplete.output[0].status == "incomplete"  # type: ignore[union-attr]
     failed = response_object(
-        "resp_1", 1, SETTINGS, "failed", error={"code": "server_error", "message": "x"}
+        "resp_1", 1, SETTINGS, "failed", error=error_object(errors.DeadlineExceeded("late"))
     )
     assert Response.model_validate(failed).error is not None
 
 
 def test_events_are_the_sdks_events_and_its_accumulator_takes_them():
-    writer = EventWriter("msg_1")
-    start = response_object("resp_1", 1, SETTINGS, "in_progress")
+    dicom = [{"frame_count": 1, "frames": [{"number": 1}]}]
+    writer = EventWriter("resp_1", "msg_1", 1, SETTINGS, dicom)
+    token = TokenLogprobs(Logprob.of("He", -0.5), (Logprob.of("He", -0.5),))
+    start = writer.response("in_progress")
+    text = 'Hello "x"\n'
     raw = (
         writer.lifecycle("response.created", start)
         + writer.lifecycle("response.in_progress", start)
         + writer.opening()
-        + writer.delta("He")
+        + writer.delta("He", [token])
         + writer.delta('llo "x"\n')
-        + writer.closing('Hello "x"\n', "completed")
-        + writer.lifecycle(
-            "response.completed",
-            response_object(
-                "resp_1",
-                1,
-                SETTINGS,
-                "completed",
-                item_id="msg_1",
-                text='Hello "x"\n',
-                usage=Usage(2, 2),
-            ),
-        )
+    )
+    closing, output = writer.closing(text, "completed", [token])
+    raw += closing + writer.lifecycle(
+        "response.completed", writer.response("completed", output, Usage(2, 2))
     )
     events = parse_events(raw)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
@@ -107,6 +106,15 @@ def test_events_are_the_sdks_events_and_its_accumulator_takes_them():
         "response.output_item.done",
         "response.completed",
     ]
+    # the text rendering is response_object's JSON, key order aside
+    expected = response_object(
+        "resp_1", 1, SETTINGS, "completed",
+        item_id="msg_1", text=text, usage=Usage(2, 2), logprobs=[token], dicom=dicom,
+    )  # fmt: skip
+    assert events[-1]["response"] == json.loads(json.dumps(expected))
+    assert events[0]["response"] == json.loads(
+        json.dumps(response_object("resp_1", 1, SETTINGS, "in_progress", dicom=dicom))
+    )
     state = ResponseStreamState(input_tools=[], text_format=omit)
     deltas = []
     for payload in events:
@@ -114,12 +122,25 @@ def test_events_are_the_sdks_events_and_its_accumulator_takes_them():
         for out in state.handle_event(event):
             if out.type == "response.output_text.delta":
                 deltas.append(out.delta)
-    assert "".join(deltas) == 'Hello "x"\n'
-    assert events[-1]["response"]["output"][0]["content"][0]["text"] == 'Hello "x"\n'
+    assert "".join(deltas) == text
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == text
+
+
+def test_a_failed_stream_ends_with_the_sdks_failed_event():
+    writer = EventWriter("resp_1", "msg_1", 1, SETTINGS)
+    error = error_object(errors.EngineError("retry", code="worker_lost"))
+    failed = writer.response("failed", error=error)
+    event = parse_events(writer.lifecycle("response.failed", failed))[0]
+    parsed = EVENT.validate_python(event)
+    assert parsed.type == "response.failed" and parsed.response.error.message == "retry"
+    assert parsed.response.error.code == "server_error"
+    assert parsed.response.error.model_extra["gmaivl_code"] == "worker_lost"
+    late = error_object(errors.Overloaded("busy", retry_after=1))
+    assert late["code"] == "rate_limit_exceeded"
 
 
 def test_an_error_event_is_the_sdks_error_event():
-    writer = EventWriter("msg_1")
+    writer = EventWriter("resp_1", "msg_1", 1, SETTINGS)
     event = parse_events(writer.error(errors.DeadlineExceeded("late")))[0]
     parsed = EVENT.validate_python(event)
     assert parsed.type == "error" and parsed.code == "deadline_exceeded"
