@@ -36,7 +36,6 @@ from service.api.responses_api.input import (
     ChatInput,
     KeptImage,
     kept_items,
-    new_item_id,
     rename_param,
     to_chat_input,
 )
@@ -49,7 +48,7 @@ from service.core.jobs import JobFailed
 from service.core.lanes import Lane
 from service.media.images import png_data_url
 from service.metrics import ServiceMetrics
-from service.responses.store import ResponseStore, StoredResponse, new_response_id
+from service.responses.store import ResponseStore, StoredResponse
 from service.serving.context import RequestContext
 from service.serving.jobs import collect, first_batch, relayed
 from service.serving.leases import stop, sweep
@@ -132,8 +131,9 @@ class ResponsesService:
         except errors.ServiceError as exc:
             raise _renamed(exc, chat_input, history) from None
         running = Running(
-            id=new_response_id(),
-            item_id=new_item_id(),
+            # the job's id is a fresh uuid4 already (never the client's): one random draw
+            id="resp_" + started.job.id,
+            item_id="msg_" + started.job.id,
             created_at=int(time.time()),
             settings=echoed_settings(body, store),
             store=store,
