@@ -79,6 +79,7 @@ RULES: dict[str, set[str] | str] = {
     "service.worker_process": COMPOSITION,
     "service.settings_cli": FOUNDATION | {"service.config"},
     "service.cli": COMPOSITION,
+    "service.settings_doc": COMPOSITION,  # docs/settings.md from the settings and the CLI
     # training uses service only to render DICOM exactly as it is served
     "training": {"service", "service.errors", "service.config", "service.media"},
 }

@@ -51,7 +51,6 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_middleware(
         GatewayMiddleware,
         metrics=state.metrics,
-        model_id=state.model_id,
         max_body_bytes=state.settings.max_body_bytes,
         body_timeout=state.settings.body_timeout,
         audit=state.audit,

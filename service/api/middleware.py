@@ -85,7 +85,6 @@ class GatewayMiddleware:
         self,
         app: ASGIApp,
         metrics: ServiceMetrics,
-        model_id: str,
         max_body_bytes: int,
         body_timeout: float = 30.0,
         audit: AuditSink | None = None,
@@ -93,7 +92,6 @@ class GatewayMiddleware:
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.model_id = model_id
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.audit = audit
@@ -113,9 +111,12 @@ class GatewayMiddleware:
         in_flight = self.metrics.in_flight.labels(route)
         in_flight.inc()
         public = scope["path"] in PUBLIC_PATHS
+        # The model the request asked for, once the catalog knows it (api/models.py):
+        # the metrics' `model` label and the audit event's, as the response's `model`.
+        served = facts.served
         event: AuditEvent | None = None
         if self.audit is not None and not public:
-            event = AuditEvent(request_id=request_id, route=route, model=self.model_id)
+            event = AuditEvent(request_id=request_id, route=route)
             facts.audit = event
 
         started_response = False
@@ -173,11 +174,12 @@ class GatewayMiddleware:
                 await self._refuse(send_with_id, errors.ServiceError("Internal server error."))
         finally:
             in_flight.dec()
-            model = self.model_id if route.startswith("/v1/") else ""
+            model = served.id or ""
             self.metrics.requests.labels(route, status_class(status), model).inc()
             elapsed = time.perf_counter() - started
             self.metrics.request_duration.labels(route, model).observe(elapsed)
             if event is not None and self.audit is not None:
+                event.model, event.parent = served.id, served.parent
                 self._write_audit(self.audit, event, status, elapsed)
 
     async def _traced(

@@ -38,7 +38,9 @@ def _pacs(state: AppState, name: str | None) -> DicomWebClient:
     if name is None:
         if len(configured) > 1:
             raise errors.InvalidRequest(
-                "Several PACS are configured; name one with `pacs`.", param="pacs"
+                "Several PACS are configured; name one with `pacs`.",
+                param="pacs",
+                code="pacs_required",
             )
         return configured[0]
     for pacs in configured:

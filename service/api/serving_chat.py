@@ -80,24 +80,19 @@ class Started:
 _UNTRACED = contextlib.nullcontext()
 
 
+@dataclass(eq=False)
 class ChatCompletions:
     """Its collaborators are the gateway's, handed in by the app builder."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: JobPath,
-        metrics: ServiceMetrics,
-        catalog: ModelCatalog,
-        media: MediaResolver,
-        tenants: TenantGate,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.metrics = metrics
-        self.catalog = catalog
-        self.media = media
-        self.tenants = tenants
+    settings: Settings
+    jobs: JobPath
+    metrics: ServiceMetrics
+    catalog: ModelCatalog
+    media: MediaResolver
+    tenants: TenantGate
+
+    def __post_init__(self) -> None:
+        settings = self.settings
         self.limits = RequestLimits(
             settings.max_json_depth, settings.max_messages, settings.max_text_chars
         )
@@ -141,7 +136,8 @@ class ChatCompletions:
         """Plan, admit the tenant, resolve the images, submit the job: the one way every
         chat-shaped request (chat, Responses) reaches the queue. Refusals raise here,
         before any output; the caller owns what it gets back."""
-        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
+        # 404 unknown, 503 known but no live worker
+        await self.catalog.check(body.model, ctx.served)
         check_shape(body, self.limits)
         plan = plan_request(body, ctx.priority, ctx.timeout, self.settings)
         # a span only where there is a tenant to admit (auth on)

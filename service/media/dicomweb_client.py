@@ -294,7 +294,9 @@ def study_query(filters: Mapping[str, str | None], limit: int, offset: int) -> d
             continue
         pattern = STUDY_FILTERS.get(name)
         if pattern is None:
-            raise errors.InvalidRequest(f"Unknown filter {name[:40]!r}.", param=name)
+            raise errors.InvalidRequest(
+                f"Unknown filter {name[:40]!r}.", param=name, code="invalid_filter"
+            )
         if not pattern.match(value):
             raise errors.InvalidRequest(
                 f"{name} has the wrong form (dates are YYYYMMDD or YYYYMMDD-YYYYMMDD, "

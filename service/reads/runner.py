@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from service import errors, tracing
@@ -46,22 +47,14 @@ class ReadAbandoned(Exception):
     """The read was cancelled or removed while it ran: stop without an outcome."""
 
 
+@dataclass(eq=False)
 class ReadRunner:
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: JobPath,
-        store: ReadStore,
-        pacs: Mapping[str, DicomWebClient],
-        media: MediaResolver,
-        metrics: ServiceMetrics,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.store = store
-        self.pacs = pacs
-        self.media = media
-        self.metrics = metrics
+    settings: Settings
+    jobs: JobPath
+    store: ReadStore
+    pacs: Mapping[str, DicomWebClient]  # with READ failures
+    media: MediaResolver
+    metrics: ServiceMetrics
 
     async def run(self, read: Read) -> None:
         """Runs `read` to `completed` (in place and in the store), or raises."""

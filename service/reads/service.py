@@ -36,7 +36,7 @@ from service.reads.runner import ReadAbandoned, ReadRunner
 from service.reads.store import ReadStore
 from service.reads.webhook import WebhookSender, check_webhook_url
 from service.security.policy import Principal
-from service.serving.context import RequestContext, lane_from_header, timeout_of
+from service.serving.context import RequestContext, ServedModel, lane_from_header, timeout_of
 from service.serving.jobs import JobPath
 from service.serving.leases import stop, sweep
 from service.serving.tenancy import TenantCharge, TenantGate
@@ -45,8 +45,9 @@ log = logging.getLogger("gmaivl.reads")
 
 
 class ModelCheck(Protocol):
-    async def check(self, model: str) -> None:
-        """Raises 404 for an unknown model, 503 for a known one without a live worker."""
+    async def check(self, model: str, served: ServedModel | None = None) -> object:
+        """Raises 404 for an unknown model, 503 for a known one without a live worker;
+        notes a known one in `served`."""
 
 
 @dataclass(frozen=True)
@@ -67,33 +68,27 @@ class ReadOrder:
     webhook: str | None = None
 
 
+@dataclass(eq=False)
 class ReadService:
     """Its collaborators are the gateway's, handed in by the app builder: the job path,
     the DICOMweb clients (their failures made read failures here), the media
     resolver, the tenant gate and the fetcher (for webhooks)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: JobPath,
-        metrics: ServiceMetrics,
-        store: ReadStore,
-        pacs: Mapping[str, DicomWebClient],
-        media: MediaResolver,
-        fetcher: SafeFetcher,
-        tenants: TenantGate,
-        catalog: ModelCheck,
-        audit: AuditSink | None = None,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.metrics = metrics
-        self.catalog = catalog
-        self.store = store
-        self.tenants = tenants
-        self.audit = audit
+    settings: Settings
+    jobs: JobPath
+    metrics: ServiceMetrics
+    store: ReadStore
+    clients: Mapping[str, DicomWebClient]
+    media: MediaResolver
+    fetcher: SafeFetcher
+    tenants: TenantGate
+    catalog: ModelCheck
+    audit: AuditSink | None = None
+
+    def __post_init__(self) -> None:
+        settings, fetcher = self.settings, self.fetcher
         self.owner = uuid.uuid4().hex  # this gateway, as the owner of the reads it runs
-        self.pacs = {name: client.with_failures(READ) for name, client in pacs.items()}
+        self.pacs = {name: c.with_failures(READ) for name, c in self.clients.items()}
         fetch = settings.fetch
         self.webhook_policy = HostPolicy.of(fetch.allowed_hosts, fetch.allowed_networks)
         secret = settings.webhook_secret
@@ -108,7 +103,9 @@ class ReadService:
             if secret is not None
             else None
         )
-        self.runner = ReadRunner(settings, jobs, store, self.pacs, media, metrics)
+        self.runner = ReadRunner(
+            settings, self.jobs, self.store, self.pacs, self.media, self.metrics
+        )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -117,7 +114,8 @@ class ReadService:
 
     async def submit(self, body: ReadOrder, ctx: RequestContext) -> Read:
         """Cheap checks first, then the tenant's policy, then the PACS (a network call)."""
-        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
+        # 404 unknown, 503 known but no live worker
+        await self.catalog.check(body.model, ctx.served)
         spec = self._spec(body, ctx)
         frames = len(spec.frames or [None])
         images = len(body.sop_instance_uids or [None]) * frames

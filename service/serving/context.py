@@ -7,7 +7,7 @@ No HTTP types here: the DICOM node builds a `RequestContext` as the API does.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service import errors
 from service.audit import AuditEvent
@@ -22,6 +22,17 @@ _SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 
 
 @dataclass
+class ServedModel:
+    """The model a request asked for, once the catalog knows it (so a bounded name, never
+    one a client made up): the id the response's `model` names, and the base model when
+    that id is a LoRA adapter. The middleware makes one per request; `check` fills it;
+    the request's metrics and audit event read it (None: the request named no known model)."""
+
+    id: str | None = None
+    parent: str | None = None
+
+
+@dataclass
 class RequestFacts:
     """Filled in by the middleware as it learns them (id and arrival first, then the
     audit event and the authenticated caller)."""
@@ -30,6 +41,7 @@ class RequestFacts:
     started: float  # time.perf_counter() at arrival
     audit: AuditEvent | None = None  # filled in as the request is served
     principal: Principal | None = None  # the caller's key and tenant; None: auth off
+    served: ServedModel = field(default_factory=ServedModel)  # the model asked for
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,7 @@ class RequestContext:
     started: float  # time.perf_counter() at arrival
     audit: AuditEvent | None = None  # filled in as the request is served
     principal: Principal | None = None  # the caller's key and tenant; None: auth off
+    served: ServedModel | None = None  # the model asked for, for the metrics and the audit
 
     @classmethod
     def of(
@@ -54,6 +67,7 @@ class RequestContext:
             started=facts.started,
             audit=facts.audit,
             principal=facts.principal,
+            served=facts.served,
         )
 
     @property
