@@ -296,6 +296,16 @@ def test_a_completed_stream_through_the_sdk_helper(finishing):
     assert "".join(deltas) == final.output_text == "The image shows no acute abnormality."
 
 
+def test_a_background_response_completes(finishing):
+    sdk = client(finishing)
+    queued = sdk.responses.create(model=MODEL, input="hi", background=True)
+    assert queued.status == "queued"
+    done = poll(sdk, queued.id)
+    assert done.status == "completed" and done.completed_at is not None
+    assert done.output_text == "The image shows no acute abnormality."
+    assert [i.role for i in sdk.responses.input_items.list(done.id).data] == ["user"]
+
+
 def test_the_agents_sdk_runs_a_one_turn_agent(finishing):
     from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
 
