@@ -16,16 +16,15 @@ from typing import Any
 
 from service.redis import keys
 from service.redis.connection import connect
-from service.responses.store import StoredResponse, visible
-
-_TERMINAL_LUA = "s == 'completed' or s == 'incomplete' or s == 'failed' or s == 'cancelled'"
+from service.redis.scripts import claim_orphan_script, lua_set
+from service.responses.store import ACTIVE, TERMINAL, StoredResponse, visible
 
 # KEYS: record, running set. ARGV: new JSON, terminal (0/1), response id, now.
 UPDATE_SCRIPT = f"""
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
-local s = cjson.decode(current)['response']['status']
-if {_TERMINAL_LUA} then return 0 end
+local terminal = {lua_set(TERMINAL)}
+if terminal[cjson.decode(current)['response']['status']] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 if ARGV[2] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[3])
@@ -35,22 +34,7 @@ end
 return 1
 """
 
-# KEYS: running set. ARGV: stale-before time, now, record key prefix.
-# The oldest stale background response is re-scored (claimed) and its record
-# returned; stale ids whose record expired or ended are dropped on the way.
-CLAIM_SCRIPT = f"""
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 10)
-for _, id in ipairs(stale) do
-  local record = redis.call('GET', ARGV[3] .. id)
-  local s = record and cjson.decode(record)['response']['status']
-  if s and not ({_TERMINAL_LUA}) then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), id)
-    return record
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-return false
-"""
+CLAIM_SCRIPT = claim_orphan_script("{record}['response']['status']", ACTIVE)
 
 
 class RedisResponseStore:

@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 Status = Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "incomplete", "failed", "cancelled"})
+ACTIVE: frozenset[str] = frozenset({"queued", "in_progress"})  # a background response at work
 
 
 def new_response_id() -> str:
