@@ -458,3 +458,24 @@ def test_reads_of_unknown_or_odd_ids_are_404_or_400(server):
     assert httpx.post(server.base_url + "/v1/responses/resp_x/cancel").status_code == 404
     r = httpx.get(server.base_url + "/v1/responses/resp_x/input_items?limit=1000")
     assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
+
+
+def test_lane_and_deadline_headers_as_on_chat(server):
+    sdk = client(server)
+    r = sdk.responses.create(
+        model=MODEL,
+        input="hi",
+        max_output_tokens=1,
+        extra_body={"priority": "stat"},
+        extra_headers={"X-Request-Timeout": "30"},
+    )
+    assert r.status == "incomplete"
+    for header, value in (("X-Request-Timeout", "9999"), ("X-Priority", "asap")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            sdk.responses.create(
+                model=MODEL, input="hi", max_output_tokens=1, extra_headers={header: value}
+            )
+        assert caught.value.param == header
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.create(model=MODEL, input="hi", extra_body={"priority": "asap"})
+    assert caught.value.param == "priority"
