@@ -120,7 +120,9 @@ def check_message(message: InputMessage, param: str) -> None:
                 raise _unsupported(f"{where}.file_id", "Images by file_id are")
             if part.image_url is None:
                 raise errors.InvalidRequest(
-                    "An input_image needs image_url.", param=f"{where}.image_url"
+                    "An input_image needs image_url.",
+                    param=f"{where}.image_url",
+                    code="invalid_request",
                 )
             if message.role == "assistant":
                 raise errors.InvalidRequest(

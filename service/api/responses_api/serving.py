@@ -438,7 +438,9 @@ class ResponsesService:
             raise _not_found()
         if record.run is None:
             raise errors.InvalidRequest(
-                "Only background responses can be cancelled.", param="response_id"
+                "Only background responses can be cancelled.",
+                param="response_id",
+                code="invalid_request",
             )
         if record.terminal:
             return record.response
