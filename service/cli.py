@@ -73,7 +73,7 @@ QUEUE = [*QUEUE_GATEWAY, "aging_seconds", "visibility_timeout", "max_deliveries"
 DEMO = ["cache_dir", "demo_recipe", "fake_token_interval"]
 # Set only in the environment (or a file): secrets never on a command line, where
 # `ps` shows them; nested groups and PACS entries are JSON (docs/settings.md).
-ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs"]
+ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs", "oidc"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -276,7 +276,7 @@ def test_openapi_documents_the_read_api_with_the_issue_field_names(env: Env):
                             "priority", "store", "webhook"}  # fmt: skip
     read = schema["components"]["schemas"]["DicomRead"]["properties"]
     assert set(read) == {"id", "object", "status", "created", "model", "study_instance_uid",
-                         "instances", "answer", "usage", "sr", "error"}  # fmt: skip
+                         "instances", "answer", "usage", "sr", "error", "requested_by"}  # fmt: skip
 
 
 def test_unknown_study_is_404_and_bad_input_400(env: Env):
