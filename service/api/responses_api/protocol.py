@@ -17,8 +17,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator
 
-from service.api.protocol import DicomImageOptions, JSONSchema, StrictRequest, _KeepsUnknownFields
-from service.core.lanes import Lane
+from service.api.protocol import (
+    DicomImageOptions,
+    JSONSchema,
+    LaneName,
+    StrictRequest,
+    _KeepsUnknownFields,
+)
 
 
 class InputText(StrictRequest):
@@ -135,7 +140,7 @@ class ResponseCreateRequest(_KeepsUnknownFields):
     background: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     include: list[str] | None = None
-    priority: Lane | None = Field(None, description="Extension: the priority lane.")
+    priority: LaneName | None = Field(None, description="Extension: the priority lane.")
 
     @field_validator("metadata")
     @classmethod

@@ -48,7 +48,13 @@ def chat(**fields: object) -> dict:
 
 READ = {"model": MODEL, "study_instance_uid": "1.2.3"}
 RENDER = {"image_url": {"url": png_url()}}
-BODIES = {"/v1/chat/completions": chat(), "/v1/dicom/reads": READ, "/v1/images/render": RENDER}
+RESPONSE = {"model": MODEL, "input": "hello", "max_output_tokens": 2}
+BODIES = {
+    "/v1/chat/completions": chat(),
+    "/v1/dicom/reads": READ,
+    "/v1/images/render": RENDER,
+    "/v1/responses": RESPONSE,
+}
 
 
 def post(base: str, path: str, body: bytes | dict, **headers: str) -> httpx.Response:
@@ -214,3 +220,21 @@ def test_a_read_with_a_lane_by_name_passes_validation(gateway):
 )
 def test_render_fields_have_strict_types(gateway, fields, param):
     assert_400_naming(post(gateway, "/v1/images/render", {**RENDER, **fields}), param)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"temperature": "0.5"}, "temperature"),
+        ({"max_output_tokens": True}, "max_output_tokens"),
+        ({"stream": "true"}, "stream"),
+        ({"priority": 1}, "priority"),
+    ],
+)
+def test_responses_fields_have_strict_types(gateway, fields, param):
+    assert_400_naming(post(gateway, "/v1/responses", {**RESPONSE, **fields}), param)
+
+
+def test_a_response_with_the_right_types_passes(gateway):
+    r = post(gateway, "/v1/responses", {**RESPONSE, "temperature": 1, "priority": "stat"})
+    assert r.status_code == 200, r.text
