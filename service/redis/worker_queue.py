@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -24,7 +23,7 @@ from service import errors
 from service.core.jobs import Job, JobEvent, JobFailed, Restarted
 from service.metrics import ServiceMetrics
 from service.redis import keys
-from service.redis.codec import decode_job
+from service.redis.codec import job_from, parse_job
 from service.redis.connection import connect
 from service.redis.scripts import TAKE_SCRIPT
 from service.redis.streams import LaneStreams
@@ -219,8 +218,7 @@ class RedisWorkerQueue:
             self.redeliveries += 1
             if self.metrics is not None:
                 self.metrics.redeliveries.inc()
-        document = document_bytes.decode()
-        raw = json.loads(document)
+        raw = parse_job(document_bytes)  # once: the checks and the job both read it
         job_id = raw["id"]
         self._inflight[job_id] = (stream.decode(), entry_id)
         self._reply_to[job_id] = reply_to.decode()
@@ -236,7 +234,7 @@ class RedisWorkerQueue:
                 self.metrics.dead_letters.inc()
             model = self._model_of_stream.get(stream.decode(), self.model)
             await self.redis.xadd(
-                keys.dead_letters(model), {"job": document, "tries": str(tries - 1)}
+                keys.dead_letters(model), {"job": document_bytes, "tries": str(tries - 1)}
             )
             failure = JobFailed("dead_letter", f"The request failed on {tries - 1} workers.")
         if failure is not None:
@@ -249,4 +247,4 @@ class RedisWorkerQueue:
             return None
         if tries > 1:
             await self.publish(job_id, Restarted(tries))
-        return decode_job(document, images)  # type: ignore[arg-type]  # None checked above
+        return job_from(raw, images)  # type: ignore[arg-type]  # None checked above
