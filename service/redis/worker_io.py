@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from service import errors
@@ -41,20 +42,31 @@ class InboxPublisher:
         self.ttl = ttl
         self._expired_at: dict[str, float] = {}  # inbox -> when we last refreshed its TTL
         self._pending: list[tuple[str, str, JobEvent]] = []
+        self._also: list[Callable[[Pipeline], object]] = []
         self._pending_done: asyncio.Future[None] | None = None
         self._pending_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
 
     async def publish(self, inbox: str, job_id: str, event: JobEvent) -> None:
+        done = self._next_flush()
+        self._pending.append((inbox, job_id, event))
+        await asyncio.shield(done)
+
+    async def also(self, commands: Callable[[Pipeline], object]) -> None:
+        """Queue `commands(pipe)` into the next flush, after every event published
+        before it; returns once they ran (errors.NotReady if Redis failed)."""
+        done = self._next_flush()
+        self._also.append(commands)
+        await asyncio.shield(done)
+
+    def _next_flush(self) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_forever())
         if self._pending_done is None:
             self._pending_done = loop.create_future()
-        done = self._pending_done
-        self._pending.append((inbox, job_id, event))
         self._pending_ready.set()
-        await asyncio.shield(done)
+        return self._pending_done
 
     def stop(self) -> None:
         if self._flusher is not None:
@@ -69,9 +81,9 @@ class InboxPublisher:
             if wait > 0:  # the previous flush began moments ago: let this batch grow
                 await asyncio.sleep(wait)
             self._pending_ready.clear()
-            batch, done = self._pending, self._pending_done
-            self._pending, self._pending_done = [], None
-            if not batch or done is None:
+            batch, also, done = self._pending, self._also, self._pending_done
+            self._pending, self._also, self._pending_done = [], [], None
+            if done is None:
                 continue
             began = loop.time()
             try:
@@ -84,6 +96,8 @@ class InboxPublisher:
                         if began - self._expired_at.get(inbox, -EXPIRE_EVERY) >= EXPIRE_EVERY:
                             self._expired_at[inbox] = began
                             pipe.expire(inbox, self.ttl)
+                    for commands in also:
+                        commands(pipe)
                     await pipe.execute()
                 if len(self._expired_at) > CANCELS_KEPT:  # gateways come and go
                     self._expired_at.clear()
