@@ -90,7 +90,8 @@ class RedisWorkerQueue:
             await asyncio.wait_for(self._cancels.subscribed.wait(), max(timeout, 1.0))
             while True:
                 woken = False
-                if self._nothing_waiting:  # the last take said so: wait for a submit
+                if self._nothing_waiting and deadline > time.monotonic():
+                    # The last take said nothing else was waiting: wait for a submit.
                     woken = await self._wait_for_submit(deadline)
                 reply = await self._take_entry(pop_wake=not woken)
                 self._nothing_waiting = reply is None or not reply[8]
