@@ -11,6 +11,7 @@ if podman image exists "$tag"; then
     exit 0
 fi
 root=$(mktemp -d /var/tmp/debootstrap.XXXXXX)
+chmod 0755 "$root"  # mktemp made it 0700: the image root must be traversable by every user
 trap 'rm -rf "$root"' EXIT
 debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
 # The tree's apt caches and the host's resolver do not belong in an image.

@@ -46,7 +46,7 @@ class KeyStore:
         except (OSError, ValueError, TypeError) as exc:
             raise AuthConfigError(
                 f"API key file {self.path} is not usable ({type(exc).__name__}: {exc}); "
-                "an empty one is {\"version\": 1, \"keys\": []} (docs/security.md)"
+                'an empty one is {"version": 1, "keys": []} (docs/security.md)'
             ) from None
         self._checked = time.monotonic()
 
