@@ -30,10 +30,10 @@ ARG GMAIVL_VERSION=0.1.0
 # of their own, so a source change does not reinstall torch and friends ----
 FROM ${PYTHON_IMAGE} AS meta
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     if [ -s /run/secrets/ca.pem ]; then export PIP_CERT=/run/secrets/ca.pem; fi \
-    && mkdir service training && touch service/__init__.py training/__init__.py \
+    && mkdir service training && touch README.md service/__init__.py training/__init__.py \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /meta .
 
 # ---- the project as a wheel (the only stage that sees the source tree) ----

@@ -73,13 +73,15 @@ chromium:
 	@test -x /usr/bin/chromium \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-# Podman, buildah and runc from Debian run the images here without a daemon; debootstrap
-# makes the base image where no registry can be reached.
+# Podman, buildah and runc from Debian run the images here without a daemon (netavark
+# and aardvark-dns: the compose services find each other by name); debootstrap makes
+# the base image where no registry can be reached.
 podman:
 	@command -v podman >/dev/null && command -v buildah >/dev/null && command -v runc >/dev/null \
 		&& command -v debootstrap >/dev/null \
+		&& test -x /usr/lib/podman/aardvark-dns \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			podman buildah runc debootstrap; }
+			podman buildah runc debootstrap netavark aardvark-dns iptables; }
 
 images: podman
 	deploy/podman/build-images.sh $(IMAGES)

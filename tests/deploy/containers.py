@@ -28,6 +28,13 @@ WORKER_CPU = f"localhost/gmai-vl-worker-cpu:{TAG}"
 REDIS_DEBIAN = f"localhost/gmai-vl-redis-debian:{TAG}"
 BUILD_TIMEOUT = 45 * 60  # a cold build on 2 shared cores; warm it is seconds
 UID = "10001"
+# The trained demo model lives in the compose stack's worker cache volume: the
+# compose test's worker trains it on its first start; other tests reuse it.
+COMPOSE_PROJECT = "gmai-vl-test"
+DEMO_VOLUME = f"{COMPOSE_PROJECT}_worker-cache"
+DEMO = "demo-demo/final"  # under the cache: what service.cli.ensure_demo_model trains
+HELD_OUT = "demo-data-demo/heldout/ct-demo/images/00000.png"
+DEMO_TIMEOUT = 30 * 60  # training on 2 shared cores, cold
 
 # Files that must never be in an image layer: model weights and secrets.
 WEIGHTS = re.compile(r"\.(safetensors|gguf|ckpt|pth)$|(^|/)(pytorch_model|model)[-\w.]*\.(bin|pt)$")
@@ -184,3 +191,27 @@ def healthy_read_only(
     finally:
         podman("rm", "-f", "-t", "5", name, check=False)
     return broken
+
+
+def demo_volume_path() -> Path:
+    """The demo volume's `gmai-vl` cache directory on this host (rootful podman)."""
+    volume = json.loads(podman("volume", "inspect", DEMO_VOLUME).stdout)[0]
+    return Path(volume["Mountpoint"]) / "gmai-vl"
+
+
+def ensure_demo_volume() -> str:
+    """The volume with the trained demo model; trained in a worker-cpu container
+    (as the compose worker does on first start) when it is not there yet."""
+    if podman("volume", "exists", DEMO_VOLUME, check=False).returncode != 0:
+        podman("volume", "create", DEMO_VOLUME)
+    if not (demo_volume_path() / DEMO / "config.json").exists():
+        train = (
+            "from pathlib import Path; from service.cli import ensure_demo_model; "
+            "ensure_demo_model(Path('/var/cache/gmai-vl/gmai-vl'))"
+        )
+        podman(
+            "run", "--rm", "--read-only", "--tmpfs", "/tmp",
+            "--volume", f"{DEMO_VOLUME}:/var/cache/gmai-vl", "--entrypoint", "python",
+            WORKER_CPU, "-c", train, timeout=DEMO_TIMEOUT,
+        )  # fmt: skip
+    return DEMO_VOLUME

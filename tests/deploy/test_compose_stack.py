@@ -14,7 +14,6 @@ request waiting, restarted, and the request answered."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import subprocess
 import sys
@@ -34,15 +33,13 @@ from tests.deploy import containers as c
 from tests.deploy.assets import ROOT
 from tests.e2e.test_dicom_reads import make_study
 
-PROJECT = "gmai-vl-test"
+PROJECT = c.COMPOSE_PROJECT
 MODEL = "gmai-vl-demo"
 ORTHANC_AUTH = ("gmaivl", "orthanc-dev-only")  # docker-compose.yml's dev password
-DEMO = "demo-demo/final"  # under the cache: what ensure_demo_model trains
-HELD_OUT = "demo-data-demo/heldout/ct-demo/images/00000.png"
+DEMO, HELD_OUT = c.DEMO, c.HELD_OUT
 QUESTION = "Where is the lesion located?"
 DICOM = "CT_small.dcm"
-# Cold: the worker trains the demo model first (about 5 minutes on 2 free cores).
-READY_TIMEOUT = 30 * 60
+READY_TIMEOUT = c.DEMO_TIMEOUT  # cold: the worker trains the demo model first
 
 pytestmark = pytest.mark.timeout(c.BUILD_TIMEOUT + READY_TIMEOUT + 900)
 
@@ -87,13 +84,12 @@ def stack() -> Iterator[Stack]:
         files += ["-f", "compose.debian.yml"]
     compose(env, files, "down", timeout=300)  # a previous run cut short
     compose(env, files, "up", "-d")
-    volume = json.loads(c.podman("volume", "inspect", f"{PROJECT}_worker-cache").stdout)[0]
     made = Stack(
         url=f"http://127.0.0.1:{env['GMAIVL_HOST_PORT']}",
         orthanc=f"http://127.0.0.1:{env['ORTHANC_HOST_PORT']}",
         env=env,
         files=files,
-        cache=Path(volume["Mountpoint"]) / "gmai-vl",
+        cache=c.demo_volume_path(),
     )
     try:
         try:
