@@ -47,19 +47,20 @@ RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- gateway: the base install in a virtual environment ----
+# Wheels are bind-mounted for one step each: no layer carries them.
 FROM ${PYTHON_IMAGE} AS gateway-venv
-COPY --from=meta /meta /meta
-RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
+RUN --mount=type=bind,from=meta,source=/meta,target=/meta \
+    --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     if [ -s /run/secrets/ca.pem ]; then export PIP_CERT=/run/secrets/ca.pem; fi \
     && python -m venv /opt/gmai-vl \
     && /opt/gmai-vl/bin/pip install --no-cache-dir /meta/*.whl
-COPY --from=wheel /wheels /wheels
-RUN /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
 
 FROM ${PYTHON_IMAGE} AS gateway
 ARG GMAIVL_VERSION
 LABEL org.opencontainers.image.title="gmai-vl-gateway" \
-      org.opencontainers.image.description="GMAI-VL: the HTTP gateway (no torch)" \
+      org.opencontainers.image.description="GMAI-VL: the HTTP gateway" \
       org.opencontainers.image.version="${GMAIVL_VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/gmai-vl/bin:$PATH \
@@ -70,7 +71,6 @@ ENV PATH=/opt/gmai-vl/bin:$PATH \
     XDG_CACHE_HOME=/var/cache/gmai-vl
 RUN useradd --system --uid 10001 --gid 0 --no-create-home --shell /usr/sbin/nologin gmaivl \
     && install -d -o 10001 -g 0 -m 0770 /var/cache/gmai-vl
-COPY --from=gateway-venv /opt/gmai-vl /opt/gmai-vl
 USER 10001
 EXPOSE 8000
 # Liveness only: readiness needs a worker, which is the orchestrator's business.
@@ -78,6 +78,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('GMAIVL_PORT', '8000'), timeout=2)"]
 ENTRYPOINT ["gmai-vl"]
 CMD ["gateway"]
+# The virtual environment last: on copy-per-layer storage (vfs) every later
+# instruction would copy it again. Owned by root: the runtime user cannot change it.
+COPY --from=gateway-venv /opt/gmai-vl /opt/gmai-vl
 
 # ---- CPU worker: torch's CPU build, the transformers engine ----
 # `[train]` too: the worker builds the demo model (scipy, matplotlib) when given no --model.
@@ -85,10 +88,10 @@ CMD ["gateway"]
 FROM ${PYTHON_IMAGE} AS worker-cpu-venv
 ARG TORCH_INDEX_URL
 ARG TORCH_FIND_LINKS
-COPY --from=meta /meta /meta
 # $torch_from is two words on purpose.
 # hadolint ignore=SC2086
-RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
+RUN --mount=type=bind,from=meta,source=/meta,target=/meta \
+    --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     if [ -s /run/secrets/ca.pem ]; then export PIP_CERT=/run/secrets/ca.pem; fi \
     && python -m venv /opt/gmai-vl \
     && if [ -n "$TORCH_FIND_LINKS" ]; then torch_from="--find-links $TORCH_FIND_LINKS"; \
@@ -96,8 +99,8 @@ RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     && /opt/gmai-vl/bin/pip install --no-cache-dir $torch_from "torch==2.13.0+cpu" \
     && /opt/gmai-vl/bin/pip install --no-cache-dir "$(ls /meta/*.whl)[worker,train]" \
     && /opt/gmai-vl/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"
-COPY --from=wheel /wheels /wheels
-RUN /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
 
 FROM ${PYTHON_IMAGE} AS worker-cpu
 ARG GMAIVL_VERSION
@@ -114,7 +117,6 @@ ENV PATH=/opt/gmai-vl/bin:$PATH \
     XDG_CACHE_HOME=/var/cache/gmai-vl
 RUN useradd --system --uid 10001 --gid 0 --no-create-home --shell /usr/sbin/nologin gmaivl \
     && install -d -o 10001 -g 0 -m 0770 /var/cache/gmai-vl
-COPY --from=worker-cpu-venv /opt/gmai-vl /opt/gmai-vl
 USER 10001
 EXPOSE 9090
 # Ready = engine warmed up, taking jobs, queue reachable (service/worker_http.py).
@@ -122,6 +124,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('GMAIVL_METRICS_PORT', '9090'), timeout=2)"]
 ENTRYPOINT ["gmai-vl"]
 CMD ["worker"]
+# The virtual environment last: on copy-per-layer storage (vfs) every later
+# instruction would copy it again. Owned by root: the runtime user cannot change it.
+COPY --from=worker-cpu-venv /opt/gmai-vl /opt/gmai-vl
 
 # ---- GPU worker: CUDA base, vLLM from PyPI (its wheels bring the CUDA libraries) ----
 FROM ${CUDA_IMAGE} AS worker
