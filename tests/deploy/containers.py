@@ -8,6 +8,7 @@ holds on our images and that it catches a deliberately broken one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -74,8 +75,10 @@ def require_podman() -> None:
         pytest.skip("podman (rootful) is not installed here: `make podman` installs it")
 
 
+@functools.cache
 def build_images() -> float:
-    """`make images`' script, once: seconds it took (cached layers make a rerun fast)."""
+    """`make images`' script, once per session: seconds it took (cached layers make a
+    later session's build fast)."""
     start = time.monotonic()
     result = subprocess.run(
         [str(PODMAN_DIR / "build-images.sh"), "gateway", "worker-cpu"],

@@ -155,3 +155,13 @@ def test_gateways_and_workers_send_traces_to_the_collector(compose):
     assert collector["exporters"]["otlp"]["endpoint"] == "jaeger:4317"
     sources = yaml.safe_load((COMPOSE.parent / "k8s/compose/grafana-datasource.yml").read_text())
     assert {s["type"] for s in sources["datasources"]} == {"prometheus", "jaeger"}
+
+
+def test_one_truth_about_the_demo_model():
+    """Compose, the dev overlay and the deployment docs say what the containers
+    serve: the trained demo model (as `make run`), not an untrained one."""
+    for path in ("docker-compose.yml", "k8s/overlays/dev/kustomization.yaml",
+                 "k8s/overlays/dev/worker-cpu.yaml", "docs/deployment.md"):  # fmt: skip
+        text = (ROOT / path).read_text().lower()
+        assert "untrained" not in text and "noise" not in text, path
+        assert "train" in text, path

@@ -181,11 +181,26 @@ def test_a_study_read_completes_with_its_sr_in_the_orthanc_container(stack):
 
 def test_metrics_are_scraped_from_gateway_and_worker(stack, requests):
     chat(stack.url, requests["image"])
-    gateway = httpx.get(stack.url + "/metrics", timeout=10).text
-    assert "gmaivl_requests_total{" in gateway or "gmaivl_request" in gateway
-    probe = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9090/metrics').read().decode())"
+    gateway = families(httpx.get(stack.url + "/metrics", timeout=10).text)
+    chats = [
+        s.value
+        for s in gateway["gmaivl_requests"].samples
+        if s.name == "gmaivl_requests_total" and s.labels.get("route") == "/v1/chat/completions"
+    ]
+    assert sum(chats) >= 1
+    assert max(s.value for s in gateway["gmaivl_live_workers"].samples) >= 1
+    probe = (
+        "import urllib.request; "
+        "print(urllib.request.urlopen('http://127.0.0.1:9090/metrics').read().decode())"
+    )
     worker = c.podman("exec", stack.container("worker"), "python", "-c", probe).stdout
-    assert "gmaivl_" in worker
+    assert any(name.startswith("gmaivl_") for name in families(worker))
+
+
+def families(text: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {family.name: family for family in text_string_to_metric_families(text)}
 
 
 @pytest.mark.parametrize("service", ["gateway", "worker", "redis", "orthanc"])
