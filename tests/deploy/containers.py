@@ -45,14 +45,20 @@ SECRETS = re.compile(
 )
 
 
+@functools.cache
+def storage_conf() -> str:
+    """overlay where root may mount it here, else vfs (the Makefile asks the same script)."""
+    script = PODMAN_DIR / "storage-conf.sh"
+    return subprocess.run([str(script)], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def env() -> dict[str, str]:
     """The environment podman runs with here (the Makefile exports the same)."""
     return {
         **os.environ,
         "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(PODMAN_DIR / "containers.conf")),
-        "CONTAINERS_STORAGE_CONF": os.environ.get(
-            "CONTAINERS_STORAGE_CONF", str(PODMAN_DIR / "storage.conf")
-        ),
+        "CONTAINERS_STORAGE_CONF": os.environ.get("CONTAINERS_STORAGE_CONF")
+        or storage_conf(),
         "GMAIVL_TAG": TAG,
     }
 
