@@ -57,8 +57,7 @@ def env() -> dict[str, str]:
     return {
         **os.environ,
         "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(PODMAN_DIR / "containers.conf")),
-        "CONTAINERS_STORAGE_CONF": os.environ.get("CONTAINERS_STORAGE_CONF")
-        or storage_conf(),
+        "CONTAINERS_STORAGE_CONF": os.environ.get("CONTAINERS_STORAGE_CONF") or storage_conf(),
         "GMAIVL_TAG": TAG,
     }
 
@@ -122,6 +121,12 @@ def unprivileged(image: str) -> list[str]:
     return broken
 
 
+def healthcheck(image: str) -> list[str]:
+    """The image's HEALTHCHECK test (podman's inspect has it at the top level)."""
+    found = inspect(image)
+    return (found.get("Healthcheck") or found["Config"].get("Healthcheck") or {}).get("Test") or []
+
+
 def exec_form(image: str) -> list[str]:
     """Entrypoint, command and health check need no shell (exec form, no `sh -c`)."""
     config = inspect(image)["Config"]
@@ -129,7 +134,7 @@ def exec_form(image: str) -> list[str]:
     entry = (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
     if not entry or entry[0] in ("/bin/sh", "sh", "/bin/bash", "bash"):
         broken.append(f"entrypoint/command runs through a shell: {entry}")
-    health = (config.get("Healthcheck") or {}).get("Test") or []
+    health = healthcheck(image)
     if not health or health[0] != "CMD" or health[1] in ("/bin/sh", "sh", "/bin/bash", "bash"):
         broken.append(f"health check missing or through a shell: {health}")
     return broken
