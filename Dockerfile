@@ -47,15 +47,14 @@ RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- gateway: the base install in a virtual environment ----
-# Wheels are bind-mounted for one step each: no layer carries them.
 FROM ${PYTHON_IMAGE} AS gateway-venv
-RUN --mount=type=bind,from=meta,source=/meta,target=/meta \
-    --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
+COPY --from=meta /meta /meta
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     if [ -s /run/secrets/ca.pem ]; then export PIP_CERT=/run/secrets/ca.pem; fi \
     && python -m venv /opt/gmai-vl \
     && /opt/gmai-vl/bin/pip install --no-cache-dir /meta/*.whl
-RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
+COPY --from=wheel /wheels /wheels
+RUN /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
 
 FROM ${PYTHON_IMAGE} AS gateway
 ARG GMAIVL_VERSION
@@ -78,8 +77,8 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('GMAIVL_PORT', '8000'), timeout=2)"]
 ENTRYPOINT ["gmai-vl"]
 CMD ["gateway"]
-# The virtual environment last: on copy-per-layer storage (vfs) every later
-# instruction would copy it again. Owned by root: the runtime user cannot change it.
+# The virtual environment last (on copy-per-layer storage, vfs, every later
+# instruction would copy it again). Owned by root: the runtime user cannot change it.
 COPY --from=gateway-venv /opt/gmai-vl /opt/gmai-vl
 
 # ---- CPU worker: torch's CPU build, the transformers engine ----
@@ -88,10 +87,10 @@ COPY --from=gateway-venv /opt/gmai-vl /opt/gmai-vl
 FROM ${PYTHON_IMAGE} AS worker-cpu-venv
 ARG TORCH_INDEX_URL
 ARG TORCH_FIND_LINKS
+COPY --from=meta /meta /meta
 # $torch_from is two words on purpose.
 # hadolint ignore=SC2086
-RUN --mount=type=bind,from=meta,source=/meta,target=/meta \
-    --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     if [ -s /run/secrets/ca.pem ]; then export PIP_CERT=/run/secrets/ca.pem; fi \
     && python -m venv /opt/gmai-vl \
     && if [ -n "$TORCH_FIND_LINKS" ]; then torch_from="--find-links $TORCH_FIND_LINKS"; \
@@ -99,8 +98,8 @@ RUN --mount=type=bind,from=meta,source=/meta,target=/meta \
     && /opt/gmai-vl/bin/pip install --no-cache-dir $torch_from "torch==2.13.0+cpu" \
     && /opt/gmai-vl/bin/pip install --no-cache-dir "$(ls /meta/*.whl)[worker,train]" \
     && /opt/gmai-vl/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"
-RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
+COPY --from=wheel /wheels /wheels
+RUN /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
 
 FROM ${PYTHON_IMAGE} AS worker-cpu
 ARG GMAIVL_VERSION
@@ -124,8 +123,8 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('GMAIVL_METRICS_PORT', '9090'), timeout=2)"]
 ENTRYPOINT ["gmai-vl"]
 CMD ["worker"]
-# The virtual environment last: on copy-per-layer storage (vfs) every later
-# instruction would copy it again. Owned by root: the runtime user cannot change it.
+# The virtual environment last (on copy-per-layer storage, vfs, every later
+# instruction would copy it again). Owned by root: the runtime user cannot change it.
 COPY --from=worker-cpu-venv /opt/gmai-vl /opt/gmai-vl
 
 # ---- GPU worker: CUDA base, vLLM from PyPI (its wheels bring the CUDA libraries) ----

@@ -88,7 +88,8 @@ if [ "${SUPPORT_IMAGES:-1}" = 1 ]; then
             continue
         fi
         log "no registry: $prefix$name-debian:$tag from Debian's packages"
-        podman build --format docker --build-arg DEBIAN_IMAGE="$PYTHON_IMAGE" \
+        "$here/debian-base.sh" localhost/debian:bookworm-debootstrap >/dev/null
+        podman build --format docker --build-arg DEBIAN_IMAGE=localhost/debian:bookworm-debootstrap \
             -t "$prefix$name-debian:$tag" -f "$here/$name.Containerfile" "$here"
     done
 fi
