@@ -38,7 +38,12 @@ HELD_OUT = "demo-data-demo/heldout/ct-demo/images/00000.png"
 DEMO_TIMEOUT = 30 * 60  # training on 2 shared cores, cold
 
 # Files that must never be in an image layer: model weights and secrets.
-WEIGHTS = re.compile(r"\.(safetensors|gguf|ckpt|pth)$|(^|/)(pytorch_model|model)[-\w.]*\.(bin|pt)$")
+# (`.pth` alone is also Python's path-config suffix, `.bin`/`.pt` also package data:
+# those count as weights under a model's usual names.)
+WEIGHTS = re.compile(
+    r"\.(safetensors|gguf|ckpt)$"
+    r"|(^|/)(pytorch_model|model|adapter_model|consolidated|checkpoint)[-\w.]*\.(bin|pt|pth)$"
+)
 SECRETS = re.compile(
     r"(^|/)(api-keys\.json|pacs(\.dev)?\.json|\.netrc|\.pypirc|id_(rsa|ed25519|ecdsa)|"
     r"[^/]*\.key)$|^run/secrets/."

@@ -14,6 +14,8 @@ What it does not carry, and how this test bridges it (docs/deployment.md,
 - Secret: a secret volume without `optional` crashes podman 4.3 (nil pointer in
   VolumeFromSecret, containers/podman#16636, fixed in 4.4); the test plays each
   Secret as a ConfigMap with the same data and mounts it as one.
+- a containerPort without hostPort is published on the same host port by podman
+  4.3 (Kubernetes publishes nothing): the test gives each a free loopback port.
 - `$(VAR)` in args is not expanded by podman 4.3; the test expands it from the
   container's ConfigMap and env, as the kubelet does.
 - emptyDir: podman creates it root-owned 0755 (Kubernetes: world-writable), so
@@ -35,6 +37,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
+from service.processes import free_port
 from service.security.keys import KeyFile
 from tests.deploy import containers as c
 from tests.deploy.assets import kustomize_build
@@ -88,6 +91,8 @@ def bridged(docs: list[dict], api_keys: str, demo_volume: str) -> list[dict]:
                 else:
                     volume["emptyDir"] = {"medium": "Memory"}
         for container in pod["containers"]:
+            for port in container.get("ports", []):
+                port.update(hostIP="127.0.0.1", hostPort=free_port())
             if container["image"].startswith("redis:"):
                 container["image"] = c.REDIS_DEBIAN
             env = dict(config) if container.get("envFrom") else {}
