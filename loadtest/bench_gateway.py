@@ -18,6 +18,18 @@ records time to first token and total latency of every request.
 
 Prints req/s, TTFT p50, latency p50/p99 of both and their ratios; writes a
 JSON file and a PNG plot (docs/benchmarks/).
+
+`--queue`, `--trace` and `--token` compare two gateways instead (Redis vs
+in-process queue; tracing on vs off; an IdP's access token vs an API key, on
+one gateway configuration with both, against an IdP stand-in on loopback that
+publishes a discovery document and one RSA key).
+
+    python loadtest/bench_gateway.py --responses [--runs 3]
+
+compares the two endpoints of one gateway instead: `/v1/responses` (semantic
+events) beside `/v1/chat/completions` (chunks), same prompt, same engine,
+levels interleaved (chat, responses, chat, ... at each level), the median of
+`--runs` runs per endpoint and level.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
 MODEL = "bench"
 FIRST_TEXT = re.compile(rb'"content":"[^"]')  # a chunk carrying generated text
+FIRST_DELTA = re.compile(rb'"delta":"[^"]')  # a Responses delta event carrying text
 
 
 # --- the two servers -------------------------------------------------------------
@@ -108,6 +121,8 @@ def run_server(kind: str, port: int, interval: float, redis_url: str | None) -> 
     logging.disable(logging.INFO)
     if kind == "thin":
         app = thin_app(interval)
+    elif kind in ("gateway-key", "gateway-token"):  # keys and OIDC from the environment
+        app = gateway_app(interval, None)
     elif kind == "gateway-traced":
         from service import tracing
 
@@ -130,7 +145,9 @@ def run_server(kind: str, port: int, interval: float, redis_url: str | None) -> 
 # --- the client ------------------------------------------------------------------
 
 
-async def one_stream(reader, writer, request: bytes) -> tuple[float, float]:
+async def one_stream(
+    reader, writer, request: bytes, first_text: re.Pattern[bytes] = FIRST_TEXT
+) -> tuple[float, float]:
     """Send one streaming request on a keep-alive connection; (ttft, total) seconds."""
     started = time.perf_counter()
     writer.write(request)
@@ -144,24 +161,40 @@ async def one_stream(reader, writer, request: bytes) -> tuple[float, float]:
             await reader.readline()
             return ttft, time.perf_counter() - started
         data = await reader.readexactly(size + 2)
-        if not ttft and FIRST_TEXT.search(data):
+        if not ttft and first_text.search(data):
             ttft = time.perf_counter() - started
 
 
+def request_body(endpoint: str, tokens: int) -> tuple[str, dict]:
+    """The path and body of one streaming request: chat or Responses, same prompt."""
+    if endpoint == "responses":
+        body = {"model": MODEL, "stream": True, "max_output_tokens": tokens, "store": False}
+        return "/v1/responses", {**body, "input": "Describe the image."}
+    body = {"model": MODEL, "stream": True, "max_tokens": tokens}
+    return "/v1/chat/completions", {
+        **body,
+        "messages": [{"role": "user", "content": "Describe the image."}],
+    }
+
+
 async def load(
-    port: int, concurrency: int, seconds: float, tokens: int, stagger: float = 0.0
+    port: int,
+    concurrency: int,
+    seconds: float,
+    tokens: int,
+    stagger: float = 0.0,
+    endpoint: str = "chat",
+    authorization: bytes = b"",
 ) -> dict:
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "stream": True,
-            "max_tokens": tokens,
-            "messages": [{"role": "user", "content": "Describe the image."}],
-        }
-    ).encode()
+    path, payload = request_body(endpoint, tokens)
+    first_text = FIRST_DELTA if endpoint == "responses" else FIRST_TEXT
+    body = json.dumps(payload).encode()
     request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
-        b"Content-Type: application/json\r\nContent-Length: "
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: bench\r\n"
+        + (b"Authorization: " + authorization + b"\r\n" if authorization else b"")
+        + b"Content-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
         + b"\r\n\r\n"
         + body
@@ -181,7 +214,7 @@ async def load(
             await asyncio.sleep(index / concurrency * stagger)
         while time.perf_counter() < stop_at:
             try:
-                ttft, total = await one_stream(reader, writer, request)
+                ttft, total = await one_stream(reader, writer, request, first_text)
             except (RuntimeError, OSError, asyncio.IncompleteReadError, ValueError):
                 errors += 1
                 writer.close()
@@ -214,6 +247,111 @@ def pct(values: list[float], q: float) -> float:
     )
 
 
+# --- an IdP stand-in (--token) -------------------------------------------------------
+
+
+class IdpStandIn:
+    """A discovery document and one RSA key on loopback (what the gateway fetches from an
+    IdP), a key file with one tenant, an API key and an access token for it."""
+
+    AUDIENCE = "api://gmaivl-bench"
+
+    def __enter__(self) -> IdpStandIn:
+        import tempfile
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from service.security.keys import KeyFile
+        from service.security.policy import UNLIMITED
+
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-idp-"))
+        keys = KeyFile(tenants={"bench": UNLIMITED})  # declared: the token's group names it
+        self.key = keys.create("bench")
+        keys.save(self.dir / "keys.json")
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        documents = {
+            "/.well-known/openid-configuration": {
+                "issuer": self.issuer,
+                "jwks_uri": self.issuer + "/jwks",
+            },
+            "/jwks": {"keys": [{**jwk, "kid": "bench-key", "use": "sig", "alg": "RS256"}]},
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps(documents.get(self.path, {})).encode()
+                self.send_response(200 if self.path in documents else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": self.AUDIENCE, "sub": "bench-user", "iat": now,
+                  "exp": now + 3600, "groups": ["bench"], "scope": "gmaivl.chat"}  # fmt: skip
+        self.private = private
+        self.token = jwt.encode(
+            claims, private, "RS256", headers={"kid": "bench-key", "typ": "at+jwt"}
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+
+    def gateway_env(self) -> dict[str, str]:
+        return {
+            "GMAIVL_API_KEYS_FILE": str(self.dir / "keys.json"),
+            "GMAIVL_OIDC_ISSUER": self.issuer,
+            "GMAIVL_OIDC_AUDIENCE": self.AUDIENCE,
+        }
+
+    def credentials(self) -> dict[str, bytes]:
+        return {
+            "gateway-key": b"Bearer " + self.key.encode(),
+            "gateway-token": b"Bearer " + self.token.encode(),
+        }
+
+    def report_verify_cost(self, rounds: int = 2000) -> None:
+        """In process: one verification with the signature checked vs one from the cache."""
+        from service.components import idp_fetch
+        from service.media.fetch import FetchLimits, SafeFetcher
+        from service.security.jwks import JwksCache
+        from service.security.tokens import TokenVerifier
+
+        async def timed() -> tuple[float, float]:
+            fetcher = SafeFetcher(FetchLimits(max_bytes=1 << 20))
+            jwks = JwksCache(self.issuer, idp_fetch(fetcher, self.issuer))
+            full = TokenVerifier(self.issuer, self.AUDIENCE, jwks, cache_size=0)
+            cached = TokenVerifier(self.issuer, self.AUDIENCE, jwks)
+            await full.verify(self.token)
+            costs = []
+            for verifier in (full, cached):
+                began = time.perf_counter()
+                for _ in range(rounds):
+                    await verifier.verify(self.token)
+                costs.append((time.perf_counter() - began) / rounds)
+            await fetcher.aclose()
+            return costs[0], costs[1]
+
+        full, cached = asyncio.run(timed())
+        print(
+            f"token verification in process: {full * 1e6:.1f} us with the RS256 signature "
+            f"checked, {cached * 1e6:.1f} us from the cache of verified tokens",
+            flush=True,
+        )
+
+
 # --- orchestration -----------------------------------------------------------------
 
 
@@ -243,7 +381,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(kind: str, args: argparse.Namespace) -> list[Row]:
+def start_server(kind: str, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+    """A server process of `kind`, started and warmed up; its process and port."""
     port = free_port()
     server = subprocess.Popen(
         [
@@ -258,37 +397,92 @@ def measure(kind: str, args: argparse.Namespace) -> list[Row]:
             *(["--redis-url", args.redis_url] if args.redis_url else []),
         ],
         cwd=ROOT,
+        env={**os.environ, **getattr(args, "server_env", {})},
     )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"{kind} server did not start") from None
+            time.sleep(0.05)
+    authorization = getattr(args, "credentials", {}).get(kind, b"")
+    asyncio.run(load(port, 4, 1.0, args.tokens, authorization=authorization))  # warm-up
+    return server, port
+
+
+def level(
+    server: subprocess.Popen,
+    port: int,
+    label: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    endpoint: str = "chat",
+    authorization: bytes = b"",
+) -> Row:
+    """One load level against a running server, with the server's CPU per request."""
+    stagger = 0.0 if args.lockstep else args.tokens * args.interval
+    cpu_before = process_cpu_seconds(server.pid)
+    result = asyncio.run(
+        load(port, concurrency, args.seconds, args.tokens, stagger, endpoint, authorization)
+    )
+    cpu = process_cpu_seconds(server.pid) - cpu_before
+    result["cpu_ms_per_request"] = cpu * 1e3 / max(result["requests"], 1)
+    print(
+        f"  {label:13s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
+        f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
+        f"p99 {result['p99_ms']:7.2f} ms  cpu/req {result['cpu_ms_per_request']:.3f} ms  "
+        f"errors {result['errors']}",
+        flush=True,
+    )
+    return Row(concurrency, label, **result)
+
+
+def measure(kind: str, args: argparse.Namespace) -> list[Row]:
+    server, port = start_server(kind, args)
+    authorization = getattr(args, "credentials", {}).get(kind, b"")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"{kind} server did not start") from None
-                time.sleep(0.05)
-        asyncio.run(load(port, 4, 1.0, args.tokens))  # warm-up
+        return [
+            level(server, port, kind, c, args, authorization=authorization)
+            for c in args.concurrency
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def measure_endpoints(args: argparse.Namespace) -> list[Row]:
+    """Chat and Responses on one gateway, interleaved per level; the median run of each
+    (by throughput) stands for it."""
+    server, port = start_server("gateway", args)
+    try:
         rows = []
         for concurrency in args.concurrency:
-            stagger = 0.0 if args.lockstep else args.tokens * args.interval
-            cpu_before = process_cpu_seconds(server.pid)
-            result = asyncio.run(load(port, concurrency, args.seconds, args.tokens, stagger))
-            cpu = process_cpu_seconds(server.pid) - cpu_before
-            result["cpu_ms_per_request"] = cpu * 1e3 / max(result["requests"], 1)
-            rows.append(Row(concurrency, kind, **result))
-            print(
-                f"  {kind:13s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
-                f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
-                f"p99 {result['p99_ms']:7.2f} ms  cpu/req {result['cpu_ms_per_request']:.3f} ms  "
-                f"errors {result['errors']}",
-                flush=True,
-            )
+            runs: dict[str, list[Row]] = {"chat": [], "responses": []}
+            for _ in range(args.runs):
+                for endpoint in runs:
+                    runs[endpoint].append(
+                        level(server, port, endpoint, concurrency, args, endpoint)
+                    )
+            rows += [_median_row(made) for made in runs.values()]
         return rows
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def _median_row(rows: list[Row]) -> Row:
+    """Each figure's median over the runs (errors summed)."""
+    figures = {
+        name: statistics.median(getattr(r, name) for r in rows)
+        for name in ("rps", "ttft_p50_ms", "p50_ms", "p99_ms", "cpu_ms_per_request")
+    }
+    requests = int(statistics.median(r.requests for r in rows))
+    errors = sum(r.errors for r in rows)
+    return Row(rows[0].concurrency, rows[0].server, requests, errors, **figures)
 
 
 def report(rows: list[Row], args: argparse.Namespace) -> str:
@@ -347,7 +541,7 @@ def plot(rows: list[Row], args: argparse.Namespace, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(
-        f"gateway vs thin endpoint, same fake engine ({args.tokens} tokens @ "
+        f"{args.pair[1]} vs {args.pair[0]}, same fake engine ({args.tokens} tokens @ "
         f"{args.interval * 1e3:g} ms)"
     )
     fig.tight_layout()
@@ -378,8 +572,28 @@ def main() -> None:
         "(every request sampled, spans exported over OTLP/HTTP to a local sink) vs off",
     )
     parser.add_argument(
+        "--responses",
+        action="store_true",
+        help="/v1/responses vs /v1/chat/completions on one gateway, interleaved, "
+        "the median of --runs runs",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per level (--responses)")
+    parser.add_argument(
+        "--token",
+        action="store_true",
+        help="authentication cost instead: one gateway with keys and OIDC on, requests "
+        "with an IdP's access token vs with an API key",
+    )
+    parser.add_argument(
         "--serve",
-        choices=["gateway", "gateway-redis", "gateway-traced", "thin"],
+        choices=[
+            "gateway",
+            "gateway-redis",
+            "gateway-traced",
+            "gateway-key",
+            "gateway-token",
+            "thin",
+        ],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -392,6 +606,14 @@ def main() -> None:
     name = "queue_overhead" if args.queue else "gateway_overhead"
     if args.trace:
         args.pair, name = ("gateway", "gateway-traced"), "tracing_overhead"
+    if args.responses:
+        args.pair, name = ("chat", "responses"), "responses_overhead"
+    idp = None
+    if args.token:
+        args.pair, name = ("gateway-key", "gateway-token"), "token_overhead"
+        idp = IdpStandIn().__enter__()
+        args.server_env, args.credentials = idp.gateway_env(), idp.credentials()
+        idp.report_verify_cost()
     redis_server = None
     sink = None
     if args.trace:
@@ -405,17 +627,23 @@ def main() -> None:
         redis_server = RedisServer().start()
         args.redis_url = redis_server.url
     try:
-        rows = measure(args.pair[0], args) + measure(args.pair[1], args)
+        if args.responses:
+            rows = measure_endpoints(args)
+        else:
+            rows = measure(args.pair[0], args) + measure(args.pair[1], args)
     finally:
         if redis_server is not None:
             redis_server.stop()
+        if idp is not None:
+            idp.__exit__(None, None, None)
         if sink is not None:
             sink.__exit__(None, None, None)
             print(f"\nthe traced server sent {sink.exports} OTLP exports")
     text = report(rows, args)
     print("\n" + text)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    saved = {k: v for k, v in vars(args).items() if k != "redis_url"}
+    secret = ("redis_url", "server_env", "credentials")
+    saved = {k: v for k, v in vars(args).items() if k not in secret}
     (OUT_DIR / f"{name}.json").write_text(
         json.dumps({"args": saved, "rows": [asdict(r) for r in rows]}, indent=2)
     )

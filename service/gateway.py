@@ -13,6 +13,7 @@ from the start, and adds its engine's state to readiness.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -22,15 +23,29 @@ from fastapi import FastAPI
 
 from service import tracing
 from service.api.app import create_app
+from service.api.console import SignIn
 from service.api.models import ModelCatalog
+from service.api.responses_api.serving import ResponsesService
 from service.api.serving_chat import ChatCompletions
-from service.api.serving_reads import ReadService
 from service.api.state import AppState
 from service.audit import open_audit_sink
-from service.components import make_read_store, make_security, redis_gateway_queue
+from service.components import (
+    make_authenticator,
+    make_read_store,
+    make_response_store,
+    make_security,
+    redis_gateway_queue,
+)
 from service.config import Settings
+from service.media.dicomweb import Pacs
+from service.media.dicomweb_client import DicomWebClient
+from service.media.resolve import MediaResolver, gateway_fetcher
 from service.metrics import ServiceMetrics
 from service.queue.protocols import GatewayQueue
+from service.reads.service import ReadService
+from service.security.authenticate import Authenticator
+from service.serving.jobs import JobPath
+from service.serving.tenancy import TenantGate
 
 log = logging.getLogger("gmaivl.gateway")
 
@@ -44,7 +59,10 @@ def build_gateway_app(
     catalog: ModelCatalog | None = None,
     background: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """The app for `settings`: chat over `queue`, auth and tenant limits, audit.
+    """The app for `settings`: chat, Responses and study reads over `queue`, auth and tenant
+    limits, audit. The composition root: every shared part (the one `SafeFetcher`,
+    the `MediaResolver`, the `TenantGate`, the DICOMweb clients, the job path) is
+    built here, once, and handed to the services that use it.
 
     `extra_checks` join readiness (e.g. the embedded engine's `model_loaded`);
     `catalog` says which models it answers for (default: the process's own);
@@ -53,18 +71,27 @@ def build_gateway_app(
     model_id = settings.model_id()
     catalog = catalog or ModelCatalog({model_id: None})
     keys, limiter = make_security(settings)
-    chat = ChatCompletions(settings, queue, metrics, model_id, limiter, catalog)
     audit = open_audit_sink(settings.audit_log)
+    fetcher = gateway_fetcher(settings.images, settings.fetch)
+    auth = make_authenticator(settings, keys, fetcher)
+    pacs_entries = settings.pacs_entries()
+    media = MediaResolver(settings.images, settings.fetch, pacs_entries, fetcher)
+    dicomweb = {e.name: DicomWebClient(Pacs.from_entry(e), fetcher) for e in pacs_entries}
+    tenants = TenantGate(limiter, metrics)
+    jobs = JobPath(queue, metrics)
+    chat = ChatCompletions(settings, jobs, metrics, catalog, media, tenants)
+    responses = ResponsesService(settings, chat, make_response_store(settings), metrics)
     reads = ReadService(
         settings,
-        queue,
+        jobs,
         metrics,
-        model_id,
         make_read_store(settings),
-        chat.media.fetcher,
-        chat.tenants,
-        audit,
+        dicomweb,
+        media,
+        fetcher,
+        tenants,
         catalog,
+        audit,
     )
     checks = extra_checks or {}
 
@@ -85,13 +112,22 @@ def build_gateway_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with background() if background is not None else contextlib.nullcontext():
+            # The IdP's keys now, not at the first user's request; in the background, so
+            # an IdP that is slow to answer does not hold the gateway's start.
+            warming = asyncio.create_task(auth.warm()) if auth is not None else None
             await reads.start()
+            await responses.start()
             try:
                 yield
             finally:
+                await responses.aclose()
+                if warming is not None:
+                    warming.cancel()
                 await reads.aclose()
                 await queue.close()
-                await chat.aclose()
+                await fetcher.aclose()
+                if limiter is not None:
+                    await limiter.close()
                 if audit is not None:
                     audit.close()
 
@@ -102,12 +138,27 @@ def build_gateway_app(
         metrics=metrics,
         chat=chat,
         readiness=readiness,
-        catalog=catalog,
+        models=catalog,
+        media=media,
+        dicomweb=dicomweb,
         audit=audit,
-        keys=keys,
+        auth=auth,
+        sign_in=console_sign_in(settings, auth),
         reads=reads,
+        responses=responses,
     )
     return create_app(state, lifespan=lifespan)
+
+
+def console_sign_in(settings: Settings, auth: Authenticator | None) -> SignIn | None:
+    """The console's "Sign in" when a console client is configured beside the IdP."""
+    oidc = settings.oidc
+    if auth is None or auth.tokens is None or oidc.console_client_id is None:
+        return None
+    assert oidc.issuer is not None
+    return SignIn(
+        oidc.issuer, oidc.console_client_id, oidc.console_scope, auth.tokens.jwks.metadata
+    )
 
 
 def run_uvicorn(app: FastAPI, settings: Settings) -> None:

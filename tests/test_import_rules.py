@@ -32,10 +32,29 @@ RULES: dict[str, set[str] | str] = {
     "service.security": FOUNDATION | {"service.config"},
     "service.engines": FOUNDATION | {"service.config"},
     "service.queue": FOUNDATION,
-    "service.reads": FOUNDATION,
-    "service.pacs": FOUNDATION | {"service.config", "service.media"},
+    "service.responses": FOUNDATION,
+    # what every endpoint shares beneath HTTP: request context, tenant gate, job path
+    "service.serving": FOUNDATION
+    | {"service.config", "service.metrics", "service.audit", "service.queue", "service.security"},
+    # the study-read lifecycle, for every door (the HTTP API, the DICOM node)
+    "service.reads": FOUNDATION
+    | {
+        "service.config",
+        "service.metrics",
+        "service.audit",
+        "service.media",
+        "service.queue",
+        "service.security",
+        "service.serving",
+    },
     "service.redis": FOUNDATION
-    | {"service.queue", "service.metrics", "service.security", "service.reads"},
+    | {
+        "service.queue",
+        "service.metrics",
+        "service.security",
+        "service.reads",
+        "service.responses",
+    },
     "service.api": FOUNDATION
     | {
         "service.config",
@@ -44,8 +63,9 @@ RULES: dict[str, set[str] | str] = {
         "service.media",
         "service.queue",
         "service.security",
-        "service.pacs",
+        "service.serving",
         "service.reads",
+        "service.responses",
     },
     "service.console": set(),  # static files of the browser console; no code
     "service.worker": FOUNDATION | {"service.engines", "service.queue", "service.metrics"},
@@ -59,6 +79,7 @@ RULES: dict[str, set[str] | str] = {
     "service.worker_process": COMPOSITION,
     "service.settings_cli": FOUNDATION | {"service.config"},
     "service.cli": COMPOSITION,
+    "service.settings_doc": COMPOSITION,  # docs/settings.md from the settings and the CLI
     # training uses service only to render DICOM exactly as it is served
     "training": {"service", "service.errors", "service.config", "service.media"},
 }

@@ -20,9 +20,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, errors
 from service.api import console, ops, pacs_browse, render
+from service.api.context import facts_of
 from service.api.middleware import PUBLIC_PATHS, GatewayMiddleware
 from service.api.protocol import ChatCompletionRequest, ChatCompletionResponse
 from service.api.reads import router as reads_router
+from service.api.responses_api.protocol import ResponseCreateRequest
+from service.api.responses_api.routes import router as responses_router
 from service.api.routes import router
 from service.api.state import AppState
 
@@ -35,17 +38,25 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app = FastAPI(title="GMAI-VL", version=__version__, lifespan=lifespan)
     app.state.gmaivl = state
     app.include_router(router)
-    for extra in (reads_router, render.router, ops.router, pacs_browse.router, console.router):
+    console_router = console.console_router(state.sign_in)
+    for extra in (
+        responses_router,
+        reads_router,
+        render.router,
+        ops.router,
+        pacs_browse.router,
+        console_router,
+    ):
         app.include_router(extra)  # after the chat routes: their matching stays first
     app.state.ops_windows = ops.OpsWindows(state)  # recent percentiles span from app start
     app.add_middleware(
         GatewayMiddleware,
         metrics=state.metrics,
-        model_id=state.model_id,
         max_body_bytes=state.settings.max_body_bytes,
         body_timeout=state.settings.body_timeout,
         audit=state.audit,
-        keys=state.keys,
+        auth=state.auth,
+        user_pseudonym_secret=state.settings.oidc.pseudonym_key(),
     )
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -64,7 +75,7 @@ def _openapi_with_request_models(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model_class in (ChatCompletionRequest, ChatCompletionResponse):
+        for model_class in (ChatCompletionRequest, ChatCompletionResponse, ResponseCreateRequest):
             model = model_class.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model.pop("$defs", {}))
             components[model_class.__name__] = model
@@ -90,9 +101,9 @@ def error_json(exc: errors.ServiceError) -> JSONResponse:
 
 def _note_outcome(request: Request, outcome: str) -> None:
     """The error's code on the request's audit event (when the route is audited)."""
-    event = getattr(request.state, "audit", None)
-    if event is not None:
-        event.outcome = outcome
+    facts = facts_of(request)
+    if facts is not None and facts.audit is not None:
+        facts.audit.outcome = outcome
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
@@ -124,9 +135,14 @@ def _param_path(loc: tuple[object, ...]) -> str | None:
     path: list[str] = []
     for part in (str(p) for p in loc):
         # union branches: `str`, `list[...]`, and model names (`WindowSpec`)
-        if part == "body" or "[" in part or part[:1].isupper() or (path and part == path[-1]):
+        if (
+            part in ("body", "query")
+            or "[" in part
+            or part[:1].isupper()
+            or (path and part == path[-1])
+        ):
             continue
-        if part == "str" and path and path[-1] == "content":
+        if part == "str" and path and path[-1] in ("content", "input"):
             continue
         path.append(part)
     return ".".join(path) or None
@@ -139,9 +155,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    facts = facts_of(request)
     log.error(
         "unhandled error on request %s:\n%s",
-        getattr(request.state, "request_id", "?"),
+        facts.request_id if facts is not None else "?",
         errors.redacted_traceback(exc),
     )
     _note_outcome(request, "server_error")

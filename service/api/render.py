@@ -9,19 +9,18 @@ PNG is lossless, so the pixels a viewer gets are the engine's pixels exactly;
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from service import errors
+from service.api.context import context_of
 from service.api.protocol import ErrorBody, ImageURL
 from service.api.state import AppState
 from service.core.generation import ImageInput
+from service.media.images import png_data_url
 from service.media.resolve import ImageRequest
 
 router = APIRouter()
@@ -65,7 +64,8 @@ async def render_image(request: Request) -> RenderResponse:
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
     part = body.image_url
-    principal = getattr(request.state, "principal", None)
+    ctx = context_of(request)
+    principal = ctx.principal
     cap = principal.policy.max_images_per_request if principal is not None else None
     if cap is not None and part.image_count() > cap:
         raise errors.InvalidRequest(
@@ -82,16 +82,16 @@ async def render_image(request: Request) -> RenderResponse:
         )
     image_request = ImageRequest(part.url, part.dicom.to_options() if part.dicom else None, PARAM)
     try:
-        resolved = await state.chat.media.resolve(image_request)
+        resolved = await state.media.resolve(image_request)
     except errors.ServiceError as exc:
         state.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
         raise
-    audit = getattr(request.state, "audit", None)
+    audit = ctx.audit
     if audit is not None:
         audit.images += len(resolved.images)
         if resolved.sop_instance_uid:
             audit.note_sop_instance_uid(resolved.sop_instance_uid)
-    images = await asyncio.to_thread(_encode_all, resolved.images, body.max_side)
+    images = await asyncio.to_thread(encode_all, resolved.images, body.max_side)
     resized = any(
         (out.width, out.height) != (image.width, image.height)
         for out, image in zip(images, resolved.images, strict=True)
@@ -99,16 +99,6 @@ async def render_image(request: Request) -> RenderResponse:
     return RenderResponse(images=images, dicom=resolved.info, resized=resized)
 
 
-def _encode_all(images: list[ImageInput], max_side: int | None) -> list[RenderedImage]:
-    return [_encode(image, max_side) for image in images]
-
-
-def _encode(image: ImageInput, max_side: int | None) -> RenderedImage:
-    """The engine's RGB bytes as a PNG (lossless), shrunk only when asked."""
-    pil = image.to_pil()
-    if max_side is not None and max(pil.size) > max_side:
-        pil.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    pil.save(buf, "PNG", compress_level=1)  # speed over size: it crosses loopback or a LAN
-    data = base64.b64encode(buf.getvalue()).decode()
-    return RenderedImage(png="data:image/png;base64," + data, width=pil.width, height=pil.height)
+def encode_all(images: list[ImageInput], max_side: int | None) -> list[RenderedImage]:
+    rendered = (png_data_url(image, max_side) for image in images)
+    return [RenderedImage(png=url, width=w, height=h) for url, w, h in rendered]

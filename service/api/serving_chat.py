@@ -2,7 +2,9 @@
 enqueue, and answer (JSON or SSE).
 
 The router in `routes.py` is thin; the request's plan is `request_plan`, the
-message translation `core.chat_format`, the bodies `responses`. Everything
+message translation `core.chat_format`, the bodies `responses`. `start` (plan,
+tenant, images, submit) is shared with the Responses API (`responses_api`), which
+renders the same job's events in its own shape. Everything
 raises `service.errors` only. Order matters for cost: cheap checks first, image
 decoding (in threads) next, admission last, so a refused request costs little.
 """
@@ -13,11 +15,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
-
-from starlette.requests import Request
 
 from service import errors, tracing
 from service.api.disconnect import ClientWatch
@@ -26,43 +26,17 @@ from service.api.protocol import ChatCompletionRequest
 from service.api.request_limits import RequestLimits, check_shape
 from service.api.request_plan import RequestPlan, plan_request
 from service.api.responses import DONE, ChunkWriter, completion
-from service.api.tenancy import TenantCharge, TenantGate
 from service.audit import AuditEvent
 from service.config import Settings
 from service.core.chat_format import to_template_messages
-from service.core.generation import Delta, GenerationRequest, ImageInput, TokenLogprobs, Usage
-from service.core.jobs import Job, JobEvent, JobFailed, Restarted
-from service.core.lanes import Lane
-from service.media.resolve import ImageRequest, MediaResolver
+from service.core.generation import Delta, GenerationRequest, ImageInput, Usage
+from service.core.jobs import Job, JobEvent, JobFailed
+from service.media.resolve import ImageRequest, MediaResolver, ResolvedImage
 from service.metrics import ServiceMetrics
-from service.queue.protocols import GatewayQueue
-from service.security.limits import TenantLimiter
-from service.security.policy import Principal
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """What the HTTP layer knows about a request besides its body."""
-
-    request_id: str
-    priority: str | None  # X-Priority header
-    timeout: str | None  # X-Request-Timeout header, seconds
-    started: float  # time.perf_counter() at arrival
-    audit: AuditEvent | None = None  # filled in as the request is served
-    principal: Principal | None = None  # the caller's key and tenant; None: auth off
-
-    @classmethod
-    def of(cls, request: Request) -> RequestContext:
-        """From what the middleware left on the request (id, arrival, audit, principal)."""
-        state = request.state
-        return cls(
-            request_id=state.request_id,
-            priority=request.headers.get("x-priority"),
-            timeout=request.headers.get("x-request-timeout"),
-            started=state.started,
-            audit=getattr(state, "audit", None),
-            principal=getattr(state, "principal", None),
-        )
+from service.serving.context import RequestContext
+from service.serving.images import resolve_images
+from service.serving.jobs import Events, JobPath, collect, first_batch, relayed
+from service.serving.tenancy import TenantCharge, TenantGate
 
 
 @dataclass(frozen=True)
@@ -70,36 +44,58 @@ class ResolvedMessages:
     messages: list[dict[str, Any]]  # template form, one {"type": "image"} per image
     images: list[ImageInput]
     dicom: list[dict[str, Any]]  # extension: frames and window per DICOM image part
+    parts: list[ResolvedImage]  # per image part of the plan, in order
+
+
+@dataclass
+class Started:
+    """A chat request planned, admitted, its images resolved and its job submitted:
+    what an endpoint renders (chat here, Responses in `responses_api`). Whoever holds
+    it ends it: `release(usage)` when the answer is out, or `abandon()`."""
+
+    job: Job
+    plan: RequestPlan
+    resolved: ResolvedMessages
+    events: Events
+    charge: TenantCharge | None
+    jobs: JobPath
+    _released: bool = False
+
+    async def release(self, usage: Usage | None) -> None:
+        """Settle the tenant's charge (once): with the usage, or None when nothing ran."""
+        if not self._released:
+            self._released = True
+            if self.charge is not None:
+                await self.charge.release(usage)
+
+    async def abandon(self) -> None:
+        """Gone, failed or late: stop the work, close the events, free the charge."""
+        try:
+            await self.jobs.cancel(self.job.id)
+        finally:
+            await self.events.aclose()
+            await self.release(None)
 
 
 _UNTRACED = contextlib.nullcontext()
 
 
+@dataclass(eq=False)
 class ChatCompletions:
-    def __init__(
-        self,
-        settings: Settings,
-        queue: GatewayQueue,
-        metrics: ServiceMetrics,
-        model_id: str,
-        limiter: TenantLimiter | None = None,
-        catalog: ModelCatalog | None = None,
-    ) -> None:
-        self.settings = settings
-        self.queue = queue
-        self.metrics = metrics
-        self.model_id = model_id
-        self.catalog = catalog or ModelCatalog({model_id: None})
-        self.media = MediaResolver(settings.images, settings.fetch, settings.pacs_entries())
-        self.tenants = TenantGate(limiter, metrics)
+    """Its collaborators are the gateway's, handed in by the app builder."""
+
+    settings: Settings
+    jobs: JobPath
+    metrics: ServiceMetrics
+    catalog: ModelCatalog
+    media: MediaResolver
+    tenants: TenantGate
+
+    def __post_init__(self) -> None:
+        settings = self.settings
         self.limits = RequestLimits(
             settings.max_json_depth, settings.max_messages, settings.max_text_chars
         )
-
-    async def aclose(self) -> None:
-        await self.media.aclose()
-        if self.tenants.limiter is not None:
-            await self.tenants.limiter.close()
 
     async def create(
         self,
@@ -109,7 +105,39 @@ class ChatCompletions:
     ) -> dict[str, Any] | AsyncGenerator[str, None]:
         """A completion dict, or for `stream=True` an iterator of SSE lines that
         starts only after the first token (so early errors keep their status)."""
-        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
+        started = await self.start(body, ctx)
+        if not body.stream:
+            response_span = tracing.start_span("response", {"gmaivl.stream": False})
+            try:
+                with watch.guard():
+                    answer, usage = await self._collect(started, ctx)
+            except BaseException:
+                await started.abandon()
+                raise
+            finally:
+                tracing.end_span(response_span)
+            await started.events.aclose()
+            await started.release(usage)
+            return answer
+        response_span = tracing.start_span("response", {"gmaivl.stream": True})
+        try:
+            with watch.guard():
+                first = await first_batch(started.events)
+        except BaseException:
+            tracing.end_span(response_span)
+            await started.abandon()
+            raise
+        self.observe_ttft(started, ctx)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        # it owns the started job now
+        return self._stream(started, first, include_usage, ctx.audit, response_span)
+
+    async def start(self, body: ChatCompletionRequest, ctx: RequestContext) -> Started:
+        """Plan, admit the tenant, resolve the images, submit the job: the one way every
+        chat-shaped request (chat, Responses) reaches the queue. Refusals raise here,
+        before any output; the caller owns what it gets back."""
+        # 404 unknown, 503 known but no live worker
+        await self.catalog.check(body.model, ctx.served)
         check_shape(body, self.limits)
         plan = plan_request(body, ctx.priority, ctx.timeout, self.settings)
         # a span only where there is a tenant to admit (auth on)
@@ -119,22 +147,19 @@ class ChatCompletions:
             )
             charge = await self.tenants.admit(ctx.principal, plan.sampling.max_tokens, plan.timeout)
         try:
-            return await self._admitted(body, plan, ctx, watch, charge)
+            return await self._submit(body, plan, ctx, charge)
         except BaseException:
             if charge is not None:
                 await charge.release(None)
             raise
 
-    async def _admitted(
+    async def _submit(
         self,
         body: ChatCompletionRequest,
         plan: RequestPlan,
         ctx: RequestContext,
-        watch: ClientWatch,
         charge: TenantCharge | None,
-    ) -> dict[str, Any] | AsyncGenerator[str, None]:
-        """The part after the tenant's charge: whoever ends the request releases it."""
-        lane = plan.lane
+    ) -> Started:
         try:
             # Image fetching and decoding count against the request's deadline too.
             async with asyncio.timeout(max(plan.deadline - time.time(), 0)):
@@ -149,59 +174,15 @@ class ChatCompletions:
         job = Job(
             id=job_id,
             model=body.model,
-            lane=lane,
+            lane=plan.lane,
             request=GenerationRequest(
                 job_id, resolved.messages, plan.sampling, resolved.images, model=body.model
             ),
             deadline=plan.deadline,
-            tenant=ctx.principal.tenant if ctx.principal is not None else None,
+            tenant=ctx.tenant,
         )
-        try:
-            with tracing.span("queue.submit", {"gmaivl.lane": lane.value}):
-                job.trace = tracing.carrier()  # the worker's spans join this trace
-                await self.queue.submit(job)
-        except errors.Overloaded as exc:
-            self.metrics.rejections.labels(exc.code or "overloaded").inc()
-            raise
-        batches = self.queue.events(job.id)
-        if not body.stream:
-            try:
-                response_span = tracing.start_span("response", {"gmaivl.stream": False})
-                try:
-                    with watch.guard():
-                        answer, usage = await self._collect(
-                            job,
-                            batches,
-                            lane,
-                            ctx,
-                            resolved.dicom,
-                            plan.sampling.logprobs is not None,
-                        )
-                finally:
-                    tracing.end_span(response_span)
-                if charge is not None:
-                    await charge.release(usage)
-                return answer
-            except BaseException:
-                await self.queue.cancel(job.id)  # gone, failed or late: stop the work
-                raise
-            finally:
-                await batches.aclose()
-        response_span = tracing.start_span("response", {"gmaivl.stream": True})
-        try:
-            with watch.guard():
-                first = await _first_batch(batches)
-        except BaseException:
-            tracing.end_span(response_span)
-            await self.queue.cancel(job.id)
-            await batches.aclose()
-            raise
-        self._observe_ttft(job.model, lane, ctx)
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        # it owns job and batches now
-        return self._stream(
-            job, first, batches, include_usage, resolved.dicom, ctx.audit, charge, response_span
-        )
+        events = await self.jobs.submit(job)
+        return Started(job, plan, resolved, events, charge, self.jobs)
 
     async def _resolve_messages(
         self, body: ChatCompletionRequest, plan: RequestPlan, audit: AuditEvent | None
@@ -224,14 +205,7 @@ class ChatCompletions:
             )
             for ref in plan.image_parts
         ]
-        started = time.perf_counter()
-        try:
-            resolved = await asyncio.gather(*(self.media.resolve(r) for r in requests))
-        except errors.ServiceError as exc:
-            self.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
-            raise
-        if requests:
-            self.metrics.image_preprocess.observe(time.perf_counter() - started)
+        resolved = await resolve_images(self.metrics, [self.media.resolve(r) for r in requests])
         if audit is not None:
             for item in resolved:
                 audit.images += len(item.images)
@@ -241,117 +215,68 @@ class ChatCompletions:
             messages=to_template_messages(body.messages, (len(r.images) for r in resolved)),
             images=[image for item in resolved for image in item.images],
             dicom=[item.info for item in resolved if item.info is not None],
+            parts=resolved,
         )
 
     # answering
 
-    async def _collect(
-        self,
-        job: Job,
-        batches: AsyncGenerator[list[JobEvent], None],
-        lane: Lane,
-        ctx: RequestContext,
-        dicom: list[dict[str, Any]],
-        want_logprobs: bool = False,
-    ) -> tuple[dict[str, Any], Usage]:
-        pieces: list[str] = []
-        logprobs: list[TokenLogprobs] = []
-        async for batch in batches:
-            if not pieces:
-                self._observe_ttft(job.model, lane, ctx)
-            for event in batch:
-                if isinstance(event, Delta):
-                    pieces.append(event.text)
-                    logprobs.extend(event.logprobs)
-                elif isinstance(event, Restarted):
-                    pieces.clear()  # another worker starts over: a transparent retry
-                    logprobs.clear()
-                elif isinstance(event, JobFailed):
-                    raise event.to_exception()
-                else:
-                    answer = "".join(pieces)
-                    created = int(job.enqueued_at)
-                    body = completion(
-                        job.id, created, job.model, answer, event, dicom,
-                        logprobs if want_logprobs else None,
-                    )  # fmt: skip
-                    return body, event.usage
-        raise errors.EngineError("The response ended without finishing.")
+    async def _collect(self, started: Started, ctx: RequestContext) -> tuple[dict[str, Any], Usage]:
+        job = started.job
+        done = await collect(started.events, lambda: self.observe_ttft(started, ctx))
+        logprobs = done.logprobs if started.plan.sampling.logprobs is not None else None
+        body = completion(
+            job.id,
+            int(job.enqueued_at),
+            job.model,
+            done.text,
+            done.finish,
+            started.resolved.dicom,
+            logprobs,
+        )
+        return body, done.finish.usage
 
     async def _stream(
         self,
-        job: Job,
+        started: Started,
         first: list[JobEvent],
-        batches: AsyncGenerator[list[JobEvent], None],
         include_usage: bool,
-        dicom: list[dict[str, Any]],
         audit: AuditEvent | None,
-        charge: TenantCharge | None,
         response_span: Any | None,
     ) -> AsyncGenerator[str, None]:
         """One write per batch: when a stream falls behind, its pending tokens leave in
         one write instead of one per token. Once headers are sent, a failure travels
         as an error event before `[DONE]`."""
+        job, dicom = started.job, started.resolved.dicom
         chunks = ChunkWriter(job.id, int(job.enqueued_at), job.model, include_usage)
         usage: Usage | None = None
         try:
             out = [chunks.role({"dicom": dicom} if dicom else None)]
-            batch = first
-            sent_text = False
-            while True:
+            async for batch in relayed(first, started.events):
                 for event in batch:
                     if isinstance(event, Delta):
                         out.append(chunks.content(event.text, event.logprobs))
-                        sent_text = True
-                        continue
-                    if isinstance(event, Restarted):
-                        if not sent_text:
-                            continue  # nothing shown yet: the new attempt simply continues
-                        # Text already went out; splicing a second attempt would garble it.
-                        event = JobFailed(
-                            "worker_lost",
-                            "The worker running this request was "
-                            "lost after it started answering; retry the request.",
-                        )
-                    if isinstance(event, JobFailed):
+                    elif isinstance(event, JobFailed):
                         error = event.to_exception()
                         self.metrics.rejections.labels(event.code).inc()
                         if audit is not None:  # the status stays 200: the outcome says it
                             audit.outcome = event.code
-                        out.append(chunks.error(error))
+                        out += [chunks.error(error), DONE]
                     else:
                         usage = event.usage
                         out.append(chunks.finish(event.finish_reason))
                         if include_usage:
                             out.append(chunks.usage(event.usage.as_openai()))
-                    out.append(DONE)
-                    yield "".join(out)
-                    return
+                        out.append(DONE)
                 yield "".join(out)
                 out = []
-                try:
-                    batch = await anext(batches)
-                except StopAsyncIteration:
-                    batch = [JobFailed("engine_error", "The response ended without finishing.")]
         finally:
             # Closing the event stream before its end (the client left) cancels the job.
-            await batches.aclose()
+            await started.events.aclose()
             tracing.end_span(response_span, completed=usage is not None)
-            if charge is not None:
-                await charge.release(usage)
+            await started.release(usage)
 
-    def _observe_ttft(self, model: str, lane: Lane, ctx: RequestContext) -> None:
-        self.metrics.time_to_first_token.labels(model, lane.value).observe(
+    def observe_ttft(self, started: Started, ctx: RequestContext) -> None:
+        """Time to first token, from the request's arrival, by model and lane."""
+        self.metrics.time_to_first_token.labels(started.job.model, started.plan.lane.value).observe(
             time.perf_counter() - ctx.started
         )
-
-
-async def _first_batch(batches: AsyncIterator[list[JobEvent]]) -> list[JobEvent]:
-    """The first batch; a failure before any output is raised, so it keeps its status."""
-    try:
-        batch = await anext(batches)
-    except StopAsyncIteration as exc:
-        raise errors.EngineError("The response ended without output.") from exc
-    if isinstance(batch[0], JobFailed):
-        raise batch[0].to_exception()
-    return batch

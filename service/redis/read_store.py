@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import time
 
-from service.reads.store import Read
+from service.reads.model import ACTIVE, TERMINAL, Read
 from service.redis import keys
 from service.redis.connection import connect
+from service.redis.scripts import claim_orphan_script, lua_set
 
 # KEYS: record, running set. ARGV: new JSON, ttl, terminal (0/1), read id, now.
-UPDATE_SCRIPT = """
+UPDATE_SCRIPT = f"""
+local terminal = {lua_set(TERMINAL)}
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
-local status = cjson.decode(current)['status']
-if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+if terminal[cjson.decode(current)['status']] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[4])
@@ -30,22 +31,7 @@ end
 return 1
 """
 
-# KEYS: running set. ARGV: stale-before time, now, record key prefix.
-# The oldest stale read is re-scored (claimed) and its record returned; stale ids
-# whose record expired or ended are dropped on the way.
-CLAIM_SCRIPT = """
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 10)
-for _, id in ipairs(stale) do
-  local record = redis.call('GET', ARGV[3] .. id)
-  local status = record and cjson.decode(record)['status']
-  if status == 'queued' or status == 'running' then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), id)
-    return record
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-return false
-"""
+CLAIM_SCRIPT = claim_orphan_script("{record}['status']", ACTIVE)
 
 
 class RedisReadStore:

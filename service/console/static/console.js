@@ -1,6 +1,7 @@
 // GMAI-VL console: plain JavaScript, no build step, no external fetch. It speaks only
 // the gateway's public API (same origin): /v1/models, /v1/chat/completions (SSE),
-// /v1/images/render, /v1/ops/stats, /v1/dicom/* . The API key lives in sessionStorage.
+// /v1/images/render, /v1/ops/stats, /v1/dicom/* . The API key lives in sessionStorage;
+// a user signed in at the IdP (signin.js) sends the access token instead.
 "use strict";
 
 (() => {
@@ -13,6 +14,7 @@
     pacs: [],
     study: null,
     opsTimer: null,
+    askingForKey: false, // the notice asks for a key (hidden once one is typed)
   };
 
   // --- API calls --------------------------------------------------------------------
@@ -21,9 +23,13 @@
     return sessionStorage.getItem(KEY_STORAGE) || "";
   }
 
+  function signedIn() {
+    return !!(window.gmaivlAuth && window.gmaivlAuth.bearer());
+  }
+
   function headers(json) {
     const h = {};
-    const key = apiKey();
+    const key = (window.gmaivlAuth && window.gmaivlAuth.bearer()) || apiKey();
     if (key) h.Authorization = "Bearer " + key;
     if (json) h["Content-Type"] = "application/json";
     return h;
@@ -49,7 +55,11 @@
     const retry = response.headers.get("Retry-After");
     const s = response.status;
     let text;
-    if (s === 401) {
+    if (s === 401 && signedIn()) {
+      text = "Your sign-in was refused (" + (code || "invalid_token") + "). Sign in again.";
+    } else if (s === 401 && !apiKey() && window.gmaivlAuth && window.gmaivlAuth.offered()) {
+      text = "This gateway needs you to sign in or to enter an API key.";
+    } else if (s === 401) {
       text = apiKey()
         ? "The API key was refused (" + (code || "invalid_api_key") + "). Enter a valid API key above."
         : "This gateway needs an API key. Enter your API key above.";
@@ -65,7 +75,9 @@
     return new ApiError(s, text, code, retry);
   }
 
-  async function call(method, path, body, signal) {
+  // `background`: the operations panel's timer, which must not apply a key half typed.
+  async function call(method, path, body, signal, background = false) {
+    if (!background && applyKey()) loadAll(); // a person's action: the typed key is used
     let response;
     try {
       response = await fetch(path, {
@@ -83,8 +95,8 @@
     return response;
   }
 
-  async function getJSON(path) {
-    return (await call("GET", path)).json();
+  async function getJSON(path, background = false) {
+    return (await call("GET", path, undefined, undefined, background)).json();
   }
 
   async function postJSON(path, body) {
@@ -96,13 +108,14 @@
     el.hidden = !text;
   }
 
-  function notice(text) {
+  function notice(text, askingForKey = false) {
     show($("notice"), text);
+    state.askingForKey = askingForKey && Boolean(text);
   }
 
   function authProblem(err) {
     if (err instanceof ApiError && err.status === 401) {
-      notice(err.message);
+      notice(err.message, true);
       return true;
     }
     return false;
@@ -110,15 +123,31 @@
 
   // --- API key ----------------------------------------------------------------------
 
+  // The key in the field is the key used: it is applied on Enter (or "Use key"), when
+  // the field is left, and before any call a person's action makes (Ask, an image, the
+  // PACS); a newly applied key loads the models, the PACS list and the operations panel.
+  function applyKey() {
+    const value = $("api-key").value.trim();
+    if (value === apiKey()) return false;
+    if (value) sessionStorage.setItem(KEY_STORAGE, value);
+    else sessionStorage.removeItem(KEY_STORAGE);
+    return true;
+  }
+
   function setupKey() {
     $("api-key").value = apiKey();
     $("key-form").addEventListener("submit", (event) => {
       event.preventDefault();
-      const value = $("api-key").value.trim();
-      if (value) sessionStorage.setItem(KEY_STORAGE, value);
-      else sessionStorage.removeItem(KEY_STORAGE);
+      applyKey();
       notice("");
       loadAll();
+    });
+    $("api-key").addEventListener("change", () => {
+      if (applyKey()) loadAll();
+    });
+    // A message asking for a key is stale once a key is being typed.
+    $("api-key").addEventListener("input", () => {
+      if (state.askingForKey) notice("");
     });
     $("key-forget").addEventListener("click", () => {
       sessionStorage.removeItem(KEY_STORAGE);
@@ -317,6 +346,10 @@
     show($("ask-error"), "");
     if (!question) {
       show($("ask-error"), "Type a question first.");
+      return;
+    }
+    if (applyKey() && !(await loadAll())) {
+      show($("ask-error"), $("notice").textContent);
       return;
     }
     if (!$("model").value && !(await loadModels())) {
@@ -574,7 +607,7 @@
 
   async function refreshOps() {
     try {
-      const stats = await getJSON("/v1/ops/stats");
+      const stats = await getJSON("/v1/ops/stats", true);
       const rows = stats.lanes.map((lane) => {
         const tr = document.createElement("tr");
         for (const [text, cls] of [[lane.lane, ""], [String(lane.depth), "num"], [lane.oldest_age_seconds.toFixed(1) + " s", "num"]]) {
@@ -600,11 +633,12 @@
 
   async function loadAll() {
     const ok = await loadModels();
-    if (!ok) return;
-    notice("");
+    if (!ok) return false;
+    if ($("model").options.length) notice("");
     loadPacs();
     refreshOps();
     if (state.opsTimer === null) state.opsTimer = setInterval(refreshOps, 5000);
+    return true;
   }
 
   document.addEventListener("DOMContentLoaded", () => {
@@ -614,6 +648,7 @@
     $("stop-button").addEventListener("click", () => state.controller && state.controller.abort());
     $("study-search").addEventListener("submit", searchStudies);
     $("read-button").addEventListener("click", readStudy);
-    loadAll();
+    document.addEventListener("gmaivl:auth", loadAll); // signed in or out (signin.js)
+    (window.gmaivlAuth ? window.gmaivlAuth.ready : Promise.resolve()).finally(loadAll);
   });
 })();
