@@ -125,7 +125,7 @@ images: podman
 compose-up: $(STAMP) podman
 	$(COMPOSE) up -d
 	@echo "gateway http://127.0.0.1:$${GMAIVL_HOST_PORT:-8000}/v1 (the first start trains the demo model:" \
-		"about 5 minutes; podman logs -f $(COMPOSE_PROJECT)_worker_1)"
+		"about 10 minutes on 2 cores; podman logs -f $(COMPOSE_PROJECT)_worker_1)"
 
 compose-down: $(STAMP)
 	$(COMPOSE) down
