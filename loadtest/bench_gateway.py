@@ -30,6 +30,13 @@ commandstats`: calls and microseconds) and the bytes per request on the wire
 (`INFO stats`). `--repeat N` runs every server N times, interleaved, and
 reports the medians. `--profile DIR` records each Python server process at
 the highest level with py-spy (flame graph SVGs in DIR).
+
+    python loadtest/bench_gateway.py --responses [--runs 3]
+
+compares the two endpoints of one gateway instead: `/v1/responses` (semantic
+events) beside `/v1/chat/completions` (chunks), same prompt, same engine,
+levels interleaved (chat, responses, chat, ... at each level), the median of
+`--runs` runs per endpoint and level.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
 MODEL = "bench"
 FIRST_TEXT = re.compile(rb'"content":"[^"]')  # a chunk carrying generated text
+FIRST_DELTA = re.compile(rb'"delta":"[^"]')  # a Responses delta event carrying text
 
 
 # --- the two servers -------------------------------------------------------------
@@ -199,7 +207,9 @@ class RedisStats:
 # --- the client ------------------------------------------------------------------
 
 
-async def one_stream(reader, writer, request: bytes) -> tuple[float, float]:
+async def one_stream(
+    reader, writer, request: bytes, first_text: re.Pattern[bytes] = FIRST_TEXT
+) -> tuple[float, float]:
     """Send one streaming request on a keep-alive connection; (ttft, total) seconds."""
     started = time.perf_counter()
     writer.write(request)
@@ -213,8 +223,20 @@ async def one_stream(reader, writer, request: bytes) -> tuple[float, float]:
             await reader.readline()
             return ttft, time.perf_counter() - started
         data = await reader.readexactly(size + 2)
-        if not ttft and FIRST_TEXT.search(data):
+        if not ttft and first_text.search(data):
             ttft = time.perf_counter() - started
+
+
+def request_body(endpoint: str, tokens: int) -> tuple[str, dict]:
+    """The path and body of one streaming request: chat or Responses, same prompt."""
+    if endpoint == "responses":
+        body = {"model": MODEL, "stream": True, "max_output_tokens": tokens, "store": False}
+        return "/v1/responses", {**body, "input": "Describe the image."}
+    body = {"model": MODEL, "stream": True, "max_tokens": tokens}
+    return "/v1/chat/completions", {
+        **body,
+        "messages": [{"role": "user", "content": "Describe the image."}],
+    }
 
 
 async def load(
@@ -223,18 +245,16 @@ async def load(
     seconds: float,
     tokens: int,
     stagger: float = 0.0,
+    endpoint: str = "chat",
     authorization: bytes = b"",
 ) -> dict:
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "stream": True,
-            "max_tokens": tokens,
-            "messages": [{"role": "user", "content": "Describe the image."}],
-        }
-    ).encode()
+    path, payload = request_body(endpoint, tokens)
+    first_text = FIRST_DELTA if endpoint == "responses" else FIRST_TEXT
+    body = json.dumps(payload).encode()
     request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: bench\r\n"
         + (b"Authorization: " + authorization + b"\r\n" if authorization else b"")
         + b"Content-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
@@ -256,7 +276,7 @@ async def load(
             await asyncio.sleep(index / concurrency * stagger)
         while time.perf_counter() < stop_at:
             try:
-                ttft, total = await one_stream(reader, writer, request)
+                ttft, total = await one_stream(reader, writer, request, first_text)
             except (RuntimeError, OSError, asyncio.IncompleteReadError, ValueError):
                 errors += 1
                 writer.close()
@@ -479,7 +499,14 @@ def measure(kind: str, args: argparse.Namespace, round_: int = 0) -> list[Row]:
                     for s, name in zip(servers, names, strict=True)
                 ]
             result = asyncio.run(
-                load(port, concurrency, args.seconds, args.tokens, stagger, authorization)
+                load(
+                    port,
+                    concurrency,
+                    args.seconds,
+                    args.tokens,
+                    stagger,
+                    authorization=authorization,
+                )
             )
             n = max(result["requests"], 1)
             by_process = {
@@ -520,6 +547,97 @@ def measure(kind: str, args: argparse.Namespace, round_: int = 0) -> list[Row]:
             s.terminate()
         for s in servers:
             s.wait(timeout=10)
+
+
+def start_server(kind: str, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+    """A server process of `kind`, started and warmed up; its process and port."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            "--port",
+            str(port),
+            "--interval",
+            str(args.interval),
+            *(["--redis-url", args.redis_url] if args.redis_url else []),
+        ],
+        cwd=ROOT,
+        env={**os.environ, **getattr(args, "server_env", {})},
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"{kind} server did not start") from None
+            time.sleep(0.05)
+    authorization = getattr(args, "credentials", {}).get(kind, b"")
+    asyncio.run(load(port, 4, 1.0, args.tokens, authorization=authorization))  # warm-up
+    return server, port
+
+
+def level(
+    server: subprocess.Popen,
+    port: int,
+    label: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    endpoint: str = "chat",
+    authorization: bytes = b"",
+) -> Row:
+    """One load level against a running server, with the server's CPU per request."""
+    stagger = 0.0 if args.lockstep else args.tokens * args.interval
+    cpu_before = process_cpu_seconds(server.pid)
+    result = asyncio.run(
+        load(port, concurrency, args.seconds, args.tokens, stagger, endpoint, authorization)
+    )
+    cpu = process_cpu_seconds(server.pid) - cpu_before
+    result["cpu_ms_per_request"] = cpu * 1e3 / max(result["requests"], 1)
+    print(
+        f"  {label:13s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
+        f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
+        f"p99 {result['p99_ms']:7.2f} ms  cpu/req {result['cpu_ms_per_request']:.3f} ms  "
+        f"errors {result['errors']}",
+        flush=True,
+    )
+    return Row(concurrency, label, **result)
+
+
+def measure_endpoints(args: argparse.Namespace) -> list[Row]:
+    """Chat and Responses on one gateway, interleaved per level; the median run of each
+    (by throughput) stands for it."""
+    server, port = start_server("gateway", args)
+    try:
+        rows = []
+        for concurrency in args.concurrency:
+            runs: dict[str, list[Row]] = {"chat": [], "responses": []}
+            for _ in range(args.runs):
+                for endpoint in runs:
+                    runs[endpoint].append(
+                        level(server, port, endpoint, concurrency, args, endpoint)
+                    )
+            rows += [_median_row(made) for made in runs.values()]
+        return rows
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _median_row(rows: list[Row]) -> Row:
+    """Each figure's median over the runs (errors summed)."""
+    figures = {
+        name: statistics.median(getattr(r, name) for r in rows)
+        for name in ("rps", "ttft_p50_ms", "p50_ms", "p99_ms", "cpu_ms_per_request")
+    }
+    requests = int(statistics.median(r.requests for r in rows))
+    errors = sum(r.errors for r in rows)
+    return Row(rows[0].concurrency, rows[0].server, requests, errors, **figures)
 
 
 def profile(pid: int, path: Path, args: argparse.Namespace) -> subprocess.Popen:
@@ -698,6 +816,13 @@ def main() -> None:
         "with an IdP's access token vs with an API key",
     )
     parser.add_argument(
+        "--responses",
+        action="store_true",
+        help="/v1/responses vs /v1/chat/completions on one gateway, interleaved, "
+        "the median of --runs runs",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per level (--responses)")
+    parser.add_argument(
         "--repeat", type=int, default=1, help="rounds, interleaved; the report takes medians"
     )
     parser.add_argument(
@@ -735,6 +860,8 @@ def main() -> None:
     name = "queue_overhead" if args.queue else "gateway_overhead"
     if args.trace:
         args.kinds, name = ["gateway", "gateway-traced"], "tracing_overhead"
+    if args.responses:
+        args.kinds, name = ["chat", "responses"], "responses_overhead"
     idp = None
     if args.token:
         args.kinds, name = ["gateway-key", "gateway-token"], "token_overhead"
@@ -754,12 +881,15 @@ def main() -> None:
         redis_server = RedisServer().start()
         args.redis_url = redis_server.url
     try:
-        rows = [
-            row
-            for round_ in range(args.repeat)
-            for kind in args.kinds
-            for row in measure(kind, args, round_)
-        ]
+        if args.responses:
+            rows = measure_endpoints(args)
+        else:
+            rows = [
+                row
+                for round_ in range(args.repeat)
+                for kind in args.kinds
+                for row in measure(kind, args, round_)
+            ]
     finally:
         if redis_server is not None:
             redis_server.stop()

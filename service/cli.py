@@ -14,7 +14,7 @@ import argparse
 import logging
 import subprocess
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 
 from service import errors
@@ -58,6 +58,7 @@ REQUESTS = [
 ]
 READS = ["pacs_file", "read_ttl", "read_lease", "model_version"]
 WEBHOOKS = ["webhook_max_attempts", "webhook_backoff"]
+RESPONSES = ["store_responses", "response_ttl", "max_stored_responses", "response_lease"]
 # The queue: a gateway admits (depth), judges workers live (heartbeat) and writes
 # per-request keys (TTL); a worker also ages lanes, reclaims and dead-letters.
 QUEUE_GATEWAY = ["queue_max_depth", "heartbeat_interval", "result_ttl"]
@@ -77,6 +78,7 @@ ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs", "oi
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmai-vl", description="Train and serve GMAI-VL.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
@@ -111,8 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """The installed distribution's version (what an image was built from)."""
+    try:
+        return version("gmai-vl")
+    except PackageNotFoundError:  # a source tree run without an install
+        return "unknown"
+
+
 def _gateway_flags(parser: argparse.ArgumentParser, queue_settings: list[str]) -> None:
-    groups = (("requests", REQUESTS), ("study reads", READS + WEBHOOKS), ("queue", queue_settings))
+    groups = (
+        ("requests", REQUESTS),
+        ("stored responses (/v1/responses)", RESPONSES),
+        ("study reads", READS + WEBHOOKS),
+        ("queue", queue_settings),
+    )
     for title, names in groups:
         add_settings_flags(parser.add_argument_group(title), names, flags_of=parser)
 
