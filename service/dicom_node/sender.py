@@ -1,0 +1,89 @@
+"""Results out: the SR sent by C-STORE to a DICOM node (the PACS's AE), retried.
+
+A send is one association with one presentation context (the SR's SOP class in
+Explicit VR Little Endian, then Implicit). Success is status 0x0000 or a warning
+(0xB000-0xBFFF: the PACS stored it with a coercion); any other status, a
+rejected or aborted association, or a network error is a failed try. Tries are
+spaced by `backoff`, doubling; after the last the caller gets `SendFailed` (the
+read ends `failed` with `sr_store_failed`, the SR stays downloadable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from dataclasses import dataclass
+
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+log = logging.getLogger("gmaivl.dicom_node")
+
+
+class SendFailed(Exception):
+    """Every try failed; `reason` is a status or a short phrase (no dataset content)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    ae_title: str
+    host: str
+    port: int
+
+
+def c_store_once(data: bytes, target: StoreTarget, calling_ae: str, timeout: float) -> None:
+    """One association, one C-STORE (blocking: call it in a thread); raises SendFailed."""
+    ds = dcmread(io.BytesIO(data))
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    ae.add_requested_context(ds.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title)
+    if not assoc.is_established:
+        raise SendFailed("association rejected" if assoc.is_rejected else "no association")
+    try:
+        status = assoc.send_c_store(ds)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    code = getattr(status, "Status", None)
+    if code is None:
+        raise SendFailed("association lost")
+    if code != 0x0000 and not 0xB000 <= code <= 0xBFFF:
+        raise SendFailed(f"status 0x{code:04X}")
+
+
+async def send_with_retry(
+    data: bytes,
+    target: StoreTarget,
+    calling_ae: str,
+    attempts: int,
+    backoff: float,
+    timeout: float = 30.0,
+    on_retry: object = None,
+) -> int:
+    """C-STOREs `data` to `target`, tried `attempts` times; returns the tries used."""
+    delay = backoff
+    last = "no try"
+    for attempt in range(1, attempts + 1):
+        try:
+            await asyncio.to_thread(c_store_once, data, target, calling_ae, timeout)
+            return attempt
+        except SendFailed as exc:
+            last = exc.reason
+        except (OSError, RuntimeError) as exc:
+            last = type(exc).__name__
+        log.warning("SR C-STORE to %s: try %d of %d failed (%s)", target.ae_title, attempt,
+                    attempts, last)  # fmt: skip
+        if callable(on_retry) and attempt < attempts:
+            on_retry()
+        if attempt < attempts:
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise SendFailed(last)
