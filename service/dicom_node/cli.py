@@ -1,0 +1,84 @@
+"""`gmai-vl dicom-node`: run the node (Redis mode), or, with `--dry-run`, say which
+rule a study (DICOM files or folders) would match; `--trigger UID` marks a study
+in the spool complete now."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from service.settings_cli import add_settings_flags, settings_from
+
+NODE = [
+    "dicom.ae_title",
+    "dicom.port",
+    "dicom.host",
+    "dicom.rules_file",
+    "dicom.spool_dir",
+    "dicom.metrics_port",
+]
+DEFAULT_PORT = 11112
+
+
+def add_dicom_node_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "dicom-node",
+        help="a DICOM node: receive studies by C-STORE, read them by rules, send SRs back",
+        description="Run the DICOM node (Redis mode, beside gateways and workers; "
+        "docs/pacs.md). Other settings: GMAIVL_DICOM_* variables.",
+    )
+    add_settings_flags(parser, ["redis_url", "log_level", "api_keys_file", *NODE])
+    parser.add_argument(
+        "--dry-run",
+        nargs="+",
+        metavar="PATH",
+        help="print the rule a study made of these DICOM files (or folders) would match",
+    )
+    parser.add_argument("--calling-ae", default="", help="--dry-run: the sender's AE title")
+    parser.add_argument("--trigger", metavar="STUDY_UID", help="mark a spooled study complete")
+    parser.set_defaults(func=run_dicom_node_command)
+
+
+def run_dicom_node_command(args: argparse.Namespace) -> int:
+    from service.dicom_node.rules import RulesError, load_rules
+
+    settings = settings_from(args)
+    dicom = settings.dicom
+    if args.trigger:
+        from service.dicom_node.spool import Spool
+
+        Spool(dicom.spool_dir, dicom.spool_max_bytes, dicom.study_quiet_seconds).trigger(
+            args.trigger
+        )
+        print("triggered")
+        return 0
+    try:
+        rules = load_rules(dicom.rules_file)
+    except RulesError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.dry_run:
+        return dry_run(rules, [Path(p) for p in args.dry_run], args.calling_ae)
+    if settings.redis_url is None:
+        print("dicom-node needs --redis-url (or use `gmai-vl serve --dicom-port`)", file=sys.stderr)
+        return 2
+    if dicom.port is None:
+        dicom.port = DEFAULT_PORT
+    from service.dicom_node.process import run_node_process
+
+    return run_node_process(settings, rules)
+
+
+def dry_run(rules, paths: list[Path], calling_ae: str) -> int:  # type: ignore[no-untyped-def]
+    from service.dicom_node.facts import study_facts
+    from service.dicom_node.rules import decide
+
+    files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p])]
+    files = [f for f in files if f.is_file()]
+    facts = study_facts("", [calling_ae] if calling_ae else [], files)
+    if not facts.instances:
+        print("no DICOM instances found", file=sys.stderr)
+        return 2
+    print(decide(rules, facts).describe())
+    return 0

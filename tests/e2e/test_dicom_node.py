@@ -1,0 +1,347 @@
+"""The DICOM node end to end against a real Orthanc with its DICOM server on (loopback).
+
+`gmai-vl serve --engine fake --dicom-port P` runs as a child process (so a test can
+kill -9 it); Orthanc sends studies to it with `POST /modalities/{name}/store`;
+the routing rules read CT studies from ORTHANC and send the SR back to Orthanc by
+C-STORE, where the test finds it over QIDO-RS. Hostile peers are pynetdicom SCUs.
+Every log line the node writes goes to a file the PHI test reads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+from service.processes import free_port, wait_ready
+from tests.dicom_study import PHI_MARKERS, make_study
+from tests.orthanc import OrthancServer
+
+QUIET = 1.5  # seconds: the study quiet period the node runs with here
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory) -> Iterator[OrthancServer]:
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc-dimse"), dicom=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def rules_file(path: Path, pacs: OrthancServer) -> Path:
+    path.write_text(f"""
+rules:
+  - name: chest-ct
+    match: {{calling_ae: [ORTHANC, MODALITY], modality: CT}}
+    read: {{model: fake, prompt: "Findings?", priority: urgent, max_images: 3}}
+    send_to: {{ae_title: {pacs.aet}, host: 127.0.0.1, port: {pacs.dicom_port}}}
+  - name: rest
+    match: {{}}
+    ignore: true
+""")
+    return path
+
+
+class Node:
+    """`gmai-vl serve --dicom-port` as a child process; restartable on the same spool."""
+
+    def __init__(self, workdir: Path, pacs: OrthancServer, **env: str) -> None:
+        self.workdir = workdir
+        self.dicom_port = free_port()
+        self.http_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.log = workdir / "node.log"
+        self.env = {
+            **os.environ,
+            "GMAIVL_AUTH": "off",
+            "GMAIVL_FAKE_TOKEN_INTERVAL": "0.001",
+            "GMAIVL_DICOM_HOST": "127.0.0.1",
+            "GMAIVL_DICOM_ALLOWED_CALLING_AETS": "ORTHANC,MODALITY",
+            "GMAIVL_DICOM_RULES_FILE": str(rules_file(workdir / "rules.yaml", pacs)),
+            "GMAIVL_DICOM_SPOOL_DIR": str(workdir / "spool"),
+            "GMAIVL_DICOM_STUDY_QUIET_SECONDS": str(QUIET),
+            "GMAIVL_DICOM_SEND_BACKOFF": "0.2",
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+        self.modality = f"gmaivl{self.dicom_port}"  # Orthanc's name for this node
+        pacs.add_modality(self.modality, "GMAIVL", self.dicom_port)
+
+    def start(self) -> Node:
+        flags = ["--engine", "fake", "--served-model-name", "fake", "--port", str(self.http_port),
+                 "--dicom-port", str(self.dicom_port)]  # fmt: skip
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", *flags],
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_ready(self.url, process=self.process)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the SCP opens beside the HTTP port
+            if echo(self.dicom_port):
+                return self
+            time.sleep(0.05)
+        raise TimeoutError("the DICOM port did not answer")
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def read_ids(self) -> list[str]:
+        return re.findall(r"-> (read_[0-9a-f]{32})", self.log.read_text(errors="replace"))
+
+    def wait_reads(self, count: int, timeout: float = 30) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ids = self.read_ids()
+            if len(ids) >= count:
+                reads = [httpx.get(f"{self.url}/v1/dicom/reads/{i}").json() for i in ids]
+                if all(r["status"] in ("completed", "failed") for r in reads):
+                    return reads
+            time.sleep(0.1)
+        raise TimeoutError(f"{count} reads did not end: {self.read_ids()}")
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(self.url + "/metrics").text
+        found = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)]
+        return sum(found)
+
+
+def echo(port: int, calling: str = "MODALITY") -> bool:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = 5
+    assoc = ae.associate("127.0.0.1", port, ae_title="GMAIVL")
+    if not assoc.is_established:
+        return False
+    ok = assoc.send_c_echo().Status == 0
+    assoc.release()
+    return ok
+
+
+def scu_store(port: int, files: list[bytes], calling: str = "MODALITY") -> list[int]:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CTImageStorage)
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 30
+    assoc = ae.associate("127.0.0.1", port, ae_title="GMAIVL")
+    assert assoc.is_established
+    statuses = [assoc.send_c_store(dcmread(io.BytesIO(d))).Status for d in files]
+    assoc.release()
+    return statuses
+
+
+def upload(pacs: OrthancServer, files: list[bytes]) -> None:
+    for data in files:
+        pacs.upload(data)
+
+
+def sr_instances(pacs: OrthancServer, study_uid: str) -> list[dict]:
+    r = httpx.get(
+        f"{pacs.dicomweb}/studies/{study_uid}/instances",
+        params={"Modality": "SR"},
+        auth=pacs.auth,
+        timeout=10,
+    )
+    return r.json() if r.status_code == 200 and r.content else []
+
+
+def wait_sr(pacs: OrthancServer, study_uid: str, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sr_instances(pacs, study_uid)
+        if found:
+            return found
+        time.sleep(0.1)
+    raise TimeoutError("no SR arrived in the PACS")
+
+
+def referenced_sops(pacs: OrthancServer, study_uid: str, sr: dict) -> set[str]:
+    series = sr["0020000E"]["Value"][0]
+    sop = sr["00080018"]["Value"][0]
+    r = httpx.get(
+        f"{pacs.dicomweb}/studies/{study_uid}/series/{series}/instances/{sop}",
+        headers={"Accept": 'multipart/related; type="application/dicom"'},
+        auth=pacs.auth,
+        timeout=10,
+    )
+    body = r.content
+    start = body.index(b"DICM") - 128
+    ds = dcmread(io.BytesIO(body[start:]))
+    found = set()
+    for item in ds.get("CurrentRequestedProcedureEvidenceSequence", []):
+        for series_item in item.ReferencedSeriesSequence:
+            for ref in series_item.ReferencedSOPSequence:
+                found.add(str(ref.ReferencedSOPInstanceUID))
+    return found
+
+
+@pytest.fixture(scope="module")
+def node(pacs, tmp_path_factory) -> Iterator[Node]:
+    running = Node(tmp_path_factory.mktemp("node"), pacs).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_echo_from_orthanc(pacs, node):
+    assert pacs.echo(node.modality).status_code == 200
+
+
+def test_multi_series_study_is_read_and_its_sr_stored_in_orthanc(pacs, node):
+    study = make_study([("CT", 3), ("CT", 2), ("MR", 2)])
+    upload(pacs, study.files)
+    before = len(node.read_ids())
+    r = pacs.send_study(node.modality, study.study_instance_uid)
+    assert r.status_code == 200, r.text
+    [read] = node.wait_reads(before + 1)[before:]
+    assert read["status"] == "completed", read
+    assert read["source"] == "dimse" and read["calling_ae"] == "ORTHANC"
+    assert read["study_instance_uid"] == study.study_instance_uid
+    ct = {uid for uid, (s, m) in zip(study.sop_instance_uids, _series_of(study)) if m == "CT"}
+    assert len(read["instances"]) == 2 and set(read["instances"]) <= ct  # one per CT series
+    [sr] = wait_sr(pacs, study.study_instance_uid)
+    assert referenced_sops(pacs, study.study_instance_uid, sr) == set(read["instances"])
+    assert read["sr"]["stored"] is True
+    # the SR stays downloadable from the node too
+    data = httpx.get(f"{node.url}/v1/dicom/reads/{read['id']}/sr").content
+    assert dcmread(io.BytesIO(data)).Modality == "SR"
+
+
+def _series_of(study) -> list[tuple[str, str]]:
+    out = []
+    for data in study.files:
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+        out.append((str(ds.SeriesInstanceUID), str(ds.Modality)))
+    return out
+
+
+def test_a_study_no_rule_reads_is_not_read(pacs, node):
+    study = make_study([("MR", 2)])
+    upload(pacs, study.files)
+    before = len(node.read_ids())
+    ignored = node.metric('gmaivl_dicom_studies_total{outcome="ignored"}')
+    assert pacs.send_study(node.modality, study.study_instance_uid).status_code == 200
+    deadline = time.monotonic() + QUIET + 10
+    while node.metric('gmaivl_dicom_studies_total{outcome="ignored"}') == ignored:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert len(node.read_ids()) == before
+    assert sr_instances(pacs, study.study_instance_uid) == []
+
+
+def test_unknown_calling_ae_is_rejected(node):
+    assert not echo(node.dicom_port, calling="INTRUDER")
+    assert echo(node.dicom_port)
+
+
+def test_aborted_association_reads_nothing_until_the_quiet_period_ends(pacs, node):
+    study = make_study([("CT", 6)])
+    before = len(node.read_ids())
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title="GMAIVL")
+    for data in study.files[:3]:
+        assert assoc.send_c_store(dcmread(io.BytesIO(data))).Status == 0
+    assoc.abort()
+    sent = time.monotonic()
+    assert echo(node.dicom_port)  # the node keeps serving
+    while time.monotonic() - sent < QUIET * 0.6:
+        assert len(node.read_ids()) == before  # incomplete: not read yet
+        time.sleep(0.05)
+    [read] = node.wait_reads(before + 1)[before:]
+    assert read["status"] == "completed" and len(read["instances"]) == 1
+
+
+def test_200_instances_over_4_associations_are_stored_and_read_once(pacs, node):
+    study = make_study([("CT", 50), ("CT", 50), ("CT", 50), ("CT", 50)])
+    before = len(node.read_ids())
+    results: list[list[int]] = []
+    chunks = [study.files[i::4] for i in range(4)]
+    threads = [threading.Thread(target=lambda c=c: results.append(scu_store(node.dicom_port, c)))
+               for c in chunks]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(len(r) for r in results) == [50, 50, 50, 50]
+    assert all(s == 0 for r in results for s in r)
+    [read] = node.wait_reads(before + 1)[before:]
+    assert read["status"] == "completed" and len(read["instances"]) == 3  # max_images
+    time.sleep(QUIET + 0.5)
+    assert len(node.read_ids()) == before + 1  # read once
+    assert len(wait_sr(pacs, study.study_instance_uid)) == 1
+
+
+def test_full_spool_answers_out_of_resources(pacs, tmp_path):
+    small = Node(tmp_path, pacs, GMAIVL_DICOM_SPOOL_MAX_BYTES="60000").start()
+    try:
+        study = make_study([("CT", 12)])
+        statuses = scu_store(small.dicom_port, study.files)
+        assert statuses[0] == 0 and statuses[-1] == 0xA700
+        assert echo(small.dicom_port)
+        text = httpx.get(small.url + "/metrics").text
+        assert 'gmaivl_dicom_instances_received_total{outcome="out_of_resources"}' in text
+    finally:
+        small.stop()
+
+
+def test_killed_mid_spool_and_restarted_finishes_the_read(pacs, tmp_path):
+    node = Node(tmp_path, pacs).start()
+    try:
+        study = make_study([("CT", 40)])
+        upload(pacs, study.files)
+        sender = threading.Thread(
+            target=lambda: pacs.send_study(node.modality, study.study_instance_uid), daemon=True
+        )
+        sender.start()
+        spool = tmp_path / "spool"
+        deadline = time.monotonic() + 30
+        while sum(1 for _ in spool.rglob("*.dcm")) < 10:  # mid-spool
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        node.kill9()
+        sender.join(timeout=30)
+        node.start()  # the same spool: the study's quiet period runs on
+        [read] = node.wait_reads(1, timeout=30)
+        assert read["status"] == "completed"
+        assert len(wait_sr(pacs, study.study_instance_uid)) == 1
+    finally:
+        node.stop()
+
+
+def test_phi_markers_reach_no_log_metric_or_read(pacs, node):
+    """Runs last in this module: everything above wrote to the node's log."""
+    log = node.log.read_text(errors="replace")
+    metrics = httpx.get(node.url + "/metrics").text
+    reads = json.dumps([httpx.get(f"{node.url}/v1/dicom/reads/{i}").json()
+                        for i in node.read_ids()])  # fmt: skip
+    assert node.read_ids()
+    for marker in PHI_MARKERS:
+        assert marker not in log
+        assert marker not in metrics
+        assert marker not in reads
