@@ -47,6 +47,10 @@ RULES: dict[str, set[str] | str] = {
         "service.pacs",
         "service.reads",
     },
+    "service.dicom_node": FOUNDATION
+    | {"service.config", "service.metrics", "service.pacs", "service.reads", "service.media"},
+    "service.dicom_node.process": COMPOSITION,  # `gmai-vl dicom-node`: builds a process
+    "service.dicom_node.cli": COMPOSITION,
     "service.console": set(),  # static files of the browser console; no code
     "service.worker": FOUNDATION | {"service.engines", "service.queue", "service.metrics"},
     "service.worker_http": FOUNDATION,

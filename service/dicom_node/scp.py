@@ -27,6 +27,7 @@ import secrets
 import ssl
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -130,6 +131,8 @@ class DicomServer:
         self.metrics = metrics
         self.server: _Server | None = None
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        # pydicom's value warnings quote the value (a patient's name, say): off.
+        pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
     @property
     def port(self) -> int:

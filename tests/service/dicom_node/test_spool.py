@@ -109,7 +109,7 @@ def test_recovery_after_a_crash(tmp_path):
     assert not (s.root / receiving.id / ".x.dcm.123.tmp").exists()
     assert not (s.root / ("0" * 32)).exists()
     assert again.used == s.used
-    assert [b.id for b in again.pending()] == [b.id for b in s.pending()]
+    assert {b.id for b in again.pending()} == {b.id for b in s.pending()}
     receiving_now = [b for b in again.batches() if b.state == "receiving"]
     assert len(receiving_now) == 1
     # its quiet period runs on from its newest file
