@@ -115,9 +115,9 @@ class DicomNode:
         for batch in await asyncio.to_thread(self.spool.take_ready):
             await self._route(batch)
         for batch in self.spool.batches():
-            if batch.state == "reading" and batch.read_id is not None:
-                if await self.reads.is_over(batch.read_id):
-                    await asyncio.to_thread(self.spool.done, batch)
+            reading = batch.state == "reading" and batch.read_id is not None
+            if reading and await self.reads.is_over(batch.read_id):  # type: ignore[arg-type]
+                await asyncio.to_thread(self.spool.done, batch)
         await asyncio.to_thread(self.spool.sweep)
         self.metrics.dicom_spool_bytes.set(self.spool.used)
 

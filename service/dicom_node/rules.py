@@ -186,9 +186,9 @@ class RuleSet(BaseModel):
         """What the rules name that this server does not have (tenants: None = keys off)."""
         found = []
         for rule in self.rules:
-            if rule.read is not None and rule.read.tenant is not None and tenants is not None:
-                if rule.read.tenant not in tenants:
-                    found.append(f"rule {rule.name}: tenant {rule.read.tenant!r} is not in the keys file")
+            tenant = rule.read.tenant if rule.read is not None else None
+            if tenant is not None and tenants is not None and tenant not in tenants:
+                found.append(f"rule {rule.name}: tenant {tenant!r} is not in the keys file")
             if isinstance(rule.send_to, PacsDestination) and rule.send_to.pacs not in pacs:
                 found.append(f"rule {rule.name}: no PACS named {rule.send_to.pacs!r} is configured")
         return found

@@ -29,12 +29,12 @@ from typing import Any
 
 from pydicom import config as pydicom_config
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -172,9 +172,7 @@ class DicomServer:
         )
         assert isinstance(server, _Server)
         server.networks = [ipaddress.ip_network(n, strict=False) for n in s.allowed_peer_networks]
-        server.on_refused = lambda: self.metrics.dicom_associations.labels(
-            "refused_address"
-        ).inc()
+        server.on_refused = lambda: self.metrics.dicom_associations.labels("refused_address").inc()
         import threading
 
         threading.Thread(target=server.serve_forever, name="dicom-scp", daemon=True).start()

@@ -222,7 +222,8 @@ def test_multi_series_study_is_read_and_its_sr_stored_in_orthanc(pacs, node):
     assert read["status"] == "completed", read
     assert read["source"] == "dimse" and read["calling_ae"] == "ORTHANC"
     assert read["study_instance_uid"] == study.study_instance_uid
-    ct = {uid for uid, (s, m) in zip(study.sop_instance_uids, _series_of(study)) if m == "CT"}
+    modalities = _series_of(study)
+    ct = {uid for uid, (_, m) in zip(study.sop_instance_uids, modalities, strict=True) if m == "CT"}
     assert len(read["instances"]) == 2 and set(read["instances"]) <= ct  # one per CT series
     [sr] = wait_sr(pacs, study.study_instance_uid)
     assert referenced_sops(pacs, study.study_instance_uid, sr) == set(read["instances"])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
@@ -22,7 +22,8 @@ from tests.dicom_study import make_study
 
 
 def node(tmp_path, **kw):
-    settings = DicomNodeSettings(**({"host": "127.0.0.1", "allowed_calling_aets": ["MODALITY"]} | kw))
+    defaults = {"host": "127.0.0.1", "allowed_calling_aets": ["MODALITY"]}
+    settings = DicomNodeSettings(**(defaults | kw))
     spool = Spool(tmp_path / "spool", settings.spool_max_bytes, 60).open()
     server = DicomServer(settings, spool, ServiceMetrics())
     server.start(port=0)
