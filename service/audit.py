@@ -26,7 +26,8 @@ class AuditEvent:
     request_id: str
     route: str
     time: float = field(default_factory=time.time)  # arrival, Unix seconds
-    model: str | None = None
+    model: str | None = None  # as the response's `model`; None: refused before it was looked up
+    parent: str | None = None  # the base model when `model` is a LoRA adapter
     tenant: str | None = None
     key_id: str | None = None
     sop_instance_uid_sha256: list[str] = field(default_factory=list)

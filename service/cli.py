@@ -40,6 +40,39 @@ VLLM = [
     "vllm.enforce_eager",
 ]
 UPSTREAM = ["upstream_url", "upstream_model"]
+# The gateway side: request limits, keys, audit, study reads.
+REQUESTS = [
+    "request_timeout",
+    "max_request_timeout",
+    "default_priority",
+    "max_tokens_default",
+    "max_tokens_limit",
+    "max_body_bytes",
+    "body_timeout",
+    "max_json_depth",
+    "max_messages",
+    "max_text_chars",
+    "api_keys_reload_interval",
+    "max_tenant_labels",
+    "audit_log",
+]
+READS = ["pacs_file", "read_ttl", "read_lease", "model_version"]
+WEBHOOKS = ["webhook_max_attempts", "webhook_backoff"]
+# The queue: a gateway admits (depth), judges workers live (heartbeat) and writes
+# per-request keys (TTL); a worker also ages lanes, reclaims and dead-letters.
+QUEUE_GATEWAY = ["queue_max_depth", "heartbeat_interval", "result_ttl"]
+QUEUE_WORKER = [
+    "aging_seconds",
+    "visibility_timeout",
+    "heartbeat_interval",
+    "max_deliveries",
+    "result_ttl",
+]
+QUEUE = [*QUEUE_GATEWAY, "aging_seconds", "visibility_timeout", "max_deliveries"]
+DEMO = ["cache_dir", "demo_recipe", "fake_token_interval"]
+# Set only in the environment (or a file): secrets never on a command line, where
+# `ps` shows them; nested groups and PACS entries are JSON (docs/settings.md).
+ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", help="serve a checkpoint: gateway + queue + one worker, in one process"
     )
-    add_settings_flags(serve, [*MODEL, *SERVER, "redis_url"])
+    add_settings_flags(serve, [*MODEL, *SERVER, "redis_url", *DEMO])
+    _gateway_flags(serve, QUEUE)
     _engine_flags(serve)
     serve.set_defaults(func=run_serve)
 
@@ -59,11 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         ["redis_url", "served_model_name", *SERVER],
         required=("redis_url",),
     )
+    _gateway_flags(gateway, QUEUE_GATEWAY)
     gateway.set_defaults(func=run_gateway)
 
     worker = sub.add_parser("worker", help="one engine taking jobs from Redis")
-    add_settings_flags(worker, ["redis_url", *MODEL, "metrics_port", "drain_grace", "host"],
+    add_settings_flags(worker, ["redis_url", *MODEL, "metrics_port", "drain_grace", "host", *DEMO],
                        required=("redis_url",))  # fmt: skip
+    queue = worker.add_argument_group("queue")
+    add_settings_flags(queue, QUEUE_WORKER, flags_of=worker)
     _engine_flags(worker)
     worker.set_defaults(func=run_worker)
 
@@ -72,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     for command in entry_points(group="gmai_vl.commands"):
         command.load()(sub)
     return parser
+
+
+def _gateway_flags(parser: argparse.ArgumentParser, queue_settings: list[str]) -> None:
+    groups = (("requests", REQUESTS), ("study reads", READS + WEBHOOKS), ("queue", queue_settings))
+    for title, names in groups:
+        add_settings_flags(parser.add_argument_group(title), names, flags_of=parser)
 
 
 def _engine_flags(parser: argparse.ArgumentParser) -> None:

@@ -259,7 +259,11 @@ class Settings(BaseSettings):
     max_tenant_labels: int = Field(
         32, ge=0, description="Tenants (in key-file order) that get their own metrics label."
     )
-    cache_dir: Path = Field(default_factory=default_cache_dir)
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Where the demo model is built and kept: $XDG_CACHE_HOME/gmai-vl, "
+        "else ~/.cache/gmai-vl.",
+    )
     demo_recipe: str = Field(
         "demo",
         description="Without --model, serve trains the demo model once with this recipe, "

@@ -24,13 +24,18 @@ from service import tracing
 from service.api.app import create_app
 from service.api.models import ModelCatalog
 from service.api.serving_chat import ChatCompletions
-from service.api.serving_reads import ReadService
 from service.api.state import AppState
 from service.audit import open_audit_sink
 from service.components import make_read_store, make_security, redis_gateway_queue
 from service.config import Settings
+from service.media.dicomweb import Pacs
+from service.media.dicomweb_client import DicomWebClient
+from service.media.resolve import MediaResolver, gateway_fetcher
 from service.metrics import ServiceMetrics
 from service.queue.protocols import GatewayQueue
+from service.reads.service import ReadService
+from service.serving.jobs import JobPath
+from service.serving.tenancy import TenantGate
 
 log = logging.getLogger("gmaivl.gateway")
 
@@ -44,7 +49,10 @@ def build_gateway_app(
     catalog: ModelCatalog | None = None,
     background: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """The app for `settings`: chat over `queue`, auth and tenant limits, audit.
+    """The app for `settings`: chat and study reads over `queue`, auth and tenant
+    limits, audit. The composition root: every shared part (the one `SafeFetcher`,
+    the `MediaResolver`, the `TenantGate`, the DICOMweb clients, the job path) is
+    built here, once, and handed to the services that use it.
 
     `extra_checks` join readiness (e.g. the embedded engine's `model_loaded`);
     `catalog` says which models it answers for (default: the process's own);
@@ -53,18 +61,25 @@ def build_gateway_app(
     model_id = settings.model_id()
     catalog = catalog or ModelCatalog({model_id: None})
     keys, limiter = make_security(settings)
-    chat = ChatCompletions(settings, queue, metrics, model_id, limiter, catalog)
     audit = open_audit_sink(settings.audit_log)
+    fetcher = gateway_fetcher(settings.images, settings.fetch)
+    pacs_entries = settings.pacs_entries()
+    media = MediaResolver(settings.images, settings.fetch, pacs_entries, fetcher)
+    dicomweb = {e.name: DicomWebClient(Pacs.from_entry(e), fetcher) for e in pacs_entries}
+    tenants = TenantGate(limiter, metrics)
+    jobs = JobPath(queue, metrics)
+    chat = ChatCompletions(settings, jobs, metrics, catalog, media, tenants)
     reads = ReadService(
         settings,
-        queue,
+        jobs,
         metrics,
-        model_id,
         make_read_store(settings),
-        chat.media.fetcher,
-        chat.tenants,
-        audit,
+        dicomweb,
+        media,
+        fetcher,
+        tenants,
         catalog,
+        audit,
     )
     checks = extra_checks or {}
 
@@ -91,7 +106,9 @@ def build_gateway_app(
             finally:
                 await reads.aclose()
                 await queue.close()
-                await chat.aclose()
+                await fetcher.aclose()
+                if limiter is not None:
+                    await limiter.close()
                 if audit is not None:
                     audit.close()
 
@@ -102,7 +119,9 @@ def build_gateway_app(
         metrics=metrics,
         chat=chat,
         readiness=readiness,
-        catalog=catalog,
+        models=catalog,
+        media=media,
+        dicomweb=dicomweb,
         audit=audit,
         keys=keys,
         reads=reads,

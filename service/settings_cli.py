@@ -20,7 +20,7 @@ from pydantic.fields import FieldInfo
 
 from service.config import Settings
 
-_FLAGS_ATTR = "_settings_flags"
+FLAGS_ATTR = "_settings_flags"
 
 
 def _field(name: str) -> tuple[FieldInfo, type[BaseModel]]:
@@ -52,8 +52,8 @@ def add_settings_flags(
     parser when `parser` is one of its argument groups."""
     owner = flags_of or parser
     assert isinstance(owner, argparse.ArgumentParser)
-    known = owner.get_default(_FLAGS_ATTR) or []
-    owner.set_defaults(**{_FLAGS_ATTR: [*known, *names]})
+    known = owner.get_default(FLAGS_ATTR) or []
+    owner.set_defaults(**{FLAGS_ATTR: [*known, *names]})
     for name in names:
         info, _ = _field(name)
         leaf = name.split(".")[-1]
@@ -78,7 +78,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from GMAIVL_* variables, overridden by the flags that were given."""
     top: dict[str, Any] = {}
     groups: dict[str, dict[str, Any]] = {}
-    for name in getattr(args, _FLAGS_ATTR, None) or []:
+    for name in getattr(args, FLAGS_ATTR, None) or []:
         value = getattr(args, name.split(".")[-1], None)
         if value is None:
             continue

@@ -32,8 +32,20 @@ RULES: dict[str, set[str] | str] = {
     "service.security": FOUNDATION | {"service.config"},
     "service.engines": FOUNDATION | {"service.config"},
     "service.queue": FOUNDATION,
-    "service.reads": FOUNDATION,
-    "service.pacs": FOUNDATION | {"service.config", "service.media"},
+    # what every endpoint shares beneath HTTP: request context, tenant gate, job path
+    "service.serving": FOUNDATION
+    | {"service.config", "service.metrics", "service.audit", "service.queue", "service.security"},
+    # the study-read lifecycle, for every door (the HTTP API, the DICOM node)
+    "service.reads": FOUNDATION
+    | {
+        "service.config",
+        "service.metrics",
+        "service.audit",
+        "service.media",
+        "service.queue",
+        "service.security",
+        "service.serving",
+    },
     "service.redis": FOUNDATION
     | {"service.queue", "service.metrics", "service.security", "service.reads"},
     "service.api": FOUNDATION
@@ -44,7 +56,7 @@ RULES: dict[str, set[str] | str] = {
         "service.media",
         "service.queue",
         "service.security",
-        "service.pacs",
+        "service.serving",
         "service.reads",
     },
     "service.dicom_node": FOUNDATION
@@ -63,6 +75,7 @@ RULES: dict[str, set[str] | str] = {
     "service.worker_process": COMPOSITION,
     "service.settings_cli": FOUNDATION | {"service.config"},
     "service.cli": COMPOSITION,
+    "service.settings_doc": COMPOSITION,  # docs/settings.md from the settings and the CLI
     # training uses service only to render DICOM exactly as it is served
     "training": {"service", "service.errors", "service.config", "service.media"},
 }

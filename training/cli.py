@@ -59,8 +59,9 @@ def add_import_command(model_sub: argparse._SubParsersAction) -> None:
     )
     imp.add_argument(
         "--chat-template",
-        choices=["internlm2-chatml", "llava-v1", "mistral-instruct"],
-        help="default: the source format's (InternLM2 ChatML, LLaVA-1.5)",
+        metavar="NAME|FILE",
+        help="internlm2-chatml, llava-v1, mistral-instruct or a Jinja file (default: the "
+        "source's own template; the format's when the source has none that renders images)",
     )
     imp.add_argument("--shard-size-gb", type=float, default=4.0, help="largest output shard")
     imp.add_argument("--no-progress", action="store_true")
@@ -87,7 +88,7 @@ def run_model_import(args: argparse.Namespace) -> int:
     print(
         f"imported {args.src} as {plan.detected.format} ({plan.detected.reason}); "
         f"text model {plan.sources.llm_kind} -> {plan.config.text_config.model_type}, "
-        f"chat template {plan.template}, dtype {plan.config.dtype}: {args.out}"
+        f"chat template {plan.template.describe()}, dtype {plan.config.dtype}: {args.out}"
     )
     return 0
 

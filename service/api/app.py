@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, errors
 from service.api import console, ops, pacs_browse, render
+from service.api.context import facts_of
 from service.api.middleware import PUBLIC_PATHS, GatewayMiddleware
 from service.api.protocol import ChatCompletionRequest, ChatCompletionResponse
 from service.api.reads import router as reads_router
@@ -41,7 +42,6 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_middleware(
         GatewayMiddleware,
         metrics=state.metrics,
-        model_id=state.model_id,
         max_body_bytes=state.settings.max_body_bytes,
         body_timeout=state.settings.body_timeout,
         audit=state.audit,
@@ -90,9 +90,9 @@ def error_json(exc: errors.ServiceError) -> JSONResponse:
 
 def _note_outcome(request: Request, outcome: str) -> None:
     """The error's code on the request's audit event (when the route is audited)."""
-    event = getattr(request.state, "audit", None)
-    if event is not None:
-        event.outcome = outcome
+    facts = facts_of(request)
+    if facts is not None and facts.audit is not None:
+        facts.audit.outcome = outcome
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
@@ -139,9 +139,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    facts = facts_of(request)
     log.error(
         "unhandled error on request %s:\n%s",
-        getattr(request.state, "request_id", "?"),
+        facts.request_id if facts is not None else "?",
         errors.redacted_traceback(exc),
     )
     _note_outcome(request, "server_error")

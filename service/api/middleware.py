@@ -18,6 +18,7 @@ from service.api.console import CONSOLE_PATHS
 from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
 from service.security.keystore import KeyStore
+from service.serving.context import FACTS, RequestFacts
 
 log = logging.getLogger("gmaivl.api")
 
@@ -76,7 +77,6 @@ class GatewayMiddleware:
         self,
         app: ASGIApp,
         metrics: ServiceMetrics,
-        model_id: str,
         max_body_bytes: int,
         body_timeout: float = 30.0,
         audit: AuditSink | None = None,
@@ -84,7 +84,6 @@ class GatewayMiddleware:
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.model_id = model_id
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.audit = audit
@@ -96,18 +95,21 @@ class GatewayMiddleware:
             return
         headers = dict(scope["headers"])
         request_id = request_id_from(headers.get(b"x-request-id"))
-        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        scope["state"]["started"] = started
+        facts = RequestFacts(request_id, started)  # typed; routes read it (api/context.py)
+        scope.setdefault("state", {})[FACTS] = facts
         status = 500
         route = route_label(scope["path"])
         in_flight = self.metrics.in_flight.labels(route)
         in_flight.inc()
         public = scope["path"] in PUBLIC_PATHS
+        # The model the request asked for, once the catalog knows it (api/models.py):
+        # the metrics' `model` label and the audit event's, as the response's `model`.
+        served = facts.served
         event: AuditEvent | None = None
         if self.audit is not None and not public:
-            event = AuditEvent(request_id=request_id, route=route, model=self.model_id)
-            scope["state"]["audit"] = event
+            event = AuditEvent(request_id=request_id, route=route)
+            facts.audit = event
 
         started_response = False
 
@@ -131,7 +133,7 @@ class GatewayMiddleware:
                         event.outcome = exc.code or "invalid_api_key"
                     await self._refuse(send_with_id, exc)
                     return
-                scope["state"]["principal"] = principal
+                facts.principal = principal
                 if event is not None:
                     event.key_id, event.tenant = principal.key_id, principal.tenant
             length = headers.get(b"content-length")
@@ -164,11 +166,12 @@ class GatewayMiddleware:
                 await self._refuse(send_with_id, errors.ServiceError("Internal server error."))
         finally:
             in_flight.dec()
-            model = self.model_id if route.startswith("/v1/") else ""
+            model = served.id or ""
             self.metrics.requests.labels(route, status_class(status), model).inc()
             elapsed = time.perf_counter() - started
             self.metrics.request_duration.labels(route, model).observe(elapsed)
             if event is not None and self.audit is not None:
+                event.model, event.parent = served.id, served.parent
                 self._write_audit(self.audit, event, status, elapsed)
 
     async def _traced(

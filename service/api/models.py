@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from service import errors
 from service.queue.protocols import ModelSeen
+from service.serving.context import ServedModel
 
 UNAVAILABLE_RETRY_AFTER = 5  # seconds: about what a worker restart or failover takes
 
@@ -60,11 +61,14 @@ class ModelCatalog:
             key=lambda m: m.id,
         )
 
-    async def check(self, model: str) -> ModelSeen:
-        """The model a request names, or ModelNotFound / ModelUnavailable."""
+    async def check(self, model: str, served: ServedModel | None = None) -> ModelSeen:
+        """The model a request names, or ModelNotFound / ModelUnavailable; a known one is
+        noted in `served` (a model with no live worker too: the request asked for it)."""
         seen = (await self.snapshot()).get(model)
         if seen is None:
             raise errors.ModelNotFound("The requested model does not exist.", param="model")
+        if served is not None:
+            served.id, served.parent = seen.id, seen.parent
         if seen.live_workers <= 0:
             raise errors.ModelUnavailable(
                 "No worker serves the requested model right now; retry later.",

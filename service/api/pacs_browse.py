@@ -1,4 +1,5 @@
-"""Browsing a configured PACS through the gateway (QIDO-RS, `media/qido.py`): the
+"""Browsing a configured PACS through the gateway (QIDO-RS, `media/dicomweb_client.py`
+with its `BROWSE` failures: 400 `pacs_search_failed`): the
 console's study search, series and instances, under the same key as `/v1` and
 only ever to PACS entries of the configuration.
 
@@ -18,8 +19,7 @@ from fastapi import APIRouter, Query, Request
 from service import errors
 from service.api.protocol import ErrorBody
 from service.api.state import AppState
-from service.media.dicomweb import Pacs
-from service.media.qido import UID, check_uid, search, study_query
+from service.media.dicomweb_client import DicomWebClient, study_query
 
 router = APIRouter()
 
@@ -29,8 +29,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 PACS_HELP = "A configured PACS's name; may be omitted when exactly one is configured."
 
 
-def _pacs(state: AppState, name: str | None) -> Pacs:
-    configured = state.chat.media.pacs
+def _pacs(state: AppState, name: str | None) -> DicomWebClient:
+    configured = list(state.dicomweb.values())
     if not configured:
         raise errors.InvalidRequest(
             "No PACS is configured on this gateway.", param="pacs", code="pacs_not_configured"
@@ -38,7 +38,9 @@ def _pacs(state: AppState, name: str | None) -> Pacs:
     if name is None:
         if len(configured) > 1:
             raise errors.InvalidRequest(
-                "Several PACS are configured; name one with `pacs`.", param="pacs"
+                "Several PACS are configured; name one with `pacs`.",
+                param="pacs",
+                code="pacs_required",
             )
         return configured[0]
     for pacs in configured:
@@ -59,7 +61,8 @@ async def list_pacs(request: Request) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
-            {"name": p.name, "base_url": str(p.base)} for p in _state(request).chat.media.pacs
+            {"name": c.name, "base_url": str(c.pacs.base)}
+            for c in _state(request).dicomweb.values()
         ],
     }
 
@@ -74,8 +77,7 @@ async def search_studies(
     limit: int = Query(50, description="1..200"),
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
-    state = _state(request)
-    target = _pacs(state, pacs)
+    target = _pacs(_state(request), pacs)
     query = study_query(
         {
             "StudyDate": StudyDate,
@@ -85,7 +87,7 @@ async def search_studies(
         limit,
         offset,
     )
-    found = await search(state.chat.media.fetcher, target, "/studies", query, "studies")
+    found = await target.search_studies(query)
     return {"object": "list", "pacs": target.name, "data": found}
 
 
@@ -93,10 +95,8 @@ async def search_studies(
 async def list_series(
     request: Request, study: str, pacs: str | None = Query(None, description=PACS_HELP)
 ) -> dict[str, Any]:
-    state = _state(request)
-    target = _pacs(state, pacs)
-    path = f"/studies/{check_uid(study, 'study')}/series"
-    found = await search(state.chat.media.fetcher, target, path, {}, "series")
+    target = _pacs(_state(request), pacs)
+    found = await target.search_series(study)
     return {"object": "list", "pacs": target.name, "data": found}
 
 
@@ -107,14 +107,7 @@ async def list_instances(
     series: str,
     pacs: str | None = Query(None, description=PACS_HELP),
 ) -> dict[str, Any]:
-    state = _state(request)
-    target = _pacs(state, pacs)
-    path = f"/studies/{check_uid(study, 'study')}/series/{check_uid(series, 'series')}/instances"
-    found = await search(state.chat.media.fetcher, target, path, {}, "instances")
-    base = str(target.base).rstrip("/")
-    for instance in found:
-        uid = instance.get("sop_instance_uid")
-        if isinstance(uid, str) and UID.match(uid):
-            instance["url"] = f"{base}{path}/{uid}"
+    target = _pacs(_state(request), pacs)
+    found = await target.search_instances(study, series)
     found.sort(key=lambda i: i["instance_number"] if isinstance(i["instance_number"], int) else 0)
     return {"object": "list", "pacs": target.name, "data": found}

@@ -1,16 +1,18 @@
-"""Request and response models of the study-read API (`/v1/dicom/reads`, docs/api.md)."""
+"""Request and response models of the study-read API (`/v1/dicom/reads`, docs/api.md).
+The `dicom.read` object itself (`DicomRead`) is the read's own (`reads.model`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.protocol import DicomImageOptions
+from service.api.protocol import DicomImageOptions, WindowSpec
 from service.core.lanes import Lane
+from service.media.dicomweb import UID_MAX, UID_PATTERN
+from service.reads.service import ReadOrder
 
-UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
-Uid = Annotated[str, Field(pattern=UID_PATTERN, max_length=64)]
+Uid = Annotated[str, Field(pattern=UID_PATTERN, max_length=UID_MAX)]
 
 
 class ReadRequest(BaseModel):
@@ -33,28 +35,19 @@ class ReadRequest(BaseModel):
         None, max_length=2048, description="POSTed the read object when it ends (signed)."
     )
 
-
-class ReadSR(BaseModel):
-    study_instance_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-    stored: bool
-
-
-class ReadError(BaseModel):
-    code: str
-    message: str
-
-
-class DicomRead(BaseModel):
-    id: str
-    object: Literal["dicom.read"] = "dicom.read"
-    status: Literal["queued", "running", "completed", "failed", "cancelled"]
-    created: int
-    model: str
-    study_instance_uid: str
-    instances: list[str]
-    answer: str | None = None
-    usage: dict[str, Any] | None = None
-    sr: ReadSR | None = None
-    error: ReadError | None = None
+    def order(self) -> ReadOrder:
+        window = self.dicom.window if self.dicom else None
+        return ReadOrder(
+            model=self.model,
+            study_instance_uid=self.study_instance_uid,
+            series_instance_uid=self.series_instance_uid,
+            sop_instance_uids=self.sop_instance_uids,
+            pacs=self.pacs,
+            prompt=self.prompt,
+            window=window.model_dump() if isinstance(window, WindowSpec) else window,
+            frames=self.dicom.frames if self.dicom else None,
+            max_tokens=self.max_tokens,
+            priority=self.priority,
+            store=self.store,
+            webhook=self.webhook,
+        )

@@ -1,4 +1,5 @@
-"""Routes of the study-read API: thin. Parse, hand to `ReadService`, shape the answer."""
+"""Routes of the study-read API: thin. Parse, hand to `reads.service.ReadService`,
+shape the answer."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from service import errors
+from service.api.context import context_of
 from service.api.protocol import ErrorBody
-from service.api.protocol_reads import DicomRead, ReadRequest
-from service.api.serving_chat import RequestContext
-from service.api.serving_reads import ReadService
+from service.api.protocol_reads import ReadRequest
+from service.reads.model import DicomRead
+from service.reads.service import ReadService
 
 router = APIRouter()
 
@@ -36,15 +38,13 @@ def _reads(request: Request) -> ReadService:
     },
 )
 async def create_read(body: ReadRequest, request: Request) -> JSONResponse:
-    ctx = RequestContext.of(request)
-    read = await _reads(request).submit(body, ctx)
+    read = await _reads(request).submit(body.order(), context_of(request))
     return JSONResponse(read.public(), status_code=202, headers={"Location": f"{READS}/{read.id}"})
 
 
 @router.get(READS + "/{read_id}", responses={200: {"model": DicomRead}, **_errors(401, 404)})
 async def get_read(read_id: str, request: Request) -> JSONResponse:
-    principal = getattr(request.state, "principal", None)
-    read = await _reads(request).get(read_id, principal)
+    read = await _reads(request).get(read_id, context_of(request).principal)
     return JSONResponse(read.public())
 
 
@@ -57,8 +57,7 @@ async def get_read(read_id: str, request: Request) -> JSONResponse:
     },
 )
 async def get_read_sr(read_id: str, request: Request) -> Response:
-    principal = getattr(request.state, "principal", None)
-    data = await _reads(request).sr(read_id, principal)
+    data = await _reads(request).sr(read_id, context_of(request).principal)
     return Response(
         data,
         media_type="application/dicom",
@@ -68,6 +67,6 @@ async def get_read_sr(read_id: str, request: Request) -> Response:
 
 @router.delete(READS + "/{read_id}", responses={200: {"model": DicomRead}, **_errors(401, 404)})
 async def cancel_read(read_id: str, request: Request) -> JSONResponse:
-    principal = getattr(request.state, "principal", None)
-    read = await _reads(request).cancel(read_id, principal, request.state.request_id)
+    ctx = context_of(request)
+    read = await _reads(request).cancel(read_id, ctx.principal, ctx.request_id)
     return JSONResponse(read.public())

@@ -19,6 +19,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from service import errors
+from service.api.context import context_of
 from service.api.protocol import ErrorBody, ImageURL
 from service.api.state import AppState
 from service.core.generation import ImageInput
@@ -65,7 +66,8 @@ async def render_image(request: Request) -> RenderResponse:
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
     part = body.image_url
-    principal = getattr(request.state, "principal", None)
+    ctx = context_of(request)
+    principal = ctx.principal
     cap = principal.policy.max_images_per_request if principal is not None else None
     if cap is not None and part.image_count() > cap:
         raise errors.InvalidRequest(
@@ -82,11 +84,11 @@ async def render_image(request: Request) -> RenderResponse:
         )
     image_request = ImageRequest(part.url, part.dicom.to_options() if part.dicom else None, PARAM)
     try:
-        resolved = await state.chat.media.resolve(image_request)
+        resolved = await state.media.resolve(image_request)
     except errors.ServiceError as exc:
         state.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
         raise
-    audit = getattr(request.state, "audit", None)
+    audit = ctx.audit
     if audit is not None:
         audit.images += len(resolved.images)
         if resolved.sop_instance_uid:

@@ -4,7 +4,6 @@ Tenancy, media resolution and the job all read the plan."""
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +14,7 @@ from service.api.protocol import ChatCompletionRequest, ImagePart
 from service.config import Settings
 from service.core.generation import SamplingParams
 from service.core.lanes import Lane
-
-_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+from service.serving.context import lane_from_header, timeout_of
 
 
 @dataclass(frozen=True)
@@ -65,36 +63,6 @@ def lane_of(body: ChatCompletionRequest, header: str | None, default: Lane) -> L
     if body.priority is not None:
         return body.priority
     return lane_from_header(header, default)
-
-
-def lane_from_header(header: str | None, default: Lane) -> Lane:
-    """The X-Priority header's lane (any case), else the default lane."""
-    if header is None:
-        return default
-    try:
-        return Lane(header.strip().lower())
-    except ValueError as exc:
-        raise errors.InvalidRequest(
-            "X-Priority must be one of: " + ", ".join(lane.value for lane in Lane) + ".",
-            param="X-Priority",
-            code="invalid_priority",
-        ) from exc
-
-
-def timeout_of(header: str | None, settings: Settings) -> float:
-    """Seconds the request may take: X-Request-Timeout within bounds, else the default."""
-    if header is None:
-        return settings.request_timeout
-    # A plain decimal only: float() would also take "1_0", "inf" and "nan".
-    seconds = float(header) if _SECONDS.fullmatch(header.strip()) else -1.0
-    if not 0 < seconds <= settings.max_request_timeout:
-        raise errors.InvalidRequest(
-            "X-Request-Timeout must be a number of seconds in (0, "
-            f"{settings.max_request_timeout:g}].",
-            param="X-Request-Timeout",
-            code="invalid_timeout",
-        )
-    return seconds
 
 
 def sampling_of(body: ChatCompletionRequest, settings: Settings) -> SamplingParams:

@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from service import errors
+from service.api.context import context_of
 from service.api.disconnect import ClientWatch
 from service.api.protocol import ChatCompletionRequest, ErrorBody
 from service.api.request_limits import check_json_depth
-from service.api.serving_chat import RequestContext
 from service.api.sse import EventStreamResponse
 from service.api.state import AppState
 from service.queue.protocols import ModelSeen
@@ -79,7 +79,7 @@ async def chat_completions(request: Request) -> Response:
         body = ChatCompletionRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
-    ctx = RequestContext.of(request)
+    ctx = context_of(request)
     watch = ClientWatch(request.receive).start()
     try:
         result = await state.chat.create(body, ctx, watch)
@@ -106,7 +106,7 @@ def _model_card(state: AppState, model: ModelSeen) -> dict[str, object]:
 
 def _visible(request: Request, model: str) -> bool:
     """Models a caller's tenant may not use are not shown to it either."""
-    principal = getattr(request.state, "principal", None)
+    principal = context_of(request).principal
     return principal is None or principal.policy.allows_model(model)
 
 

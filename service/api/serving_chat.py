@@ -17,8 +17,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
-
 from service import errors, tracing
 from service.api.disconnect import ClientWatch
 from service.api.models import ModelCatalog
@@ -26,43 +24,18 @@ from service.api.protocol import ChatCompletionRequest
 from service.api.request_limits import RequestLimits, check_shape
 from service.api.request_plan import RequestPlan, plan_request
 from service.api.responses import DONE, ChunkWriter, completion
-from service.api.tenancy import TenantCharge, TenantGate
 from service.audit import AuditEvent
 from service.config import Settings
 from service.core.chat_format import to_template_messages
-from service.core.generation import Delta, GenerationRequest, ImageInput, TokenLogprobs, Usage
+from service.core.generation import Delta, GenerationRequest, ImageInput, Usage
 from service.core.jobs import Job, JobEvent, JobFailed, Restarted
 from service.core.lanes import Lane
 from service.media.resolve import ImageRequest, MediaResolver
 from service.metrics import ServiceMetrics
-from service.queue.protocols import GatewayQueue
-from service.security.limits import TenantLimiter
-from service.security.policy import Principal
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """What the HTTP layer knows about a request besides its body."""
-
-    request_id: str
-    priority: str | None  # X-Priority header
-    timeout: str | None  # X-Request-Timeout header, seconds
-    started: float  # time.perf_counter() at arrival
-    audit: AuditEvent | None = None  # filled in as the request is served
-    principal: Principal | None = None  # the caller's key and tenant; None: auth off
-
-    @classmethod
-    def of(cls, request: Request) -> RequestContext:
-        """From what the middleware left on the request (id, arrival, audit, principal)."""
-        state = request.state
-        return cls(
-            request_id=state.request_id,
-            priority=request.headers.get("x-priority"),
-            timeout=request.headers.get("x-request-timeout"),
-            started=state.started,
-            audit=getattr(state, "audit", None),
-            principal=getattr(state, "principal", None),
-        )
+from service.serving.context import RequestContext
+from service.serving.images import resolve_images
+from service.serving.jobs import Events, JobPath, collect
+from service.serving.tenancy import TenantCharge, TenantGate
 
 
 @dataclass(frozen=True)
@@ -75,31 +48,22 @@ class ResolvedMessages:
 _UNTRACED = contextlib.nullcontext()
 
 
+@dataclass(eq=False)
 class ChatCompletions:
-    def __init__(
-        self,
-        settings: Settings,
-        queue: GatewayQueue,
-        metrics: ServiceMetrics,
-        model_id: str,
-        limiter: TenantLimiter | None = None,
-        catalog: ModelCatalog | None = None,
-    ) -> None:
-        self.settings = settings
-        self.queue = queue
-        self.metrics = metrics
-        self.model_id = model_id
-        self.catalog = catalog or ModelCatalog({model_id: None})
-        self.media = MediaResolver(settings.images, settings.fetch, settings.pacs_entries())
-        self.tenants = TenantGate(limiter, metrics)
+    """Its collaborators are the gateway's, handed in by the app builder."""
+
+    settings: Settings
+    jobs: JobPath
+    metrics: ServiceMetrics
+    catalog: ModelCatalog
+    media: MediaResolver
+    tenants: TenantGate
+
+    def __post_init__(self) -> None:
+        settings = self.settings
         self.limits = RequestLimits(
             settings.max_json_depth, settings.max_messages, settings.max_text_chars
         )
-
-    async def aclose(self) -> None:
-        await self.media.aclose()
-        if self.tenants.limiter is not None:
-            await self.tenants.limiter.close()
 
     async def create(
         self,
@@ -109,7 +73,8 @@ class ChatCompletions:
     ) -> dict[str, Any] | AsyncGenerator[str, None]:
         """A completion dict, or for `stream=True` an iterator of SSE lines that
         starts only after the first token (so early errors keep their status)."""
-        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
+        # 404 unknown, 503 known but no live worker
+        await self.catalog.check(body.model, ctx.served)
         check_shape(body, self.limits)
         plan = plan_request(body, ctx.priority, ctx.timeout, self.settings)
         # a span only where there is a tenant to admit (auth on)
@@ -156,14 +121,7 @@ class ChatCompletions:
             deadline=plan.deadline,
             tenant=ctx.principal.tenant if ctx.principal is not None else None,
         )
-        try:
-            with tracing.span("queue.submit", {"gmaivl.lane": lane.value}):
-                job.trace = tracing.carrier()  # the worker's spans join this trace
-                await self.queue.submit(job)
-        except errors.Overloaded as exc:
-            self.metrics.rejections.labels(exc.code or "overloaded").inc()
-            raise
-        batches = self.queue.events(job.id)
+        batches = await self.jobs.submit(job)
         if not body.stream:
             try:
                 response_span = tracing.start_span("response", {"gmaivl.stream": False})
@@ -183,7 +141,7 @@ class ChatCompletions:
                     await charge.release(usage)
                 return answer
             except BaseException:
-                await self.queue.cancel(job.id)  # gone, failed or late: stop the work
+                await self.jobs.cancel(job.id)  # gone, failed or late: stop the work
                 raise
             finally:
                 await batches.aclose()
@@ -193,7 +151,7 @@ class ChatCompletions:
                 first = await _first_batch(batches)
         except BaseException:
             tracing.end_span(response_span)
-            await self.queue.cancel(job.id)
+            await self.jobs.cancel(job.id)
             await batches.aclose()
             raise
         self._observe_ttft(job.model, lane, ctx)
@@ -224,14 +182,7 @@ class ChatCompletions:
             )
             for ref in plan.image_parts
         ]
-        started = time.perf_counter()
-        try:
-            resolved = await asyncio.gather(*(self.media.resolve(r) for r in requests))
-        except errors.ServiceError as exc:
-            self.metrics.rejections.labels(exc.code or type(exc).__name__).inc()
-            raise
-        if requests:
-            self.metrics.image_preprocess.observe(time.perf_counter() - started)
+        resolved = await resolve_images(self.metrics, [self.media.resolve(r) for r in requests])
         if audit is not None:
             for item in resolved:
                 audit.images += len(item.images)
@@ -248,41 +199,24 @@ class ChatCompletions:
     async def _collect(
         self,
         job: Job,
-        batches: AsyncGenerator[list[JobEvent], None],
+        batches: Events,
         lane: Lane,
         ctx: RequestContext,
         dicom: list[dict[str, Any]],
         want_logprobs: bool = False,
     ) -> tuple[dict[str, Any], Usage]:
-        pieces: list[str] = []
-        logprobs: list[TokenLogprobs] = []
-        async for batch in batches:
-            if not pieces:
-                self._observe_ttft(job.model, lane, ctx)
-            for event in batch:
-                if isinstance(event, Delta):
-                    pieces.append(event.text)
-                    logprobs.extend(event.logprobs)
-                elif isinstance(event, Restarted):
-                    pieces.clear()  # another worker starts over: a transparent retry
-                    logprobs.clear()
-                elif isinstance(event, JobFailed):
-                    raise event.to_exception()
-                else:
-                    answer = "".join(pieces)
-                    created = int(job.enqueued_at)
-                    body = completion(
-                        job.id, created, job.model, answer, event, dicom,
-                        logprobs if want_logprobs else None,
-                    )  # fmt: skip
-                    return body, event.usage
-        raise errors.EngineError("The response ended without finishing.")
+        done = await collect(batches, lambda: self._observe_ttft(job.model, lane, ctx))
+        logprobs = done.logprobs if want_logprobs else None
+        body = completion(
+            job.id, int(job.enqueued_at), job.model, done.text, done.finish, dicom, logprobs
+        )
+        return body, done.finish.usage
 
     async def _stream(
         self,
         job: Job,
         first: list[JobEvent],
-        batches: AsyncGenerator[list[JobEvent], None],
+        batches: Events,
         include_usage: bool,
         dicom: list[dict[str, Any]],
         audit: AuditEvent | None,

@@ -1,4 +1,5 @@
-"""What the routes need from the process they run in, assembled by `service.gateway`."""
+"""What the routes need from the process they run in, assembled by `service.gateway`
+(the composition root: it builds every part below and hands them in)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from dataclasses import dataclass, field
 
 from service.api.models import ModelCatalog
 from service.api.serving_chat import ChatCompletions
-from service.api.serving_reads import ReadService
 from service.audit import AuditSink
 from service.config import Settings
+from service.media.dicomweb_client import DicomWebClient
+from service.media.resolve import MediaResolver
 from service.metrics import ServiceMetrics
 from service.queue.protocols import GatewayQueue
+from service.reads.service import ReadService
 from service.security.keystore import KeyStore
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -26,12 +29,10 @@ class AppState:
     metrics: ServiceMetrics
     chat: ChatCompletions
     readiness: Readiness
-    catalog: ModelCatalog | None = None  # default: the chat endpoint's
+    models: ModelCatalog  # which models it answers for
+    media: MediaResolver  # image parts -> images (chat, render)
+    dicomweb: dict[str, DicomWebClient] = field(default_factory=dict)  # by PACS name (browse)
     audit: AuditSink | None = None  # one event per audited request
     keys: KeyStore | None = None  # None: authentication off (local use)
     reads: ReadService | None = None  # study reads (/v1/dicom/reads)
     created: int = field(default_factory=lambda: int(time.time()))
-
-    @property
-    def models(self) -> ModelCatalog:
-        return self.catalog or self.chat.catalog

@@ -80,7 +80,13 @@ class TransformersEngine:
 
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_dir)
-            self.model = LlavaForConditionalGeneration.from_pretrained(self.model_dir)
+            # The checkpoint's own dtype (bf16 as imported stays bf16), loaded straight
+            # onto an accelerator rather than through host memory first.
+            self.model = LlavaForConditionalGeneration.from_pretrained(
+                self.model_dir,
+                dtype="auto",
+                device_map=None if self.device == "cpu" else self.device,
+            )
         except (OSError, ValueError) as exc:
             raise errors.NotReady(f"Cannot load the checkpoint at {self.model_dir}.") from exc
         if self.adapters:
@@ -200,7 +206,13 @@ class TransformersEngine:
         prompt = self.processor.apply_chat_template(request.messages, add_generation_prompt=True)
         images = [image.to_pil() for image in request.images] or None
         inputs = self.processor(images=images, text=prompt, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in inputs.items()}
+        # Pixels come out of the processor in float32: into the model's dtype (bf16 on
+        # a GPU), ids and masks as they are, all on the model's device.
+        dtype = self.model.dtype
+        return {
+            k: v.to(self.device, dtype if v.is_floating_point() else None)
+            for k, v in inputs.items()
+        }
 
     def _forward(self, adapter: str | None, **kwargs: Any) -> Any:
         """One forward pass with `adapter` (None: the base) active."""

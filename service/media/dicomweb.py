@@ -31,13 +31,38 @@ INSTANCE_TYPES = frozenset({"multipart/related", "application/dicom"})
 RENDERED_ACCEPT = "image/png"
 RENDERED_TYPES = frozenset({"image/png", "image/jpeg"})
 
-# A DICOM UID: digit components joined by single dots (PS3.5 9.1), at most 64 characters.
-# Not any run of digits and dots: ".." (also sent percent-encoded, which httpx does
-# not resolve) is a path segment the PACS would resolve to another resource.
-_UID = r"(?=[0-9.]{1,64}(?:/|$))[0-9]+(?:\.[0-9]+)*"
+# The one UID rule for every UID that goes into a DICOMweb URL (PS3.5 9.1): components
+# of digits joined by single dots, no empty component, no leading zero except a lone
+# "0", at most 64 characters. Not any run of digits and dots: "..", "." and "..." are
+# path segments that httpx or the PACS would resolve to another resource.
+_COMPONENT = r"(?:0|[1-9][0-9]*)"
+_UID_BODY = rf"{_COMPONENT}(?:\.{_COMPONENT})*"
+UID_PATTERN = rf"^{_UID_BODY}$"
+UID_MAX = 64
+_UID = re.compile(UID_PATTERN)
+_UID_IN_PATH = rf"(?=[0-9.]{{1,{UID_MAX}}}(?:/|$)){_UID_BODY}"
 _INSTANCE_PATH = re.compile(
-    rf"^/studies/{_UID}/series/{_UID}/instances/{_UID}(?P<rendered>/rendered)?/?$"
+    rf"^/studies/{_UID_IN_PATH}/series/{_UID_IN_PATH}/instances/{_UID_IN_PATH}"
+    r"(?P<rendered>/rendered)?/?$"
 )
+
+
+def valid_uid(value: str) -> bool:
+    """True for a DICOM UID under the rule above."""
+    return len(value) <= UID_MAX and _UID.match(value) is not None
+
+
+def check_uid(value: str, param: str) -> str:
+    """`value` when it is a DICOM UID; else 400 `invalid_uid` naming `param` (never the value)."""
+    if not valid_uid(value):
+        raise errors.InvalidRequest(
+            "A DICOM UID is numbers joined by single dots (no leading zeros), "
+            f"at most {UID_MAX} characters.",
+            param=param,
+            code="invalid_uid",
+        )
+    return value
+
 
 Kind = Literal["instance", "rendered"]
 

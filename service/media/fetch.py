@@ -273,7 +273,9 @@ def parse_url(url: str, param: str) -> httpx.URL:
     try:
         target = httpx.URL(url)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise errors.InvalidRequest("The image URL is not valid.", param=param) from exc
+        raise errors.InvalidRequest(
+            "The image URL is not valid.", param=param, code="invalid_image_url"
+        ) from exc
     if target.scheme not in ("http", "https") or not target.host:
         raise errors.InvalidRequest(
             "Image URLs must be http(s) URLs or data: URLs.", param=param, code="invalid_image_url"

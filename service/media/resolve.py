@@ -51,23 +51,39 @@ class ResolvedImage:
     sop_instance_uid: str | None = field(default=None, repr=False)
 
 
+def gateway_fetcher(limits: ImageLimits, fetch: FetchSettings) -> SafeFetcher:
+    """The gateway's one `SafeFetcher` (one pooled client; the app builder makes it)."""
+    return SafeFetcher(
+        FetchLimits(
+            max_bytes=limits.max_bytes,
+            connect_timeout=fetch.connect_timeout,
+            read_timeout=fetch.read_timeout,
+            total_timeout=fetch.total_timeout,
+            max_redirects=fetch.max_redirects,
+        )
+    )
+
+
 class MediaResolver:
-    def __init__(self, limits: ImageLimits, fetch: FetchSettings, pacs: list[PacsEntry]) -> None:
+    """`fetcher`: the gateway's, handed in by the app builder (which closes it); without
+    one the resolver makes and closes its own (tools and tests)."""
+
+    def __init__(
+        self,
+        limits: ImageLimits,
+        fetch: FetchSettings,
+        pacs: list[PacsEntry],
+        fetcher: SafeFetcher | None = None,
+    ) -> None:
         self.limits = limits
         self.pacs = [Pacs.from_entry(entry) for entry in pacs]
         self.plain_policy = HostPolicy.of(fetch.allowed_hosts, fetch.allowed_networks)
-        self.fetcher = SafeFetcher(
-            FetchLimits(
-                max_bytes=limits.max_bytes,
-                connect_timeout=fetch.connect_timeout,
-                read_timeout=fetch.read_timeout,
-                total_timeout=fetch.total_timeout,
-                max_redirects=fetch.max_redirects,
-            )
-        )
+        self._owns_fetcher = fetcher is None
+        self.fetcher = fetcher or gateway_fetcher(limits, fetch)
 
     async def aclose(self) -> None:
-        await self.fetcher.aclose()
+        if self._owns_fetcher:
+            await self.fetcher.aclose()
 
     async def resolve(self, request: ImageRequest) -> ResolvedImage:
         """One image part -> images; traced as `image.resolve` with `image.fetch` and
@@ -80,7 +96,7 @@ class MediaResolver:
         if request.url.startswith("data:"):
             _note(span, "gmaivl.image.source", "data_url")
             mime, data = parse_data_url(request.url, self.limits, request.param)
-            return await self._decode(mime, data, options, request.param)
+            return await self.decode(mime, data, options, request.param)
         url = parse_url(request.url, request.param)
         pacs = next((p for p in self.pacs if p.owns(url)), None)
         if pacs is None:
@@ -102,11 +118,12 @@ class MediaResolver:
         else:
             _note(span, "gmaivl.image.source", "dicomweb_rendered")
             return await self._rendered(pacs, url, options, request.param)
-        return await self._decode(mime, data, options, request.param)
+        return await self.decode(mime, data, options, request.param)
 
-    async def _decode(
+    async def decode(
         self, mime: str, data: bytes, options: DicomOptions, param: str
     ) -> ResolvedImage:
+        """Bytes of a declared type -> images, in a thread, traced as `image.decode`."""
         attributes = {"gmaivl.image.media_type": mime, "gmaivl.image.bytes": len(data)}
         with tracing.span("image.decode", attributes) as span:
             resolved = await asyncio.to_thread(
@@ -128,7 +145,7 @@ class MediaResolver:
         window = PRESETS[options.window] if isinstance(options.window, str) else options.window
         with tracing.span("image.fetch"):
             fetched = await fetch_rendered(self.fetcher, pacs, url, window, param)
-        resolved = await self._decode(fetched.media_type, fetched.body, options, param)
+        resolved = await self.decode(fetched.media_type, fetched.body, options, param)
         used = None
         if window is not None:
             used = {"center": window.center, "width": window.width, "function": window.function}

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import httpx
 
-TERMINAL = ("completed", "failed", "cancelled")
+from service.reads.model import TERMINAL, ReadStatus
 
 
 def add_read_command(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +94,7 @@ def _refused(response: httpx.Response) -> int:
 
 def _report(read: dict[str, Any], out: TextIO) -> int:
     print(f"{read['id']} {read['status']}", file=out)
-    if read["status"] != "completed":
+    if read["status"] != ReadStatus.COMPLETED:
         error = read.get("error") or {}
         print(f"{error.get('code', read['status'])}: {error.get('message', '')}", file=sys.stderr)
         return 1

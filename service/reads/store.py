@@ -1,10 +1,10 @@
-"""A study read's record and the store that keeps it.
+"""Where study reads are kept.
 
 `ReadStore` semantics (both implementations pass the same tests):
 - `create(read)` stores a new record; `get(id)` returns it or None (unknown or expired).
 - `update(read)` replaces a record unless the stored one is already terminal
-  (`completed`, `failed`, `cancelled`): it returns False then, so a read cancelled
-  on one gateway is never overwritten by the gateway still running it.
+  (`model.TERMINAL`: completed, failed, cancelled): it returns False then, so a read
+  cancelled on one gateway is never overwritten by the gateway still running it.
 - `put_sr(id, data)` / `get_sr(id)` keep the SR's Part 10 bytes beside the record.
 - `claim_orphan(owner, stale_after)` (Redis) hands a gateway a read whose owner
   stopped renewing it; `renew(id, owner)` is the owner's heartbeat.
@@ -16,84 +16,9 @@ answers for any read and a gateway restart loses nothing.
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
-Status = Literal["queued", "running", "completed", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
-
-
-def new_read_id() -> str:
-    return "read_" + uuid.uuid4().hex
-
-
-@dataclass
-class ReadSpec:
-    """What the client asked for (kept so another gateway can run the read again)."""
-
-    pacs: str
-    series_instance_uid: str | None = None
-    sop_instance_uids: list[str] | None = None
-    prompt: str | None = None
-    window: Any = None  # a preset name or {center, width, function}
-    frames: list[int] | None = None
-    max_tokens: int = 256
-    max_images: int = 4  # the server's and the tenant's image limit, the lower
-    lane: str = "routine"
-    timeout: float = 120.0
-    store: bool = True
-    webhook: str | None = None
-
-
-@dataclass
-class Read:
-    id: str
-    model: str
-    study_instance_uid: str
-    spec: ReadSpec
-    status: Status = "queued"
-    created: int = field(default_factory=lambda: int(time.time()))
-    tenant: str | None = None
-    key_id: str | None = None
-    instances: list[str] = field(default_factory=list)
-    answer: str | None = None
-    usage: dict[str, int] | None = None
-    sr: dict[str, Any] | None = None
-    error: dict[str, str] | None = None
-    owner: str | None = None  # the gateway running it
-    job_id: str | None = None  # its generation job, while one exists
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    def public(self) -> dict[str, Any]:
-        """The `dicom.read` object clients see (docs/api.md)."""
-        return {
-            "id": self.id,
-            "object": "dicom.read",
-            "status": self.status,
-            "created": self.created,
-            "model": self.model,
-            "study_instance_uid": self.study_instance_uid,
-            "instances": list(self.instances),
-            "answer": self.answer,
-            "usage": self.usage,
-            "sr": self.sr,
-            "error": self.error,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> Read:
-        data = json.loads(raw)
-        data["spec"] = ReadSpec(**data["spec"])
-        return cls(**data)
+from service.reads.model import Read
 
 
 class ReadStore(Protocol):

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import time
 
-from service.reads.store import Read
+from service.reads.model import ACTIVE, TERMINAL, Read
 from service.redis import keys
 from service.redis.connection import connect
 
+
+def _lua_set(statuses: frozenset[str]) -> str:
+    """A Lua table literal with the statuses as keys (the statuses are `ReadStatus`'s)."""
+    return "{" + ", ".join(f"['{s}'] = true" for s in sorted(statuses)) + "}"
+
+
 # KEYS: record, running set. ARGV: new JSON, ttl, terminal (0/1), read id, now.
-UPDATE_SCRIPT = """
+UPDATE_SCRIPT = f"""
+local terminal = {_lua_set(TERMINAL)}
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
-local status = cjson.decode(current)['status']
-if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+if terminal[cjson.decode(current)['status']] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[4])
@@ -33,12 +39,13 @@ return 1
 # KEYS: running set. ARGV: stale-before time, now, record key prefix.
 # The oldest stale read is re-scored (claimed) and its record returned; stale ids
 # whose record expired or ended are dropped on the way.
-CLAIM_SCRIPT = """
+CLAIM_SCRIPT = f"""
+local active = {_lua_set(ACTIVE)}
 local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 10)
 for _, id in ipairs(stale) do
   local record = redis.call('GET', ARGV[3] .. id)
   local status = record and cjson.decode(record)['status']
-  if status == 'queued' or status == 'running' then
+  if status and active[status] then
     redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), id)
     return record
   end

@@ -298,6 +298,72 @@ def test_with_keys_on_no_key_is_a_clear_message_and_a_valid_key_answers(
         context.close()
 
 
+@pytest.fixture
+def keyed_page(browser: Browser, keyed_console: tuple[str, str, str]) -> Iterator[Page]:
+    """A fresh page on the keyed console, its key not yet given."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(keyed_console[0] + "/ui/")
+        expect(page.locator("#notice")).to_have_text(
+            "This gateway needs an API key. Enter your API key above."
+        )
+        yield page
+    finally:
+        context.close()
+
+
+def test_a_typed_key_is_the_key_used_on_ask_without_use_key(
+    keyed_page: Page, keyed_console: tuple[str, str, str]
+):
+    page, key = keyed_page, keyed_console[1]
+    page.get_by_label("API key").fill(key)
+    expect(page.locator("#notice")).to_be_hidden()  # it asked for a key; one is there
+    page.get_by_label("Question").fill("Any findings?")
+    page.get_by_label("Max tokens").fill(str(len(TOKENS)))
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.get_by_role("log")).to_have_text(FULL_ANSWER)
+    expect(page.locator("#ask-error")).to_be_hidden()
+    expect(page.locator("#notice")).to_be_hidden()
+    expect(page.get_by_label("Model")).to_have_value("gmai-vl-demo")
+    expect(page.locator("#live-workers")).to_have_text("1")  # the operations panel loaded
+    assert page.evaluate("sessionStorage.getItem('gmaivl.apiKey')") == key
+
+
+def test_a_new_user_types_the_key_chooses_an_image_and_asks(
+    keyed_page: Page, keyed_console: tuple[str, str, str], tmp_path
+):
+    """The path of issue 24: key typed, image chosen, question, Ask; no "Use key"."""
+    page = keyed_page
+    page.get_by_label("API key").fill(keyed_console[1])
+    page.get_by_label("Image").set_input_files(str(demo_png(tmp_path)))
+    expect(page.get_by_alt_text("Model input")).to_be_visible()
+    expect(page.locator("#preview-error")).to_be_hidden()
+    page.get_by_label("Question").fill("Is there an opacity in this chest X-ray?")
+    page.get_by_label("Max tokens").fill(str(len(TOKENS)))
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.get_by_role("log")).to_have_text(FULL_ANSWER)
+    for alert in ("#notice", "#ask-error", "#ops-error"):
+        expect(page.locator(alert)).to_be_hidden()
+
+
+def test_enter_in_the_key_field_loads_the_models_and_the_operations_panel(
+    keyed_page: Page, keyed_console: tuple[str, str, str]
+):
+    page = keyed_page
+    expect(page.locator("#live-workers")).to_have_text("\u2013")  # nothing loaded without a key
+    page.get_by_label("API key").fill(keyed_console[1])
+    page.get_by_label("API key").press("Enter")
+    expect(page.get_by_label("Model")).to_have_value("gmai-vl-demo")
+    expect(page.locator("#live-workers")).to_have_text("1")
+    expect(page.locator("#notice")).to_be_hidden()
+    expect(page.locator("#ops-error")).to_be_hidden()
+    # A wrong key typed over it is used too, and said to be refused (not asked for).
+    page.get_by_label("API key").fill("gmai-wrong-notakey")
+    page.get_by_label("API key").press("Enter")
+    expect(page.locator("#notice")).to_contain_text("The API key was refused")
+
+
 def test_a_tenant_over_its_rate_reads_when_to_retry(
     browser: Browser, keyed_console: tuple[str, str, str]
 ):

@@ -36,7 +36,7 @@ from service.config import Settings
 from service.core.lanes import Lane
 from service.embedded import build_embedded
 from service.engines.fake import FakeEngine
-from service.pacs.webhook import SIGNATURE_HEADER, verify
+from service.reads.webhook import SIGNATURE_HEADER, verify
 from service.security.keys import KeyFile
 from service.security.policy import TenantPolicy
 from tests.conftest import ThreadedServer
@@ -248,9 +248,10 @@ def test_a_read_stores_its_sr_in_the_study(env: Env):
     assert "not for diagnostic use" in ds.SeriesDescription
     document = hd.sr.ComprehensiveSR.from_dataset(ds)
     assert [e[2] for e in document.get_evidence()] == read["instances"]
-    texts = [item.TextValue for item in ds.ContentSequence if item.ValueType == "TEXT"]
-    assert read["answer"] in texts
-    finding = next(i for i in ds.ContentSequence if i.get("TextValue") == read["answer"])
+    (findings,) = [i for i in ds.ContentSequence
+                   if i.ConceptNameCodeSequence[0].CodeValue == "59776-5"]  # fmt: skip
+    (finding,) = findings.ContentSequence
+    assert finding.TextValue == read["answer"]  # the answer, alone under Findings
     images = [i for i in finding.ContentSequence if i.ValueType == "IMAGE"]
     assert [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in images] == read[
         "instances"

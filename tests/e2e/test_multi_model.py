@@ -5,6 +5,7 @@ tiny checkpoints assembled with different seeds, so their greedy answers differ)
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -31,7 +32,7 @@ def adapter(tmp_path, tiny_checkpoint):
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
+    c = Cluster(tmp_path, GMAIVL_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
     yield c
     c.close()
 
@@ -52,6 +53,7 @@ async def test_two_models_each_answered_by_its_own_worker(
     wait_ready(worker_a, timeout=180, process=c.workers[0][0])
     wait_ready(worker_b, timeout=180, process=c.workers[1][0])
     gateway = c.add_gateway(model=None)
+    asked: dict[str, str] = {}  # X-Request-Id -> the model the response names
 
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
         listed = (await http.get("/v1/models")).json()["data"]
@@ -67,6 +69,7 @@ async def test_two_models_each_answered_by_its_own_worker(
                 json={"model": model, "messages": QUESTION, "max_tokens": 8, "temperature": 0},
             )
             assert r.status_code == 200, r.text
+            asked[r.headers["x-request-id"]] = r.json()["model"]
             return r.json()
 
         answers = await asyncio.gather(*(ask(("alpha", "beta")[i % 2]) for i in range(8)))
@@ -115,3 +118,31 @@ async def test_two_models_each_answered_by_its_own_worker(
         listed = (await http.get("/v1/models")).json()["data"]
         assert [m["id"] for m in listed] == ["alpha", "alpha-lora"]
         assert (await http.get("/health/ready")).status_code == 200  # alpha still serves
+
+    # The audit and the request metrics name the model each request asked for, as the
+    # response's `model` does (an adapter with its base); a made-up name never appears.
+    events = {
+        e["request_id"]: e
+        for e in map(json.loads, (c.tmp / "audit.jsonl").read_text().splitlines())
+    }
+    assert set(asked.values()) == {"alpha", "beta", "alpha-lora"}
+    for request_id, model in asked.items():
+        event = events[request_id]
+        assert (event["model"], event["outcome"]) == (model, "ok"), event
+        assert event["parent"] == ("alpha" if model == "alpha-lora" else None)
+    assert events[unknown.headers["x-request-id"]]["model"] is None
+    assert events[r.headers["x-request-id"]]["model"] == "beta"  # known, no worker: 503
+
+    def requests(model: str, status_class: str) -> float:
+        return c.worker_metric(
+            gateway,
+            f'gmaivl_requests_total{{model="{model}",route="/v1/chat/completions",'
+            f'status_class="{status_class}"}}',
+        )
+
+    assert requests("beta", "2xx") == sum(m == "beta" for m in asked.values())
+    assert requests("alpha-lora", "2xx") == 1
+    assert requests("alpha", "2xx") == sum(m == "alpha" for m in asked.values())
+    assert requests("beta", "5xx") >= 1
+    assert requests("", "4xx") == 1  # gamma: no known model
+    assert "gamma" not in httpx.get(gateway + "/metrics").text

@@ -314,6 +314,7 @@ def test_phi_marker_appears_nowhere(served, orthanc):
             "route",
             "time",
             "model",
+            "parent",
             "tenant",
             "key_id",
             "sop_instance_uid_sha256",

@@ -173,3 +173,41 @@ def test_vllms_own_spans_join_the_trace(traced, tiny_checkpoint: Path):
     vllm_span = spans["llm_request"]
     assert vllm_span.parent_span_id == spans["engine.generate"].span_id
     assert MARKER not in json.dumps([s.__dict__ for s in receiver.trace(trace_id)], default=str)
+
+
+def test_a_study_read_is_traced_like_a_chat_request(tmp_path, orthanc):
+    """A read takes the chat's job path: its images are spans (fetch, decode), and the
+    job carries the request's trace into the worker."""
+    from tests.e2e.test_dicom_reads import make_study
+
+    study = make_study()
+    for data in study.files:
+        orthanc.upload(data)
+    with OtlpReceiver() as receiver:
+        cluster = Cluster(
+            tmp_path,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            GMAIVL_PACS=json.dumps([orthanc.pacs_entry("main")]),
+            GMAIVL_FAKE_TOKEN_INTERVAL="0.02",
+        )
+        try:
+            cluster.add_worker()
+            gateway = cluster.add_gateway()
+            header, trace_id, _ = traceparent()
+            body = {"model": MODEL, "study_instance_uid": study.uid, "max_tokens": 4}
+            r = httpx.post(
+                gateway + "/v1/dicom/reads", json=body, headers={"traceparent": header}, timeout=30
+            )
+            assert r.status_code == 202, r.text
+            names = {"POST /v1/dicom/reads", "image.resolve", "image.fetch", "image.decode"}
+            spans = wait_for_spans(receiver, trace_id, names | {"queue.submit"} | WORKER_SPANS)
+            every = receiver.trace(trace_id)  # one image.* span per instance
+        finally:
+            cluster.close()
+    by_id = {s.span_id: s.name for s in every}
+    parent = {name: by_id.get(span.parent_span_id) for name, span in spans.items()}
+    assert parent["image.fetch"] == parent["image.decode"] == "image.resolve"
+    assert parent["queue.wait"] == parent["worker.job"] == "queue.submit"
+    assert spans["image.resolve"].attributes["gmaivl.image.source"] == "dicomweb_instance"
+    assert spans["image.decode"].attributes["gmaivl.image.media_type"] == "application/dicom"

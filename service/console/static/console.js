@@ -13,6 +13,7 @@
     pacs: [],
     study: null,
     opsTimer: null,
+    askingForKey: false, // the notice asks for a key (hidden once one is typed)
   };
 
   // --- API calls --------------------------------------------------------------------
@@ -65,7 +66,9 @@
     return new ApiError(s, text, code, retry);
   }
 
-  async function call(method, path, body, signal) {
+  // `background`: the operations panel's timer, which must not apply a key half typed.
+  async function call(method, path, body, signal, background = false) {
+    if (!background && applyKey()) loadAll(); // a person's action: the typed key is used
     let response;
     try {
       response = await fetch(path, {
@@ -83,8 +86,8 @@
     return response;
   }
 
-  async function getJSON(path) {
-    return (await call("GET", path)).json();
+  async function getJSON(path, background = false) {
+    return (await call("GET", path, undefined, undefined, background)).json();
   }
 
   async function postJSON(path, body) {
@@ -96,13 +99,14 @@
     el.hidden = !text;
   }
 
-  function notice(text) {
+  function notice(text, askingForKey = false) {
     show($("notice"), text);
+    state.askingForKey = askingForKey && Boolean(text);
   }
 
   function authProblem(err) {
     if (err instanceof ApiError && err.status === 401) {
-      notice(err.message);
+      notice(err.message, true);
       return true;
     }
     return false;
@@ -110,15 +114,31 @@
 
   // --- API key ----------------------------------------------------------------------
 
+  // The key in the field is the key used: it is applied on Enter (or "Use key"), when
+  // the field is left, and before any call a person's action makes (Ask, an image, the
+  // PACS); a newly applied key loads the models, the PACS list and the operations panel.
+  function applyKey() {
+    const value = $("api-key").value.trim();
+    if (value === apiKey()) return false;
+    if (value) sessionStorage.setItem(KEY_STORAGE, value);
+    else sessionStorage.removeItem(KEY_STORAGE);
+    return true;
+  }
+
   function setupKey() {
     $("api-key").value = apiKey();
     $("key-form").addEventListener("submit", (event) => {
       event.preventDefault();
-      const value = $("api-key").value.trim();
-      if (value) sessionStorage.setItem(KEY_STORAGE, value);
-      else sessionStorage.removeItem(KEY_STORAGE);
+      applyKey();
       notice("");
       loadAll();
+    });
+    $("api-key").addEventListener("change", () => {
+      if (applyKey()) loadAll();
+    });
+    // A message asking for a key is stale once a key is being typed.
+    $("api-key").addEventListener("input", () => {
+      if (state.askingForKey) notice("");
     });
     $("key-forget").addEventListener("click", () => {
       sessionStorage.removeItem(KEY_STORAGE);
@@ -317,6 +337,10 @@
     show($("ask-error"), "");
     if (!question) {
       show($("ask-error"), "Type a question first.");
+      return;
+    }
+    if (applyKey() && !(await loadAll())) {
+      show($("ask-error"), $("notice").textContent);
       return;
     }
     if (!$("model").value && !(await loadModels())) {
@@ -574,7 +598,7 @@
 
   async function refreshOps() {
     try {
-      const stats = await getJSON("/v1/ops/stats");
+      const stats = await getJSON("/v1/ops/stats", true);
       const rows = stats.lanes.map((lane) => {
         const tr = document.createElement("tr");
         for (const [text, cls] of [[lane.lane, ""], [String(lane.depth), "num"], [lane.oldest_age_seconds.toFixed(1) + " s", "num"]]) {
@@ -600,11 +624,12 @@
 
   async function loadAll() {
     const ok = await loadModels();
-    if (!ok) return;
-    notice("");
+    if (!ok) return false;
+    if ($("model").options.length) notice("");
     loadPacs();
     refreshOps();
     if (state.opsTimer === null) state.opsTimer = setInterval(refreshOps, 5000);
+    return true;
   }
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -125,3 +125,26 @@ async def test_a_vanishing_temperature_is_greedy_not_an_engine_error(engine, tem
     """logits / 1e-300 overflow to inf and softmax to NaN: greedy below 1e-5, as vLLM."""
     greedy = await run(engine, request("g", temperature=0))
     assert await run(engine, request("t", temperature=temperature)) == greedy
+
+
+async def test_a_bf16_checkpoint_is_served_in_bf16(tiny_checkpoint, tmp_path):
+    """The checkpoint's own dtype (what `model import --dtype bfloat16` writes) is the
+    served dtype, and the processor's float32 pixels are cast to it."""
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    bf16 = tmp_path / "bf16"
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16)
+    model.save_pretrained(bf16)
+    AutoProcessor.from_pretrained(tiny_checkpoint).save_pretrained(bf16)
+    engine = TransformersEngine(bf16, max_concurrency=1)
+    await engine.start()
+    try:
+        assert engine.model.dtype == torch.bfloat16
+        inputs = engine._encode(request())
+        assert inputs["pixel_values"].dtype == torch.bfloat16
+        assert inputs["input_ids"].dtype == torch.long
+        *_, finish = await run(engine, request(max_tokens=4, temperature=0))
+        assert isinstance(finish, Finish) and finish.usage.completion_tokens >= 1
+    finally:
+        await engine.stop()

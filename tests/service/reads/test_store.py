@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from service.reads.store import InMemoryReadStore, Read, ReadSpec, ReadStore, new_read_id
+from service.reads.model import Read, ReadSpec, new_read_id
+from service.reads.store import InMemoryReadStore, ReadStore
 from service.redis.read_store import RedisReadStore
 
 

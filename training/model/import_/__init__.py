@@ -15,6 +15,8 @@ as JSON, tokenizers through `tokenizer.json`, weights as tensors.
     keymap.py     per format: source key -> native key(s)
     lora.py       an xtuner `llm_adapter/` merged onto its base LLM
     chat.py       the sources' chat templates (InternLM2 ChatML, LLaVA-1.5, Mistral)
+    template_choice.py  the template written: --chat-template, the source's own, or the
+                  format's; the tokens it needs checked against the tokenizer
     parts.py      tokenizer, image token, processor
     spm.py        a sentencepiece tokenizer.model converted, checked against sentencepiece
     importer.py   the plan and the run; `import.json` provenance

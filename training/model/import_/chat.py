@@ -71,8 +71,6 @@ TEMPLATES = {
     "llava-v1": LLAVA_V1,
     "mistral-instruct": MISTRAL_INSTRUCT,
 }
-# The token that ends an assistant turn, per template: the serving stop token.
-END_OF_TURN = {"internlm2-chatml": "<|im_end|>", "llava-v1": "</s>", "mistral-instruct": "</s>"}
 
 
 def chat_template(name: str, image_token: str) -> str:

@@ -26,8 +26,7 @@ from transformers import (
     MistralConfig,
 )
 
-from training.model.import_ import internlm2, keymap, parts, sources
-from training.model.import_.chat import END_OF_TURN, TEMPLATES, chat_template
+from training.model.import_ import internlm2, keymap, parts, sources, template_choice
 from training.model.import_.formats import Detected, ImportFormatError, check_format
 from training.model.import_.tensors import ShardWriter, TensorSink
 
@@ -77,7 +76,7 @@ class Plan:
     image_token_added: bool
     extra_rows: int
     dtype: torch.dtype
-    template: str
+    template: template_choice.ChatTemplate
     parts: list[keymap.Part] = field(default_factory=list)
     expected: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -110,11 +109,12 @@ def plan_import(
         found = sources.xtuner(src, options.vision_tower, options.llm, open_tensors)
     else:
         found = sources.original_llava(src, options.vision_tower, open_tensors)
-    template = options.chat_template or found.template
-    if template not in TEMPLATES:
-        raise ImportFormatError(f"unknown chat template {template!r}: {', '.join(TEMPLATES)}")
     tokenizer = parts.load_tokenizer(found.tokenizer_dir)
     image_token, added = parts.image_token_of(tokenizer, found.image_token_id)
+    directories = [src, found.tokenizer_dir]
+    template = template_choice.choose(
+        options.chat_template, directories, found.default_template, tokenizer, image_token
+    )
     image_token_id = tokenizer.convert_tokens_to_ids(image_token)
     vocab = int(found.llm_config["vocab_size"])
     extra_rows = max(0, image_token_id + 1 - vocab)
@@ -241,10 +241,8 @@ def write_extras(plan: Plan, out: Path) -> None:
     """Config, generation config, tokenizer, processor with the chat template, import.json."""
     found, tokenizer = plan.sources, plan.tokenizer
     plan.config.save_pretrained(out)
-    end_of_turn = END_OF_TURN[plan.template]
+    end_of_turn = plan.template.end_of_turn  # checked in the plan: a token of the tokenizer
     end_id = tokenizer.convert_tokens_to_ids(end_of_turn)
-    if end_id is None or end_id == tokenizer.unk_token_id:
-        raise ImportFormatError(f"the tokenizer has no {end_of_turn} token for the chat template")
     llm_eos = found.llm_config.get("eos_token_id")
     eos = [
         end_id,
@@ -262,7 +260,7 @@ def write_extras(plan: Plan, out: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=found.llm_config.get("bos_token_id"),
     ).save_pretrained(out)
-    template = chat_template(plan.template, plan.image_token)
+    template = plan.template.text  # a source's exactly as it came
     tokenizer.chat_template = template
     images = parts.image_processor(
         parts.find_preprocessor(found.preprocessor_dirs),
@@ -290,7 +288,7 @@ def write_extras(plan: Plan, out: Path) -> None:
         "mapping_version": keymap.MAPPING_VERSION,
         "text_model": found.llm_kind,
         "dtype": str(plan.dtype).removeprefix("torch."),
-        "chat_template": plan.template,
+        "chat_template": plan.template.record(),
         "image_token": plan.image_token,
         "image_token_added": plan.image_token_added,
         "embedding_rows_added": plan.extra_rows,

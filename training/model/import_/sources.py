@@ -51,7 +51,7 @@ class Sources:
     feature_layer: int
     strategy: str  # "default" drops CLS, "full" keeps it
     pad_to_square: bool
-    template: str
+    default_template: str  # chat.py's, used when the source ships none that serves
     image_token_id: int | None
     root: TensorSource | None = None  # tensors of all kinds in one key space
     llm: TensorSource | None = None
@@ -104,7 +104,7 @@ def enhanced_llava(
         feature_layer=int(config.get("vision_feature_layer", -2)),
         strategy=config.get("vision_feature_select_strategy", "default"),
         pad_to_square=True,  # xtuner's LLaVA data pipeline pads to squares
-        template="internlm2-chatml",
+        default_template="internlm2-chatml",
         image_token_id=config.get("image_token_index"),
         root=root,
         preprocessor_dirs=[src, vision_tower],
@@ -114,7 +114,7 @@ def enhanced_llava(
         tower = need(vision_tower, "--vision-tower", "the checkpoint has no vision tower weights")
         sources.vision = open_tensors(tower)
     if sources.llm_kind != "internlm2":
-        sources.template = "llava-v1"
+        sources.default_template = "llava-v1"
     return sources
 
 
@@ -152,7 +152,7 @@ def xtuner(
         feature_layer=-2,  # xtuner's LLaVA default, not recorded in its output
         strategy="default",
         pad_to_square=True,
-        template="internlm2-chatml" if kind == "internlm2" else "llava-v1",
+        default_template="internlm2-chatml" if kind == "internlm2" else "llava-v1",
         image_token_id=None,
         llm=llm_tensors,
         vision=open_tensors(tower_dir),
@@ -196,7 +196,7 @@ def original_llava(
         feature_layer=int(config.get("mm_vision_select_layer", -2)),
         strategy="full" if config.get("mm_vision_select_feature") == "cls_patch" else "default",
         pad_to_square=config.get("image_aspect_ratio") == "pad",
-        template="llava-v1",
+        default_template="llava-v1",
         image_token_id=None,
         root=root,
         preprocessor_dirs=[src, vision_tower],

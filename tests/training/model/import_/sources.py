@@ -71,15 +71,17 @@ LLAMA = {
 }
 
 
-def tokenizer(specials: list[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A byte-level BPE with `<unk> <s> </s>` first and a BOS-adding post-processor,
-    as the sentencepiece tokenizers of InternLM2 and Llama behave."""
+def tokenizer(
+    specials: list[str], vocab_size: int = 400, eos: str = "</s>"
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE with `<unk> <s> </s>` (or another EOS) first and a BOS-adding
+    post-processor, as the sentencepiece tokenizers of InternLM2 and Llama behave."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>", *specials],
+        special_tokens=["<unk>", "<s>", eos, *(s for s in specials if s != eos)],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -90,7 +92,7 @@ def tokenizer(specials: list[str], vocab_size: int = 400) -> PreTrainedTokenizer
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
-        eos_token="</s>",
+        eos_token=eos,
         unk_token="<unk>",
         additional_special_tokens=specials,
         clean_up_tokenization_spaces=False,
@@ -127,14 +129,19 @@ def sentencepiece_model(directory: Path, dummy_prefix: bool) -> Path:
     return directory / "tokenizer.model"
 
 
-def internlm2_weights(config: dict, prefix: str = "", gen=None) -> dict[str, torch.Tensor]:
+def internlm2_weights(
+    config: dict, prefix: str = "", gen=None, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """Random InternLM2 weights (std 0.05) made where `gen` lives (CPU by default), in
+    `dtype`: loadtest/gpu_check.py makes a 7B-shaped set on the GPU in bf16."""
     h, inter = config["hidden_size"], config["intermediate_size"]
     heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
     d = h // heads
     v = config["vocab_size"]
+    device = gen.device if gen is not None else None
 
     def rand(*shape):
-        return torch.randn(*shape, generator=gen) * 0.05
+        return torch.randn(*shape, generator=gen, device=device, dtype=dtype) * 0.05
 
     w = {f"{prefix}model.tok_embeddings.weight": rand(v, h)}
     for i in range(config["num_hidden_layers"]):
@@ -190,12 +197,19 @@ def clip_tower(image_size: int, seed: int) -> CLIPVisionModel:
     return CLIPVisionModel(config).eval()
 
 
-def projector_weights(vision: int, text: int, gen=None) -> dict[str, torch.Tensor]:
+def projector_weights(
+    vision: int, text: int, gen=None, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    device = gen.device if gen is not None else None
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, device=device, dtype=dtype) * 0.1
+
     return {
-        "model.0.weight": torch.randn(text, vision, generator=gen) * 0.1,
-        "model.0.bias": torch.randn(text, generator=gen) * 0.1,
-        "model.2.weight": torch.randn(text, text, generator=gen) * 0.1,
-        "model.2.bias": torch.randn(text, generator=gen) * 0.1,
+        "model.0.weight": rand(text, vision),
+        "model.0.bias": rand(text),
+        "model.2.weight": rand(text, text),
+        "model.2.bias": rand(text),
     }
 
 
@@ -234,7 +248,14 @@ def make_xtuner(root: Path, image_size: int = 336) -> Path:
         torch.save({k: weights[k] for k in chunk}, root / name)
         index.update(dict.fromkeys(chunk, name))
     write_json(root / "pytorch_model.bin.index.json", {"metadata": {}, "weight_map": index})
-    tower = clip_tower(image_size, seed=2)
+    write_xtuner_vision(root, clip_tower(image_size, seed=2), config["hidden_size"], gen)
+    return root
+
+
+def write_xtuner_vision(root: Path, tower: CLIPVisionModel, llm_hidden: int, gen) -> None:
+    """xtuner's `visual_encoder/` (the trained ViT, its preprocessor) and `projector/`
+    (its remote-code config, `model.0/2` weights in the tower's dtype, made where `gen` is)."""
+    image_size = tower.config.image_size
     tower.save_pretrained(root / "visual_encoder")
     write_json(
         root / "visual_encoder" / "preprocessor_config.json",
@@ -243,15 +264,16 @@ def make_xtuner(root: Path, image_size: int = 336) -> Path:
          "image_mean": [0.48145466, 0.4578275, 0.40821073],
          "image_std": [0.26862954, 0.26130258, 0.27577711]},
     )  # fmt: skip
+    vision = tower.config.hidden_size
     write_json(
         root / "projector" / "config.json",
         {"architectures": ["ProjectorModel"], "auto_map": {"AutoConfig":
          "configuration_projector.ProjectorConfig"}, "model_type": "projector",
-         "visual_hidden_size": 64, "llm_hidden_size": 128, "depth": 2, "hidden_act": "gelu",
-         "bias": True},
+         "visual_hidden_size": vision, "llm_hidden_size": llm_hidden, "depth": 2,
+         "hidden_act": "gelu", "bias": True},
     )  # fmt: skip
-    save_file(projector_weights(64, 128, gen), str(root / "projector" / "model.safetensors"))
-    return root
+    weights = projector_weights(vision, llm_hidden, gen, dtype=tower.dtype)
+    save_file(weights, str(root / "projector" / "model.safetensors"))
 
 
 def make_enhanced_llava(root: Path, image_size: int = 56) -> Path:
@@ -292,12 +314,18 @@ def make_enhanced_llava(root: Path, image_size: int = 56) -> Path:
     return root
 
 
-def make_llava(root: Path, image_size: int = 56, kind: str = "mistral") -> Path:
+def make_llava(
+    root: Path,
+    image_size: int = 56,
+    kind: str = "mistral",
+    tok: PreTrainedTokenizerFast | None = None,
+) -> Path:
     """The original LLaVA layout (`LlavaMistralForCausalLM` / `LlavaLlamaForCausalLM`):
     LLM keys unchanged, `model.mm_projector.0/2`, `model.vision_tower.vision_tower.*`;
-    the tokenizer has no `<image>` and the vocabulary no room for it."""
+    the tokenizer (a Llama-like one unless given) has no `<image>` and the vocabulary
+    no room for it."""
     gen = torch.Generator().manual_seed(5)
-    tok = tokenizer([])
+    tok = tok or tokenizer([])
     config = {
         **LLAMA,
         "architectures": [f"Llava{kind.capitalize()}ForCausalLM"],

@@ -1,6 +1,7 @@
 """One study read, start to end: pick the instances (QIDO-RS), fetch them (WADO-RS)
-and render them with the DICOM pipeline, generate the answer through the queue
-(a Job like any chat request: a lost worker's job is retried by the queue), then
+and render them with the gateway's `MediaResolver` (the chat path's spans and
+metrics), generate the answer through the queue (`serving.jobs`, the chat path:
+trace context, rejection counts; a lost worker's job is retried by the queue), then
 build the SR and store it (STOW-RS). Each step is written to the read's record,
 so a poll shows `running` and the instances used; errors are raised as
 `service.errors` and turned into the record's `error` by the caller.
@@ -11,22 +12,27 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from service import errors
+from service import errors, tracing
 from service.config import Settings
-from service.core.generation import Delta, GenerationRequest, ImageInput, SamplingParams
-from service.core.jobs import Job, JobFailed, Restarted
+from service.core.generation import GenerationRequest, ImageInput, SamplingParams
+from service.core.jobs import Job
 from service.core.lanes import Lane
 from service.media.dicom import DicomOptions
+from service.media.dicomweb_client import DicomWebClient
 from service.media.images import DICOM_TYPE
-from service.media.resolve import decode_payload
+from service.media.resolve import MediaResolver
 from service.media.windowing import Window
-from service.pacs.client import PacsClient
-from service.pacs.selection import select_instances
-from service.pacs.sr import build_sr, source_header
-from service.queue.protocols import GatewayQueue
-from service.reads.store import Read, ReadStore
+from service.metrics import ServiceMetrics
+from service.reads.model import Read, ReadStatus
+from service.reads.selection import Selected, select_instances
+from service.reads.sr import build_sr, source_header
+from service.reads.store import ReadStore
+from service.serving.images import resolve_images
+from service.serving.jobs import JobPath, collect
 
 DEFAULT_PROMPT = (
     "Write a short findings report for these images of one imaging study: "
@@ -41,18 +47,14 @@ class ReadAbandoned(Exception):
     """The read was cancelled or removed while it ran: stop without an outcome."""
 
 
+@dataclass(eq=False)
 class ReadRunner:
-    def __init__(
-        self,
-        settings: Settings,
-        queue: GatewayQueue,
-        store: ReadStore,
-        pacs: dict[str, PacsClient],
-    ) -> None:
-        self.settings = settings
-        self.queue = queue
-        self.store = store
-        self.pacs = pacs
+    settings: Settings
+    jobs: JobPath
+    store: ReadStore
+    pacs: Mapping[str, DicomWebClient]  # with READ failures
+    media: MediaResolver
+    metrics: ServiceMetrics
 
     async def run(self, read: Read) -> None:
         """Runs `read` to `completed` (in place and in the store), or raises."""
@@ -61,7 +63,7 @@ class ReadRunner:
         client = self.pacs.get(spec.pacs)
         if client is None:
             raise errors.PacsError("The read's PACS is no longer configured.", code="unknown_pacs")
-        read.status = "running"
+        read.status = ReadStatus.RUNNING
         await self._save(read)
         per_instance = len(spec.frames or [None])
         limit = max(spec.max_images // per_instance, 1)
@@ -72,13 +74,7 @@ class ReadRunner:
             spec.sop_instance_uids,
             limit,
         )
-        files = await asyncio.gather(
-            *(
-                client.retrieve(read.study_instance_uid, c.series_instance_uid, c.sop_instance_uid)
-                for c in chosen
-            )
-        )
-        images, headers = await self._render(files, spec.window, spec.frames)
+        images, headers = await self._images(client, read, chosen)
         read.instances = [str(h.SOPInstanceUID) for h in headers]
         await self._save(read)
         question = spec.prompt or DEFAULT_PROMPT
@@ -99,29 +95,34 @@ class ReadRunner:
             "sop_instance_uid": built.sop_instance_uid,
             "stored": spec.store,
         }
-        read.status = "completed"
+        read.status = ReadStatus.COMPLETED
 
     async def _save(self, read: Read) -> None:
         if not await self.store.update(read):
             raise ReadAbandoned
 
-    async def _render(
-        self, files: list[bytes], window: Any, frames: list[int] | None
+    async def _images(
+        self, client: DicomWebClient, read: Read, chosen: list[Selected]
     ) -> tuple[list[ImageInput], list[Any]]:
-        """Every instance through the gateway's DICOM pipeline (threads), and its header."""
+        """Every instance fetched (WADO-RS) and through the gateway's DICOM pipeline,
+        and its header; spans and metrics as for a chat request's images."""
+        window = read.spec.window
         if isinstance(window, dict):
             window = Window(window["center"], window["width"], window.get("function", "LINEAR"))
-        options = DicomOptions(window=window, frames=tuple(frames or ()))
-        limits = self.settings.images
+        options = DicomOptions(window=window, frames=tuple(read.spec.frames or ()))
 
-        def render(index: int, data: bytes) -> tuple[list[ImageInput], Any]:
-            param = f"instances[{index}]"
-            resolved = decode_payload(DICOM_TYPE, data, options, limits, param)
-            return resolved.images, source_header(data)
+        async def one(index: int, item: Selected) -> tuple[list[ImageInput], Any]:
+            with tracing.span("image.resolve") as span:
+                if span is not None:
+                    span.set_attribute("gmaivl.image.source", "dicomweb_instance")
+                with tracing.span("image.fetch"):
+                    data = await client.retrieve(
+                        read.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
+                    )
+                resolved = await self.media.decode(DICOM_TYPE, data, options, f"instances[{index}]")
+                return resolved.images, await asyncio.to_thread(source_header, data)
 
-        done = await asyncio.gather(
-            *(asyncio.to_thread(render, i, data) for i, data in enumerate(files))
-        )
+        done = await resolve_images(self.metrics, [one(i, c) for i, c in enumerate(chosen)])
         return [image for images, _ in done for image in images], [h for _, h in done]
 
     async def _generate(
@@ -143,41 +144,25 @@ class ReadRunner:
         )
         if job.remaining(time.time()) <= 0:
             raise errors.DeadlineExceeded("The read timed out before its generation started.")
-        await self.queue.submit(job)
+        events = await self.jobs.submit(job)
         read.job_id = job_id
-        collect = asyncio.create_task(self._collect(job_id))
+        collecting = asyncio.create_task(collect(events))
         watch = asyncio.create_task(self._watch(read.id))
         try:
             await self._save(read)
-            await asyncio.wait({collect, watch}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({collecting, watch}, return_when=asyncio.FIRST_COMPLETED)
             if watch.done():
                 watch.result()  # raises ReadAbandoned
-            return collect.result()
+            done = collecting.result()
+            return done.text, done.finish.usage.as_openai()
         except BaseException:
-            await self.queue.cancel(job_id)
+            await self.jobs.cancel(job_id)
             raise
         finally:
-            for task in (collect, watch):
+            for task in (collecting, watch):
                 task.cancel()
-            await asyncio.gather(collect, watch, return_exceptions=True)
-
-    async def _collect(self, job_id: str) -> tuple[str, dict[str, int]]:
-        pieces: list[str] = []
-        batches = self.queue.events(job_id)
-        try:
-            async for batch in batches:
-                for event in batch:
-                    if isinstance(event, Delta):
-                        pieces.append(event.text)
-                    elif isinstance(event, Restarted):
-                        pieces.clear()  # another worker starts over
-                    elif isinstance(event, JobFailed):
-                        raise event.to_exception()
-                    else:
-                        return "".join(pieces), event.usage.as_openai()
-        finally:
-            await batches.aclose()
-        raise errors.EngineError("The generation ended without finishing.")
+            await asyncio.gather(collecting, watch, return_exceptions=True)
+            await events.aclose()
 
     async def _watch(self, read_id: str) -> None:
         """Raises ReadAbandoned once the record is terminal: a cancel on another gateway

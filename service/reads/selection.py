@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service import errors
-from service.pacs.client import InstanceInfo, PacsClient, SeriesInfo
+from service.media.dicomweb_client import DicomWebClient, InstanceInfo, SeriesInfo
 
 NON_IMAGE_MODALITIES = frozenset(
     {"SR", "KO", "PR", "ECG", "HD", "AU", "DOC", "RTPLAN", "RTRECORD", "REG", "FID", "PLAN"}
@@ -51,7 +51,7 @@ def middle(instances: list[InstanceInfo]) -> InstanceInfo:
 
 
 async def select_instances(
-    client: PacsClient,
+    client: DicomWebClient,
     study: str,
     series_uid: str | None,
     sop_instance_uids: list[str] | None,

@@ -10,7 +10,7 @@ import pytest
 
 from service import errors
 from service.media.fetch import FetchLimits, HostPolicy, SafeFetcher
-from service.pacs.webhook import SIGNATURE_HEADER, WebhookSender, check_webhook_url, verify
+from service.reads.webhook import SIGNATURE_HEADER, WebhookSender, check_webhook_url, verify
 
 SECRET = "s3cret"
 LOOPBACK = HostPolicy.of(["127.0.0.1"], ["127.0.0.0/8"])

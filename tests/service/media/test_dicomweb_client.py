@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from service import errors
-from service.media.qido import _STUDY_FIELDS, check_uid, study_query, summarize
+from service.media.dicomweb import check_uid
+from service.media.dicomweb_client import _STUDY_FIELDS, study_query, summarize
 
 
 def test_study_filters_are_forwarded_only_in_their_dicom_shape():

@@ -1,7 +1,7 @@
-"""Study reads, the orchestration: admit a read (`POST /v1/dicom/reads`), run it in
-the background, answer for it (`GET`, `DELETE`), and end it (audit, metrics,
-webhook). The steps of one run (instances, images, generation, SR) are in
-`read_runner`.
+"""Study reads, the orchestration: admit a read (a `ReadOrder`, from the HTTP API's
+`POST /v1/dicom/reads` or any other door), run it in the background, answer for it
+(`get`, `sr`, `cancel`), and end it (audit, metrics, webhook). The steps of one run
+(instances, images, generation, SR) are in `runner`.
 
 A read is admitted only when its study exists (QIDO-RS: else 404) and its
 tenant may ask for it (model, lane, images, max_tokens; rate and concurrency
@@ -19,54 +19,76 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from service import errors
-from service.api.models import ModelCatalog
-from service.api.protocol import WindowSpec
-from service.api.protocol_reads import ReadRequest
-from service.api.read_runner import ReadAbandoned, ReadRunner
-from service.api.request_plan import lane_from_header, timeout_of
-from service.api.serving_chat import RequestContext
-from service.api.tenancy import TenantCharge, TenantGate
 from service.audit import AuditSink, ReadAuditEvent, hash_uid
 from service.config import Settings
 from service.core.generation import Usage
 from service.core.lanes import Lane
+from service.media.dicomweb_client import READ, DicomWebClient
 from service.media.fetch import HostPolicy, SafeFetcher
+from service.media.resolve import MediaResolver
 from service.metrics import ServiceMetrics
-from service.pacs.client import PacsClient
-from service.pacs.webhook import WebhookSender, check_webhook_url
-from service.queue.protocols import GatewayQueue
-from service.reads.store import Read, ReadSpec, ReadStore, new_read_id
+from service.reads.model import Read, ReadSpec, ReadStatus, new_read_id
+from service.reads.runner import ReadAbandoned, ReadRunner
+from service.reads.store import ReadStore
+from service.reads.webhook import WebhookSender, check_webhook_url
 from service.security.policy import Principal
+from service.serving.context import RequestContext, ServedModel, lane_from_header, timeout_of
+from service.serving.jobs import JobPath
+from service.serving.tenancy import TenantCharge, TenantGate
 
 log = logging.getLogger("gmaivl.reads")
 
 
+class ModelCheck(Protocol):
+    async def check(self, model: str, served: ServedModel | None = None) -> object:
+        """Raises 404 for an unknown model, 503 for a known one without a live worker;
+        notes a known one in `served`."""
+
+
+@dataclass(frozen=True)
+class ReadOrder:
+    """What a read is asked for, by whichever door (the HTTP API, the DICOM node)."""
+
+    model: str
+    study_instance_uid: str
+    series_instance_uid: str | None = None
+    sop_instance_uids: list[str] | None = None
+    pacs: str | None = None  # default: the only PACS
+    prompt: str | None = None  # default: a findings report (runner.DEFAULT_PROMPT)
+    window: str | dict[str, Any] | None = None  # a preset name or {center, width, function}
+    frames: list[int] | None = None
+    max_tokens: int | None = None
+    priority: Lane | None = None  # default: X-Priority, else the server's default lane
+    store: bool = True  # STOW-RS the SR into the PACS
+    webhook: str | None = None
+
+
+@dataclass(eq=False)
 class ReadService:
-    def __init__(
-        self,
-        settings: Settings,
-        queue: GatewayQueue,
-        metrics: ServiceMetrics,
-        model_id: str,
-        store: ReadStore,
-        fetcher: SafeFetcher,
-        tenants: TenantGate,
-        audit: AuditSink | None = None,
-        catalog: ModelCatalog | None = None,
-    ) -> None:
-        self.settings = settings
-        self.queue = queue
-        self.metrics = metrics
-        self.model_id = model_id
-        self.catalog = catalog or ModelCatalog({model_id: None})
-        self.store = store
-        self.tenants = tenants
-        self.audit = audit
+    """Its collaborators are the gateway's, handed in by the app builder: the job path,
+    the DICOMweb clients (their failures made read failures here), the media
+    resolver, the tenant gate and the fetcher (for webhooks)."""
+
+    settings: Settings
+    jobs: JobPath
+    metrics: ServiceMetrics
+    store: ReadStore
+    clients: Mapping[str, DicomWebClient]
+    media: MediaResolver
+    fetcher: SafeFetcher
+    tenants: TenantGate
+    catalog: ModelCheck
+    audit: AuditSink | None = None
+
+    def __post_init__(self) -> None:
+        settings, fetcher = self.settings, self.fetcher
         self.owner = uuid.uuid4().hex  # this gateway, as the owner of the reads it runs
-        self.pacs = {entry.name: PacsClient(entry, fetcher) for entry in settings.pacs_entries()}
+        self.pacs = {name: c.with_failures(READ) for name, c in self.clients.items()}
         fetch = settings.fetch
         self.webhook_policy = HostPolicy.of(fetch.allowed_hosts, fetch.allowed_networks)
         secret = settings.webhook_secret
@@ -81,16 +103,19 @@ class ReadService:
             if secret is not None
             else None
         )
-        self.runner = ReadRunner(settings, queue, store, self.pacs)
+        self.runner = ReadRunner(
+            settings, self.jobs, self.store, self.pacs, self.media, self.metrics
+        )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     # admission
 
-    async def submit(self, body: ReadRequest, ctx: RequestContext) -> Read:
+    async def submit(self, body: ReadOrder, ctx: RequestContext) -> Read:
         """Cheap checks first, then the tenant's policy, then the PACS (a network call)."""
-        await self.catalog.check(body.model)  # 404 unknown, 503 known but no live worker
+        # 404 unknown, 503 known but no live worker
+        await self.catalog.check(body.model, ctx.served)
         spec = self._spec(body, ctx)
         frames = len(spec.frames or [None])
         images = len(body.sop_instance_uids or [None]) * frames
@@ -125,7 +150,7 @@ class ReadService:
         self._start(read, charge, ctx.request_id)
         return read
 
-    def _spec(self, body: ReadRequest, ctx: RequestContext) -> ReadSpec:
+    def _spec(self, body: ReadOrder, ctx: RequestContext) -> ReadSpec:
         """The read's parameters, validated, with the server's defaults filled in."""
         settings = self.settings
         max_tokens = body.max_tokens or settings.max_tokens_default
@@ -153,14 +178,13 @@ class ReadService:
         policy = ctx.principal.policy if ctx.principal is not None else None
         if policy is not None and policy.max_images_per_request is not None:
             max_images = min(max_images, policy.max_images_per_request)
-        window = body.dicom.window if body.dicom else None
         return ReadSpec(
             pacs=self._pacs_name(body.pacs),
             series_instance_uid=body.series_instance_uid,
             sop_instance_uids=body.sop_instance_uids,
             prompt=body.prompt,
-            window=window.model_dump() if isinstance(window, WindowSpec) else window,
-            frames=body.dicom.frames if body.dicom and body.dicom.frames else None,
+            window=body.window,
+            frames=body.frames or None,
             max_tokens=max_tokens,
             max_images=max_images,
             lane=(
@@ -206,15 +230,15 @@ class ReadService:
         read = await self.get(read_id, principal)
         if read.terminal:
             return read
-        read.status = "cancelled"
+        read.status = ReadStatus.CANCELLED
         if await self.store.update(read):
             self._cancelled.add(read_id)
             task = self._tasks.get(read_id)
             if task is not None:
                 task.cancel()
             elif read.job_id is not None:  # running on another gateway: stop its job
-                await self.queue.cancel(read.job_id)
-            self.metrics.dicom_reads.labels("cancelled", "cancelled").inc()
+                await self.jobs.cancel(read.job_id)
+            self.metrics.dicom_reads.labels(ReadStatus.CANCELLED.value, "cancelled").inc()
             self._audit(read, "cancelled", request_id, None)
         return await self.get(read_id, principal)
 
@@ -240,12 +264,12 @@ class ReadService:
             self._cancelled.discard(read.id)
             return
         except TimeoutError:
-            read.status, read.error = "failed", _error("deadline_exceeded", "The read timed out.")
+            read.fail("deadline_exceeded", "The read timed out.")
         except errors.ServiceError as exc:
-            read.status, read.error = "failed", _error(errors.code_of(exc), exc.message)
+            read.fail(errors.code_of(exc), exc.message)
         except Exception as exc:  # a bug must not leave the read running forever
             log.error("read %s failed:\n%s", read.id, errors.redacted_traceback(exc))
-            read.status, read.error = "failed", _error("server_error", "The read failed.")
+            read.fail("server_error", "The read failed.")
         finally:
             self.metrics.dicom_reads_running.dec()
             if charge is not None:
@@ -253,12 +277,12 @@ class ReadService:
         await self._finish(read, request_id)
 
     async def _finish(self, read: Read, request_id: str) -> None:
-        if read.status != "completed" and read.status != "failed":
-            read.status = "failed"
+        if read.status not in (ReadStatus.COMPLETED, ReadStatus.FAILED):
+            read.status = ReadStatus.FAILED
         if not await self.store.update(read):
             return  # cancelled meanwhile: the cancel is the outcome
         code = read.error["code"] if read.error else "ok"
-        self.metrics.dicom_reads.labels(read.status, code).inc()
+        self.metrics.dicom_reads.labels(read.status.value, code).inc()
         self.metrics.dicom_read_duration.observe(max(time.time() - read.created, 0.0))
         delivery = None
         if read.spec.webhook is not None and self.webhooks is not None:
@@ -321,10 +345,6 @@ class ReadService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.store.close()
-
-
-def _error(code: str, message: str) -> dict[str, str]:
-    return {"code": code, "message": message}
 
 
 def _usage(usage: dict[str, Any]) -> Usage:

@@ -3,8 +3,9 @@ in tests/e2e/test_dicom_reads.py)."""
 
 from __future__ import annotations
 
-from service.pacs.client import InstanceInfo, SeriesInfo, valid_uid
-from service.pacs.selection import is_image_instance, is_image_series, middle
+from service.media.dicomweb import valid_uid
+from service.media.dicomweb_client import InstanceInfo, SeriesInfo
+from service.reads.selection import is_image_instance, is_image_series, middle
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
