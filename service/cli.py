@@ -19,6 +19,8 @@ from pathlib import Path
 
 from service import errors
 from service.config import Settings
+from service.dicom_node.cli import add_dicom_node_command, add_dicom_port_flag, apply_dicom_port
+from service.dicom_node.rules import RulesError
 from service.engines.checkpoint import UnservableCheckpoint
 from service.reads.client import add_read_command
 from service.security.cli import add_keys_commands
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_flags(serve, [*MODEL, *SERVER, "redis_url", *DEMO])
     _gateway_flags(serve, QUEUE)
+    add_dicom_port_flag(serve, "also run the DICOM node on this port (GMAIVL_DICOM_PORT; off)")
     _engine_flags(serve)
     serve.set_defaults(func=run_serve)
 
@@ -106,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_commands(sub)
     add_read_command(sub)
+    add_dicom_node_command(sub)
     for command in entry_points(group="gmai_vl.commands"):
         command.load()(sub)
     return parser
@@ -154,7 +158,7 @@ def _with_demo_model(settings: Settings) -> Settings:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = _with_demo_model(settings_from(args))
+    settings = _with_demo_model(apply_dicom_port(args, settings_from(args)))
     from service.embedded import serve
 
     serve(settings)
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (AuthConfigError, UnservableCheckpoint) as exc:
+    except (AuthConfigError, UnservableCheckpoint, RulesError) as exc:
         log.error("%s", exc)
         return 2
 

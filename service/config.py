@@ -161,9 +161,6 @@ class DicomNodeSettings(BaseSettings):
     send_backoff: float = Field(
         1.0, ge=0, description="Seconds before the second SR send; doubles after each try."
     )
-    metrics_port: int | None = Field(
-        None, description="`dicom-node`: serve /metrics and /health/* on this port."
-    )
 
     _lists = field_validator("allowed_calling_aets", "allowed_peer_networks", mode="before")(
         _comma_list

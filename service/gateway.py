@@ -68,6 +68,10 @@ def build_gateway_app(
     dicomweb = {e.name: DicomWebClient(Pacs.from_entry(e), fetcher) for e in pacs_entries}
     tenants = TenantGate(limiter, metrics)
     jobs = JobPath(queue, metrics)
+    node_on = settings.dicom.port is not None  # the DICOM node (docs/pacs.md)
+    if node_on:  # pynetdicom is imported only by a process that runs the node
+        from service.dicom_node.build import build_node, result_sender
+    results = result_sender(settings, dicomweb, metrics) if node_on else None
     chat = ChatCompletions(settings, jobs, metrics, catalog, media, tenants)
     reads = ReadService(
         settings,
@@ -80,7 +84,9 @@ def build_gateway_app(
         tenants,
         catalog,
         audit,
+        results,
     )
+    node = build_node(settings, reads, metrics, keys, set(dicomweb)) if node_on else None
     checks = extra_checks or {}
 
     async def readiness() -> dict[str, bool]:
@@ -101,9 +107,13 @@ def build_gateway_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with background() if background is not None else contextlib.nullcontext():
             await reads.start()
+            if node is not None:
+                await node.start()
             try:
                 yield
             finally:
+                if node is not None:
+                    await node.stop()
                 await reads.aclose()
                 await queue.close()
                 await fetcher.aclose()
@@ -145,9 +155,9 @@ def run_uvicorn(app: FastAPI, settings: Settings) -> None:
         tracing.shutdown()  # flush the last spans
 
 
-def serve_gateway(settings: Settings) -> None:
-    """`gmai-vl gateway`: this app over the Redis queue."""
-    tracing.configure("gmai-vl-gateway")
+def serve_gateway(settings: Settings, service_name: str = "gmai-vl-gateway") -> None:
+    """`gmai-vl gateway` (and `gmai-vl dicom-node`): this app over the Redis queue."""
+    tracing.configure(service_name)
     queue = redis_gateway_queue(settings, settings.model_id())
     configured = {settings.served_model_name: None} if settings.served_model_name else {}
     catalog = ModelCatalog(configured, queue.models)

@@ -59,8 +59,16 @@ RULES: dict[str, set[str] | str] = {
         "service.serving",
         "service.reads",
     },
+    # the DICOM node: a door into reads (SCP, spool, rules, SR sender)
     "service.dicom_node": FOUNDATION
-    | {"service.config", "service.metrics", "service.pacs", "service.reads", "service.media"},
+    | {
+        "service.config",
+        "service.metrics",
+        "service.media",
+        "service.reads",
+        "service.security",
+        "service.serving",
+    },
     "service.dicom_node.process": COMPOSITION,  # `gmai-vl dicom-node`: builds a process
     "service.dicom_node.cli": COMPOSITION,
     "service.console": set(),  # static files of the browser console; no code

@@ -1,6 +1,9 @@
 """`gmai-vl dicom-node`: run the node (Redis mode), or, with `--dry-run`, say which
 rule a study (DICOM files or folders) would match; `--trigger UID` marks a study
-in the spool complete now."""
+in the spool complete now.
+
+The node process is the gateway's app (`service.gateway`) over the Redis queue with
+the node on: its HTTP port answers /health, /metrics and the reads it runs."""
 
 from __future__ import annotations
 
@@ -8,17 +11,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from service.config import Settings
 from service.settings_cli import add_settings_flags, settings_from
 
-NODE = [
-    "dicom.ae_title",
-    "dicom.port",
-    "dicom.host",
-    "dicom.rules_file",
-    "dicom.spool_dir",
-    "dicom.metrics_port",
-]
+NODE = ["dicom.ae_title", "dicom.rules_file", "dicom.spool_dir"]
 DEFAULT_PORT = 11112
+
+
+def add_dicom_port_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--dicom-port` (the setting's leaf name, `port`, is the HTTP port's flag)."""
+    parser.add_argument("--dicom-port", type=int, default=None, help=help)
+
+
+def apply_dicom_port(args: argparse.Namespace, settings: Settings) -> Settings:
+    if args.dicom_port is not None:
+        settings.dicom.port = args.dicom_port
+    return settings
 
 
 def add_dicom_node_command(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +36,11 @@ def add_dicom_node_command(sub: argparse._SubParsersAction) -> None:
         description="Run the DICOM node (Redis mode, beside gateways and workers; "
         "docs/pacs.md). Other settings: GMAIVL_DICOM_* variables.",
     )
-    add_settings_flags(parser, ["redis_url", "log_level", "api_keys_file", *NODE])
+    add_settings_flags(
+        parser,
+        ["redis_url", "host", "port", "served_model_name", "log_level", "api_keys_file", *NODE],
+    )
+    add_dicom_port_flag(parser, f"DIMSE port (GMAIVL_DICOM_PORT; default {DEFAULT_PORT})")
     parser.add_argument(
         "--dry-run",
         nargs="+",
@@ -43,7 +55,7 @@ def add_dicom_node_command(sub: argparse._SubParsersAction) -> None:
 def run_dicom_node_command(args: argparse.Namespace) -> int:
     from service.dicom_node.rules import RulesError, load_rules
 
-    settings = settings_from(args)
+    settings = apply_dicom_port(args, settings_from(args))
     dicom = settings.dicom
     if args.trigger:
         from service.dicom_node.spool import Spool
@@ -65,9 +77,10 @@ def run_dicom_node_command(args: argparse.Namespace) -> int:
         return 2
     if dicom.port is None:
         dicom.port = DEFAULT_PORT
-    from service.dicom_node.process import run_node_process
+    from service.gateway import serve_gateway
 
-    return run_node_process(settings, rules)
+    serve_gateway(settings, "gmai-vl-dicom-node")  # the gateway's app, the node on
+    return 0
 
 
 def dry_run(rules, paths: list[Path], calling_ae: str) -> int:  # type: ignore[no-untyped-def]

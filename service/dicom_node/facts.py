@@ -7,7 +7,7 @@ from pathlib import Path
 from pydicom import dcmread
 
 from service.dicom_node.rules import InstanceFacts, StudyFacts
-from service.pacs.selection import NON_IMAGE_MODALITIES, NON_IMAGE_SOP_CLASSES, middle
+from service.reads.selection import NON_IMAGE_MODALITIES, NON_IMAGE_SOP_CLASSES, middle
 
 TAGS = [
     "StudyInstanceUID",

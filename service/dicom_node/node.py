@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from service import errors
 from service.dicom_node.facts import select, study_facts
 from service.dicom_node.rules import (
     AeDestination,
@@ -39,6 +41,7 @@ from service.metrics import ServiceMetrics
 log = logging.getLogger("gmaivl.dicom_node")
 
 POLL = 0.25  # seconds between looks at the spool
+RETRY_AFTER = 5.0  # seconds before a deferred study is submitted again
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,11 @@ class StudyReads(Protocol):
         ...
 
     async def is_over(self, read_id: str) -> bool | None:
-        """True: terminal; False: running here; None: unknown or run by nobody."""
+        """True: ended; False: running; None: no such record."""
+        ...
+
+    async def resume(self, read_id: str) -> bool:
+        """Runs an interrupted read again; False when its record is gone."""
         ...
 
 
@@ -82,15 +89,16 @@ class DicomNode:
         self.metrics = metrics
         self.max_images = max_images
         self._task: asyncio.Task[None] | None = None
+        self._retry_at: dict[str, float] = {}  # batch id -> when to submit it again
 
     async def start(self, port: int | None = None) -> None:
         for batch in self.spool.pending():  # what a previous run left in flight
             if batch.state == "reading" and batch.read_id is not None:
-                if await self.reads.is_over(batch.read_id) is None:
-                    log.info("a read interrupted by a restart is submitted again")
+                if not await self.reads.resume(batch.read_id):
+                    log.info("a read lost with a restart is submitted again")
                     await self._route(batch)
-            else:
-                await self._route(batch)
+                else:
+                    log.info("a read interrupted by a restart runs again: %s", batch.read_id)
         self.server.start(port)
         self._task = asyncio.create_task(self._loop())
 
@@ -112,12 +120,17 @@ class DicomNode:
             await asyncio.sleep(POLL)
 
     async def tick(self) -> None:
-        for batch in await asyncio.to_thread(self.spool.take_ready):
-            await self._route(batch)
+        await asyncio.to_thread(self.spool.take_ready)
+        now = time.monotonic()
         for batch in self.spool.batches():
-            reading = batch.state == "reading" and batch.read_id is not None
-            if reading and await self.reads.is_over(batch.read_id):  # type: ignore[arg-type]
-                await asyncio.to_thread(self.spool.done, batch)
+            if batch.state == "ready" and self._retry_at.get(batch.id, 0.0) <= now:
+                await self._route(batch)
+            elif batch.state == "reading" and batch.read_id is not None:
+                over = await self.reads.is_over(batch.read_id)
+                if over:
+                    await asyncio.to_thread(self.spool.done, batch)
+                elif over is None:  # its record is gone (Redis lost it): read it again
+                    await self._route(batch)
         await asyncio.to_thread(self.spool.sweep)
         self.metrics.dicom_spool_bytes.set(self.spool.used)
 
@@ -147,7 +160,18 @@ class DicomNode:
             instances=select(decision.instances, limit),
             send_to=rule.send_to,
         )
-        read_id = await self.reads.submit_received(study)
+        try:
+            read_id = await self.reads.submit_received(study)
+        except errors.ServiceError as exc:
+            if exc.status_code in (429, 503):  # no worker yet, lane full: try again soon
+                self._retry_at[batch.id] = time.monotonic() + RETRY_AFTER
+                log.warning("read of a received study deferred (%s)", exc.code)
+                return
+            self.metrics.dicom_studies.labels("refused").inc()
+            log.error("read of a received study refused: %s (%s)", exc.code, rule.name)
+            await asyncio.to_thread(self.spool.done, batch)
+            return
+        self._retry_at.pop(batch.id, None)
         self.metrics.dicom_studies.labels("read").inc()
         log.info("study of %d instances: %s -> %s", len(files), decision.describe(), read_id)
         await asyncio.to_thread(self.spool.reading, batch, read_id)

@@ -187,6 +187,8 @@ class RuleSet(BaseModel):
         found = []
         for rule in self.rules:
             tenant = rule.read.tenant if rule.read is not None else None
+            if rule.read is not None and tenants is not None and tenant is None:
+                found.append(f"rule {rule.name}: keys are on, so a read names its tenant")
             if tenant is not None and tenants is not None and tenant not in tenants:
                 found.append(f"rule {rule.name}: tenant {tenant!r} is not in the keys file")
             if isinstance(rule.send_to, PacsDestination) and rule.send_to.pacs not in pacs:

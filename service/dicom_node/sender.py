@@ -1,4 +1,6 @@
-"""Results out: the SR sent by C-STORE to a DICOM node (the PACS's AE), retried.
+"""Results out: the SR sent by C-STORE to a DICOM node (the PACS's AE), or by
+STOW-RS to a configured DICOMweb PACS, retried (`ResultSender`, the reads'
+`ResultSink`).
 
 A send is one association with one presentation context (the SR's SOP class in
 Explicit VR Little Endian, then Implicit). Success is status 0x0000 or a warning
@@ -13,11 +15,17 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+
+from service import errors
+from service.media.dicomweb_client import READ, DicomWebClient
+from service.metrics import ServiceMetrics
 
 log = logging.getLogger("gmaivl.dicom_node")
 
@@ -87,3 +95,60 @@ async def send_with_retry(
             await asyncio.sleep(delay)
             delay *= 2
     raise SendFailed(last)
+
+
+class ResultSender:
+    """`deliver(data, send_to)`: `{ae_title, host, port}` by C-STORE, `{pacs: NAME}` by
+    STOW-RS; both tried `attempts` times with doubling backoff. When every try failed:
+    `errors.PacsError` with code `sr_store_failed` (the read fails, its SR stays)."""
+
+    def __init__(
+        self,
+        calling_ae: str,
+        attempts: int,
+        backoff: float,
+        timeout: float,
+        dicomweb: Mapping[str, DicomWebClient],
+        metrics: ServiceMetrics,
+    ) -> None:
+        self.calling_ae = calling_ae
+        self.attempts = attempts
+        self.backoff = backoff
+        self.timeout = timeout
+        self.dicomweb = {name: client.with_failures(READ) for name, client in dicomweb.items()}
+        self.metrics = metrics
+
+    async def deliver(self, data: bytes, send_to: dict[str, Any]) -> None:
+        retried = self.metrics.dicom_sr_sends.labels("retried").inc
+        try:
+            if "pacs" in send_to:
+                await self._stow(data, str(send_to["pacs"]), retried)
+            else:
+                target = StoreTarget(send_to["ae_title"], send_to["host"], int(send_to["port"]))
+                await send_with_retry(data, target, self.calling_ae, self.attempts, self.backoff,
+                                      self.timeout, retried)  # fmt: skip
+        except SendFailed as exc:
+            self.metrics.dicom_sr_sends.labels("failed").inc()
+            raise errors.PacsError(
+                f"The SR could not be stored ({exc.reason}) after {self.attempts} tries.",
+                code="sr_store_failed",
+            ) from None
+        self.metrics.dicom_sr_sends.labels("stored").inc()
+
+    async def _stow(self, data: bytes, pacs: str, retried: Callable[[], None]) -> None:
+        client = self.dicomweb.get(pacs)
+        if client is None:
+            raise SendFailed("no such PACS")
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await client.store(data)
+                return
+            except errors.ServiceError as exc:
+                reason = exc.code or "stow failed"
+            log.warning("SR STOW-RS: try %d of %d failed (%s)", attempt, self.attempts, reason)
+            if attempt < self.attempts:
+                retried()
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise SendFailed(reason)

@@ -38,14 +38,18 @@ return 1
 
 # KEYS: running set. ARGV: stale-before time, now, record key prefix.
 # The oldest stale read is re-scored (claimed) and its record returned; stale ids
-# whose record expired or ended are dropped on the way.
+# whose record expired or ended are dropped on the way, and so are reads of studies
+# received by a DICOM node (source "dimse"): only that node holds their files, and it
+# resumes them from its spool when it restarts.
 CLAIM_SCRIPT = f"""
 local active = {_lua_set(ACTIVE)}
 local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 10)
 for _, id in ipairs(stale) do
   local record = redis.call('GET', ARGV[3] .. id)
-  local status = record and cjson.decode(record)['status']
-  if status and active[status] then
+  local decoded = record and cjson.decode(record)
+  local status = decoded and decoded['status']
+  local received = decoded and decoded['spec']['source'] == 'dimse'
+  if status and active[status] and not received then
     redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), id)
     return record
   end
