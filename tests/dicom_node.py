@@ -26,6 +26,10 @@ QUIET = 1.5  # seconds: the study quiet period the node runs with here
 def rules_file(path: Path, pacs: OrthancServer, model: str = "fake") -> Path:
     path.write_text(f"""
 rules:
+  - name: broken-pacs
+    match: {{calling_ae: BROKEN}}
+    read: {{model: {model}}}
+    send_to: {{ae_title: NOBODY, host: 127.0.0.1, port: {free_port()}}}
   - name: chest-ct
     match: {{calling_ae: [ORTHANC, MODALITY], modality: CT}}
     read: {{model: {model}, prompt: "Findings?", priority: urgent, max_images: 3}}
@@ -47,8 +51,10 @@ class Node:
         pacs: OrthancServer,
         serve_flags: tuple[str, ...] = ("--engine", "fake", "--served-model-name", "fake"),
         model: str = "fake",
+        command: str = "serve",
         **env: str,
     ) -> None:
+        self.command = command  # or "dicom-node" (Redis mode: serve_flags name the Redis URL)
         self.serve_flags = list(serve_flags)
         self.workdir = workdir
         self.dicom_port = free_port()
@@ -60,12 +66,13 @@ class Node:
             "GMAIVL_AUTH": "off",
             "GMAIVL_FAKE_TOKEN_INTERVAL": "0.001",
             "GMAIVL_DICOM_HOST": "127.0.0.1",
-            "GMAIVL_DICOM_ALLOWED_CALLING_AETS": "ORTHANC,MODALITY",
+            "GMAIVL_DICOM_ALLOWED_CALLING_AETS": "ORTHANC,MODALITY,BROKEN",
             "GMAIVL_DICOM_RULES_FILE": str(rules_file(workdir / "rules.yaml", pacs, model)),
             "GMAIVL_DICOM_SPOOL_DIR": str(workdir / "spool"),
             "GMAIVL_DICOM_STUDY_QUIET_SECONDS": str(QUIET),
             "GMAIVL_REQUEST_TIMEOUT": "120",
             "GMAIVL_DICOM_SEND_BACKOFF": "0.2",
+            "GMAIVL_DICOM_SEND_MAX_ATTEMPTS": "3",
             **env,
         }
         self.process: subprocess.Popen | None = None
@@ -76,7 +83,7 @@ class Node:
         flags = [*self.serve_flags, "--port", str(self.http_port),
                  "--dicom-port", str(self.dicom_port)]  # fmt: skip
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", *flags],
+            [sys.executable, "-m", "service.cli", self.command, *flags],
             env=self.env,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -105,12 +112,15 @@ class Node:
     def read_ids(self) -> list[str]:
         return re.findall(r"-> (read_[0-9a-f]{32})", self.log.read_text(errors="replace"))
 
-    def wait_reads(self, count: int, timeout: float = 30) -> list[dict]:
+    def wait_reads(self, count: int, timeout: float = 30, url: str | None = None) -> list[dict]:
+        """The node's reads once `count` exist and all ended (read from `url`: another
+        gateway, or the node's own HTTP port)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ids = self.read_ids()
             if len(ids) >= count:
-                reads = [httpx.get(f"{self.url}/v1/dicom/reads/{i}").json() for i in ids]
+                base = url or self.url
+                reads = [httpx.get(f"{base}/v1/dicom/reads/{i}").json() for i in ids]
                 if all(r["status"] in ("completed", "failed") for r in reads):
                     return reads
             time.sleep(0.1)

@@ -143,6 +143,19 @@ def test_200_instances_over_4_associations_are_stored_and_read_once(pacs, node):
     assert len(wait_sr(pacs, study.study_instance_uid)) == 1
 
 
+def test_an_sr_the_pacs_never_takes_fails_the_read_and_stays_downloadable(node):
+    study = make_study([("CT", 2)])
+    before = len(node.read_ids())
+    assert scu_store(node.dicom_port, study.files, calling="BROKEN") == [0, 0]
+    [read] = node.wait_reads(before + 1)[before:]
+    assert read["status"] == "failed" and read["error"]["code"] == "sr_store_failed", read
+    assert read["sr"]["stored"] is False and read["answer"]
+    data = httpx.get(f"{node.url}/v1/dicom/reads/{read['id']}/sr").content
+    assert dcmread(io.BytesIO(data)).SOPInstanceUID == read["sr"]["sop_instance_uid"]
+    assert node.metric('gmaivl_dicom_sr_sends_total{outcome="failed"}') >= 1
+    assert node.metric('gmaivl_dicom_sr_sends_total{outcome="retried"}') >= 2
+
+
 def test_full_spool_answers_out_of_resources(pacs, tmp_path):
     small = Node(tmp_path, pacs, GMAIVL_DICOM_SPOOL_MAX_BYTES="60000").start()
     try:
