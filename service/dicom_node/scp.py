@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import re
 import secrets
+import socket
 import ssl
 from typing import Any
 
@@ -103,23 +104,41 @@ def tls_context(settings: DicomNodeSettings) -> ssl.SSLContext | None:
 
 
 class _Server(ThreadedAssociationServer):
-    """pynetdicom's server, with the peer address checked before anything is read."""
+    """pynetdicom's server, with the peer address checked before anything is read, and
+    the TLS handshake bounded by the network timeout (pynetdicom's own `get_request`
+    runs it in the accepting thread with no timeout: one silent peer would stop every
+    other from connecting)."""
 
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     on_refused: Any = None
+    handshake_timeout: float = 30.0
 
-    def verify_request(self, request: Any, client_address: Any) -> bool:
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        if not self._allowed(address[0]):
+            client.close()
+            if self.on_refused is not None:
+                self.on_refused()
+            raise OSError("peer address not allowed")  # socketserver drops the request
+        if self.ssl_context:
+            client.settimeout(self.handshake_timeout)
+            try:
+                client = self.ssl_context.wrap_socket(client, server_side=True)
+            except OSError:
+                client.close()
+                raise
+            client.settimeout(None)
+        return client, address
+
+    def _allowed(self, host: str) -> bool:
         if not self.networks:
             return True
         try:
-            address = ipaddress.ip_address(client_address[0])
+            address = ipaddress.ip_address(host)
         except ValueError:
             return False
-        if any(address in network for network in self.networks):
-            return True
-        if self.on_refused is not None:
-            self.on_refused()
-        return False
+        return any(address in network for network in self.networks)
 
 
 class DicomServer:
@@ -172,6 +191,7 @@ class DicomServer:
         )
         assert isinstance(server, _Server)
         server.networks = [ipaddress.ip_network(n, strict=False) for n in s.allowed_peer_networks]
+        server.handshake_timeout = s.acse_timeout
         server.on_refused = lambda: self.metrics.dicom_associations.labels("refused_address").inc()
         import threading
 

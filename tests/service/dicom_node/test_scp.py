@@ -4,6 +4,9 @@ C-STORE answers, and that a bad peer leaves the node serving."""
 from __future__ import annotations
 
 import io
+import socket
+import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,57 @@ def test_full_spool_answers_out_of_resources(scp):
     assert all(s == 0xA700 for s in statuses[first_refused:])
     assert scp.spool.used <= 150_000
     assert scp.metrics.dicom_instances.labels("out_of_resources")._value.get() >= 1
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl): the node's, and the peer's."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def tls_associate(port: int, cert: Path, key: Path | None):
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    if key is not None:
+        context.load_cert_chain(cert, key)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = 5
+    return ae.associate("127.0.0.1", port, ae_title="GMAIVL", tls_args=(context, "127.0.0.1"))
+
+
+def test_dicom_tls_with_client_certificates(tmp_path, certificate):
+    cert, key = certificate
+    server = node(tmp_path, tls_cert_file=cert, tls_key_file=key, tls_ca_file=cert, acse_timeout=2)
+    try:
+        assoc = tls_associate(server.port, cert, key)
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        assert not associate(server.port).is_established  # plain TCP: no association
+        assert not tls_associate(server.port, cert, None).is_established  # no client cert
+        silent = socket.create_connection(("127.0.0.1", server.port))  # says nothing
+        assert tls_associate(server.port, cert, key).is_established  # others still connect
+        silent.close()
+    finally:
+        server.stop()
+
+
+def test_association_limit(tmp_path):
+    server = node(tmp_path, max_associations=1)
+    try:
+        first = associate(server.port)
+        assert first.is_established
+        second = associate(server.port)
+        assert second.is_rejected  # transient: local limit exceeded
+        first.release()
+        assert associate(server.port).is_established
+    finally:
+        server.stop()
