@@ -186,7 +186,7 @@ class ServiceMetrics:
             Counter(
                 "gmaivl_dicom_instances_received",
                 "C-STORE requests to the DICOM node, by outcome (stored, out_of_resources, "
-                "malformed, refused_sop_class, failed).",
+                "malformed, failed).",
                 ["outcome"],
                 registry=r,
             )
@@ -207,7 +207,7 @@ class ServiceMetrics:
             Counter(
                 "gmaivl_dicom_studies",
                 "Received studies that became complete, by routing outcome (read, ignored, "
-                "unmatched, no_images).",
+                "unmatched, no_images, refused).",
                 ["outcome"],
                 registry=r,
             )
