@@ -204,6 +204,7 @@ class Spool:
 
     def trigger(self, study_uid: str) -> None:
         """Marks a study complete now (also from another process: a file in the spool)."""
+        (self.root / TRIGGERS).mkdir(parents=True, exist_ok=True, mode=0o700)
         _write_private(self.root / TRIGGERS / uid_hash(study_uid), b"")
 
     def take_ready(self) -> list[Batch]:
