@@ -10,7 +10,7 @@ import time
 import uuid
 
 from service.dicom_node.node import ReceivedStudy
-from service.dicom_node.rules import AeDestination, PacsDestination
+from service.dicom_node.rules import AeDestination, PacsDestination, WindowSpec
 from service.reads.service import ReadOrder, ReadService
 from service.security.keystore import KeyStore
 from service.serving.context import RequestContext
@@ -25,12 +25,12 @@ class ReadsDoor:
 
     async def submit_received(self, study: ReceivedStudy) -> str:
         action = study.action
-        window = action.window.model_dump() if hasattr(action.window, "model_dump") else None
+        window = action.window
         order = ReadOrder(
             model=action.model,
             study_instance_uid=study.study_instance_uid,
             prompt=action.prompt,
-            window=window if window is not None else action.window,  # type: ignore[arg-type]
+            window=window.model_dump() if isinstance(window, WindowSpec) else window,
             frames=action.frames,
             max_tokens=action.max_tokens,
             priority=action.priority,

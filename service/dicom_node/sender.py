@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,37 @@ def c_store_once(data: bytes, target: StoreTarget, calling_ae: str, timeout: flo
         raise SendFailed(f"status 0x{code:04X}")
 
 
+async def retrying(
+    once: Callable[[], Awaitable[None]],
+    what: str,
+    attempts: int,
+    backoff: float,
+    on_retry: Callable[[], None] | None = None,
+) -> int:
+    """Awaits `once()` until it succeeds, at most `attempts` times, `backoff` seconds
+    apart, doubling; returns the tries used, or raises SendFailed with the last reason.
+    A try fails with SendFailed, an OS error, or one of ours (STOW-RS: its code)."""
+    delay = backoff
+    last = "no try"
+    for attempt in range(1, attempts + 1):
+        try:
+            await once()
+            return attempt
+        except SendFailed as exc:
+            last = exc.reason
+        except errors.ServiceError as exc:
+            last = exc.code or type(exc).__name__
+        except (OSError, RuntimeError) as exc:
+            last = type(exc).__name__
+        log.warning("SR %s: try %d of %d failed (%s)", what, attempt, attempts, last)
+        if attempt < attempts:
+            if on_retry is not None:
+                on_retry()
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise SendFailed(last)
+
+
 async def send_with_retry(
     data: bytes,
     target: StoreTarget,
@@ -74,27 +105,14 @@ async def send_with_retry(
     attempts: int,
     backoff: float,
     timeout: float = 30.0,
-    on_retry: object = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> int:
     """C-STOREs `data` to `target`, tried `attempts` times; returns the tries used."""
-    delay = backoff
-    last = "no try"
-    for attempt in range(1, attempts + 1):
-        try:
-            await asyncio.to_thread(c_store_once, data, target, calling_ae, timeout)
-            return attempt
-        except SendFailed as exc:
-            last = exc.reason
-        except (OSError, RuntimeError) as exc:
-            last = type(exc).__name__
-        log.warning("SR C-STORE to %s: try %d of %d failed (%s)", target.ae_title, attempt,
-                    attempts, last)  # fmt: skip
-        if callable(on_retry) and attempt < attempts:
-            on_retry()
-        if attempt < attempts:
-            await asyncio.sleep(delay)
-            delay *= 2
-    raise SendFailed(last)
+
+    async def once() -> None:
+        await asyncio.to_thread(c_store_once, data, target, calling_ae, timeout)
+
+    return await retrying(once, f"C-STORE to {target.ae_title}", attempts, backoff, on_retry)
 
 
 class ResultSender:
@@ -139,16 +157,8 @@ class ResultSender:
         client = self.dicomweb.get(pacs)
         if client is None:
             raise SendFailed("no such PACS")
-        delay = self.backoff
-        for attempt in range(1, self.attempts + 1):
-            try:
-                await client.store(data)
-                return
-            except errors.ServiceError as exc:
-                reason = exc.code or "stow failed"
-            log.warning("SR STOW-RS: try %d of %d failed (%s)", attempt, self.attempts, reason)
-            if attempt < self.attempts:
-                retried()
-                await asyncio.sleep(delay)
-                delay *= 2
-        raise SendFailed(reason)
+
+        async def once() -> None:
+            await client.store(data)
+
+        await retrying(once, "STOW-RS", self.attempts, self.backoff, retried)

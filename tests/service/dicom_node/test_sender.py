@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import io
 
+import httpx
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE, evt
 from pynetdicom.presentation import StoragePresentationContexts
 
-from service.dicom_node.sender import SendFailed, StoreTarget, send_with_retry
+from service import errors
+from service.config import PacsEntry, Settings
+from service.dicom_node.sender import ResultSender, SendFailed, StoreTarget, send_with_retry
+from service.media.dicomweb import Pacs
+from service.media.dicomweb_client import DicomWebClient
+from service.media.resolve import gateway_fetcher
+from service.metrics import ServiceMetrics
 from service.processes import free_port
 from tests.dicom_study import make_study
 
@@ -64,3 +71,26 @@ async def test_nobody_listening_is_a_failed_send(instance):
     target = StoreTarget("PACS", "127.0.0.1", free_port())
     with pytest.raises(SendFailed):
         await send_with_retry(instance, target, "GMAIVL", attempts=2, backoff=0.01, timeout=2)
+
+
+def stow_sender(orthanc, password: str | None = None) -> ResultSender:
+    entry = orthanc.pacs_entry("main") | ({"password": password} if password else {})
+    settings = Settings()
+    fetcher = gateway_fetcher(settings.images, settings.fetch)
+    client = DicomWebClient(Pacs.from_entry(PacsEntry.model_validate(entry)), fetcher)
+    return ResultSender("GMAIVL", 2, 0.01, 5, {"main": client}, ServiceMetrics())
+
+
+async def test_stow_rs_destination(orthanc, instance):
+    """{pacs: NAME}: the SR (here any instance) goes by STOW-RS, retried, then fails
+    with sr_store_failed."""
+    uid = str(dcmread(io.BytesIO(instance)).SOPInstanceUID)
+    await stow_sender(orthanc).deliver(instance, {"pacs": "main"})
+    found = httpx.get(f"{orthanc.dicomweb}/instances", params={"SOPInstanceUID": uid},
+                      auth=orthanc.auth).json()  # fmt: skip
+    assert len(found) == 1
+    sender = stow_sender(orthanc, password="wrong")
+    with pytest.raises(errors.PacsError) as failed:
+        await sender.deliver(instance, {"pacs": "main"})
+    assert failed.value.code == "sr_store_failed"
+    assert sender.metrics.dicom_sr_sends.labels("retried")._value.get() == 1
