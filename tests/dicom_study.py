@@ -7,10 +7,12 @@ from __future__ import annotations
 import copy
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 PHI_NAME = "PHIMARKER^Zebulon"
@@ -67,3 +69,16 @@ def make_study(
             study.files.append(buf.getvalue())
             study.sop_instance_uids.append(str(ds.SOPInstanceUID))
     return study
+
+
+def malformed_instance(path: Path) -> Path:
+    """A file with valid file meta (a CT image's) and then an element whose length runs
+    past the end of the data set: send it with pynetdicom's
+    `_config.STORE_SEND_CHUNKED_DATASET = True` so its bytes go out as they are."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    head = Dataset()
+    head.file_meta = ds.file_meta
+    meta = io.BytesIO()
+    head.save_as(meta, enforce_file_format=True)
+    path.write_bytes(meta.getvalue() + b"\x08\x00\x16\x00UI\xf0\x00" + b"1." * 8)
+    return path

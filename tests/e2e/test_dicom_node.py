@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from pydicom import dcmread
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
 
 from tests.dicom_node import (
     QUIET,
@@ -31,7 +31,7 @@ from tests.dicom_node import (
     upload,
     wait_sr,
 )
-from tests.dicom_study import PHI_MARKERS, make_study
+from tests.dicom_study import PHI_MARKERS, make_study, malformed_instance
 from tests.orthanc import OrthancServer
 
 
@@ -98,6 +98,21 @@ def test_a_study_no_rule_reads_is_not_read(pacs, node):
         time.sleep(0.1)
     assert len(node.read_ids()) == before
     assert sr_instances(pacs, study.study_instance_uid) == []
+
+
+def test_malformed_dataset_fails_alone(node, tmp_path, monkeypatch):
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # the file's bytes
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title="GMAIVL")
+    assert assoc.send_c_store(malformed_instance(tmp_path / "bad.dcm")).Status >= 0xA000
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", False)
+    good = make_study([("MR", 1)]).files[0]  # the association goes on (MR: not read)
+    assert assoc.send_c_store(dcmread(io.BytesIO(good))).Status in (0x0000, 0x0122)
+    assoc.release()
+    assert echo(node.dicom_port)
+    assert node.metric('gmaivl_dicom_instances_received_total{outcome="malformed"}') >= 1
 
 
 def test_unknown_calling_ae_is_rejected(node):

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
@@ -21,7 +20,7 @@ from service.config import DicomNodeSettings
 from service.dicom_node.scp import DicomServer
 from service.dicom_node.spool import Spool
 from service.metrics import ServiceMetrics
-from tests.dicom_study import make_study
+from tests.dicom_study import make_study, malformed_instance
 
 
 def node(tmp_path, **kw):
@@ -100,14 +99,7 @@ def test_malformed_dataset_fails_alone(scp, tmp_path, monkeypatch):
     ds.StudyInstanceUID = "not-a-uid"
     bad_uid = io.BytesIO()
     ds.save_as(bad_uid)
-    # valid file meta, then a body that is not a dataset
-    garbage = tmp_path / "garbage.dcm"
-    meta = io.BytesIO()
-    head = Dataset()
-    head.file_meta = ds.file_meta
-    head.save_as(meta, enforce_file_format=True)
-    # an element whose length runs past the end of the data set
-    garbage.write_bytes(meta.getvalue() + b"\x08\x00\x16\x00UI\xf0\x00" + b"1." * 8)
+    garbage = malformed_instance(tmp_path / "garbage.dcm")
     assoc = associate(scp.port)
     assert assoc.send_c_store(dcmread(io.BytesIO(bad_uid.getvalue()))).Status == 0xC000
     status = assoc.send_c_store(garbage)
