@@ -210,7 +210,13 @@ class DicomServer:
     # handlers (pynetdicom's threads)
 
     def _count(self, event: Any, outcome: str) -> None:
+        """Each association's outcome, with the peer's AE title and address (what a PACS
+        administrator looks for; neither is patient data)."""
         self.metrics.dicom_associations.labels(outcome).inc()
+        requestor = event.assoc.requestor
+        level = logging.INFO if outcome == "accepted" else logging.WARNING
+        log.log(level, "association %s: calling AE %r from %s", outcome,
+                str(requestor.ae_title).strip(), requestor.address)  # fmt: skip
 
     def _echo(self, event: Any) -> int:
         return STORED
