@@ -19,7 +19,7 @@ from pathlib import Path
 
 from service import errors
 from service.config import Settings
-from service.dicom_node.cli import add_dicom_node_command, add_dicom_port_flag, apply_dicom_port
+from service.dicom_node.cli import add_dicom_node_flags, add_dicom_port_flag, apply_dicom_port
 from service.dicom_node.rules import RulesError
 from service.engines.checkpoint import UnservableCheckpoint
 from service.reads.client import add_read_command
@@ -73,8 +73,10 @@ QUEUE_WORKER = [
 QUEUE = [*QUEUE_GATEWAY, "aging_seconds", "visibility_timeout", "max_deliveries"]
 DEMO = ["cache_dir", "demo_recipe", "fake_token_interval"]
 # Set only in the environment (or a file): secrets never on a command line, where
-# `ps` shows them; nested groups and PACS entries are JSON (docs/settings.md).
-ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs"]
+# `ps` shows them; nested groups and PACS entries are JSON (docs/settings.md). The DICOM
+# node's group is configured where it is deployed (a few of its settings are also
+# flags of `dicom-node`; `--dicom-port` of `serve` and `dicom-node` sets its port).
+ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs", "dicom"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,9 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_flags(worker)
     worker.set_defaults(func=run_worker)
 
+    node = sub.add_parser(
+        "dicom-node",
+        help="a DICOM node: receive studies by C-STORE, read them by rules, send SRs back",
+        description="The DICOM node in Redis mode, beside gateways and workers (docs/pacs.md): "
+        "a gateway with the node on, its HTTP port answering /health, /metrics and reads.",
+    )
+    add_settings_flags(node, ["redis_url", "served_model_name", *SERVER])
+    _gateway_flags(node, QUEUE_GATEWAY)
+    add_dicom_node_flags(node)
+
     add_keys_commands(sub)
     add_read_command(sub)
-    add_dicom_node_command(sub)
     for command in entry_points(group="gmai_vl.commands"):
         command.load()(sub)
     return parser

@@ -18,7 +18,9 @@ NODE = ["dicom.ae_title", "dicom.rules_file", "dicom.spool_dir"]
 DEFAULT_PORT = 11112
 
 
-def add_dicom_port_flag(parser: argparse.ArgumentParser, help: str) -> None:
+def add_dicom_port_flag(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, help: str
+) -> None:
     """`--dicom-port` (the setting's leaf name, `port`, is the HTTP port's flag)."""
     parser.add_argument("--dicom-port", type=int, default=None, help=help)
 
@@ -29,26 +31,20 @@ def apply_dicom_port(args: argparse.Namespace, settings: Settings) -> Settings:
     return settings
 
 
-def add_dicom_node_command(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "dicom-node",
-        help="a DICOM node: receive studies by C-STORE, read them by rules, send SRs back",
-        description="Run the DICOM node (Redis mode, beside gateways and workers; "
-        "docs/pacs.md). Other settings: GMAIVL_DICOM_* variables.",
-    )
-    add_settings_flags(
-        parser,
-        ["redis_url", "host", "port", "served_model_name", "log_level", "api_keys_file", *NODE],
-    )
-    add_dicom_port_flag(parser, f"DIMSE port (GMAIVL_DICOM_PORT; default {DEFAULT_PORT})")
-    parser.add_argument(
+def add_dicom_node_flags(parser: argparse.ArgumentParser) -> None:
+    """The node's own flags on `gmai-vl dicom-node` (the gateway's are added by
+    service.cli: the node process is a gateway with the node on)."""
+    node = parser.add_argument_group("DICOM node (other settings: GMAIVL_DICOM_*)")
+    add_settings_flags(node, NODE, flags_of=parser)
+    add_dicom_port_flag(node, f"DIMSE port (GMAIVL_DICOM_PORT; default {DEFAULT_PORT})")
+    node.add_argument(
         "--dry-run",
         nargs="+",
         metavar="PATH",
         help="print the rule a study made of these DICOM files (or folders) would match",
     )
-    parser.add_argument("--calling-ae", default="", help="--dry-run: the sender's AE title")
-    parser.add_argument("--trigger", metavar="STUDY_UID", help="mark a spooled study complete")
+    node.add_argument("--calling-ae", default="", help="--dry-run: the sender's AE title")
+    node.add_argument("--trigger", metavar="STUDY_UID", help="mark a spooled study complete")
     parser.set_defaults(func=run_dicom_node_command)
 
 
