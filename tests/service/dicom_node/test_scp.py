@@ -7,6 +7,7 @@ import io
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,10 @@ def test_association_limit(tmp_path):
         second = associate(server.port)
         assert second.is_rejected  # transient: local limit exceeded
         first.release()
-        assert associate(server.port).is_established
+        deadline = time.monotonic() + 5  # the released association's thread ends first
+        while not (third := associate(server.port)).is_established:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        third.release()
     finally:
         server.stop()
