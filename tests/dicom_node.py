@@ -23,16 +23,18 @@ from tests.orthanc import OrthancServer
 QUIET = 1.5  # seconds: the study quiet period the node runs with here
 
 
-def rules_file(path: Path, pacs: OrthancServer, model: str = "fake") -> Path:
+def rules_file(path: Path, pacs: OrthancServer, model: str = "fake", tenant: str = "") -> Path:
+    """The test rules; `tenant` (keys on) names the reads' tenant."""
+    owner = f", tenant: {tenant}" if tenant else ""
     path.write_text(f"""
 rules:
   - name: broken-pacs
     match: {{calling_ae: BROKEN}}
-    read: {{model: {model}}}
+    read: {{model: {model}{owner}}}
     send_to: {{ae_title: NOBODY, host: 127.0.0.1, port: {free_port()}}}
   - name: chest-ct
     match: {{calling_ae: [ORTHANC, MODALITY], modality: CT}}
-    read: {{model: {model}, prompt: "Findings?", priority: urgent, max_images: 3}}
+    read: {{model: {model}, prompt: "Findings?", priority: urgent, max_images: 3{owner}}}
     send_to: {{ae_title: {pacs.aet}, host: 127.0.0.1, port: {pacs.dicom_port}}}
   - name: rest
     match: {{}}
@@ -52,6 +54,7 @@ class Node:
         serve_flags: tuple[str, ...] = ("--engine", "fake", "--served-model-name", "fake"),
         model: str = "fake",
         command: str = "serve",
+        tenant: str = "",
         **env: str,
     ) -> None:
         self.command = command  # or "dicom-node" (Redis mode: serve_flags name the Redis URL)
@@ -67,7 +70,7 @@ class Node:
             "GMAIVL_FAKE_TOKEN_INTERVAL": "0.001",
             "GMAIVL_DICOM_HOST": "127.0.0.1",
             "GMAIVL_DICOM_ALLOWED_CALLING_AETS": "ORTHANC,MODALITY,BROKEN",
-            "GMAIVL_DICOM_RULES_FILE": str(rules_file(workdir / "rules.yaml", pacs, model)),
+            "GMAIVL_DICOM_RULES_FILE": str(rules_file(workdir / "rules.yaml", pacs, model, tenant)),
             "GMAIVL_DICOM_SPOOL_DIR": str(workdir / "spool"),
             "GMAIVL_DICOM_STUDY_QUIET_SECONDS": str(QUIET),
             "GMAIVL_REQUEST_TIMEOUT": "120",
@@ -112,15 +115,20 @@ class Node:
     def read_ids(self) -> list[str]:
         return re.findall(r"-> (read_[0-9a-f]{32})", self.log.read_text(errors="replace"))
 
-    def wait_reads(self, count: int, timeout: float = 30, url: str | None = None) -> list[dict]:
+    def wait_reads(
+        self, count: int, timeout: float = 30, url: str | None = None, key: str | None = None
+    ) -> list[dict]:
         """The node's reads once `count` exist and all ended (read from `url`: another
-        gateway, or the node's own HTTP port)."""
+        gateway, or the node's own HTTP port; with API key `key` when keys are on)."""
         deadline = time.monotonic() + timeout
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         while time.monotonic() < deadline:
             ids = self.read_ids()
             if len(ids) >= count:
                 base = url or self.url
-                reads = [httpx.get(f"{base}/v1/dicom/reads/{i}").json() for i in ids]
+                reads = [
+                    httpx.get(f"{base}/v1/dicom/reads/{i}", headers=headers).json() for i in ids
+                ]
                 if all(r["status"] in ("completed", "failed") for r in reads):
                     return reads
             time.sleep(0.1)

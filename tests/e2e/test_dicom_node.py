@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
 
+from service.security.keys import KeyFile
 from tests.dicom_node import (
     QUIET,
     Node,
@@ -169,6 +170,30 @@ def test_an_sr_the_pacs_never_takes_fails_the_read_and_stays_downloadable(node):
     assert dcmread(io.BytesIO(data)).SOPInstanceUID == read["sr"]["sop_instance_uid"]
     assert node.metric('gmaivl_dicom_sr_sends_total{outcome="failed"}') >= 1
     assert node.metric('gmaivl_dicom_sr_sends_total{outcome="retried"}') >= 2
+
+
+def test_with_keys_on_a_read_belongs_to_its_rules_tenant(pacs, tmp_path):
+    keys = KeyFile()
+    radiology, other = keys.create("radiology"), keys.create("cardiology")
+    keys.save(tmp_path / "keys.json")
+    env = {"GMAIVL_AUTH": "keys", "GMAIVL_API_KEYS_FILE": str(tmp_path / "keys.json")}
+    # a rule naming a tenant the keys file lacks: the node refuses to start
+    (tmp_path / "a").mkdir()
+    lacking = Node(tmp_path / "a", pacs, tenant="oncology", **env)
+    with pytest.raises(RuntimeError):
+        lacking.start()
+    assert "tenant 'oncology' is not in the keys file" in lacking.log.read_text()
+    (tmp_path / "b").mkdir()
+    node = Node(tmp_path / "b", pacs, tenant="radiology", **env).start()
+    try:
+        assert scu_store(node.dicom_port, make_study([("CT", 2)]).files) == [0, 0]
+        [read] = node.wait_reads(1, key=radiology)
+        assert read["status"] == "completed" and read["source"] == "dimse", read
+        url = f"{node.url}/v1/dicom/reads/{read['id']}"
+        assert httpx.get(url, headers={"Authorization": f"Bearer {other}"}).status_code == 404
+        assert httpx.get(url).status_code == 401
+    finally:
+        node.stop()
 
 
 def test_full_spool_answers_out_of_resources(pacs, tmp_path):
