@@ -135,14 +135,18 @@ class OrthancServer:
         r = httpx.put(f"{self.url}/modalities/{name}", json=body, auth=self.auth, timeout=10)
         r.raise_for_status()
 
-    def study_id(self, study_uid: str) -> str:
-        r = httpx.post(self.url + "/tools/lookup", content=study_uid, auth=self.auth, timeout=10)
+    def resource_id(self, uid: str, kind: str = "Study") -> str:
+        """Orthanc's id of the study (or `kind`: Series, Instance) with this DICOM UID."""
+        r = httpx.post(self.url + "/tools/lookup", content=uid, auth=self.auth, timeout=10)
         r.raise_for_status()
-        return next(item["ID"] for item in r.json() if item["Type"] == "Study")
+        return next(item["ID"] for item in r.json() if item["Type"] == kind)
 
-    def send_study(self, modality: str, study_uid: str, timeout: float = 120) -> httpx.Response:
-        """`POST /modalities/{name}/store`: Orthanc C-STOREs the study to the node."""
-        body = {"Resources": [self.study_id(study_uid)], "Synchronous": True}
+    def send_study(
+        self, modality: str, uid: str, kind: str = "Study", timeout: float = 120
+    ) -> httpx.Response:
+        """`POST /modalities/{name}/store`: Orthanc C-STOREs the study (or the series or
+        instance of that UID) to the node."""
+        body = {"Resources": [self.resource_id(uid, kind)], "Synchronous": True}
         return httpx.post(
             f"{self.url}/modalities/{modality}/store", json=body, auth=self.auth, timeout=timeout
         )

@@ -141,11 +141,7 @@ class DicomNode:
         )
         decision = decide(self.rules, facts)
         if not decision.reads:
-            outcome = (
-                "unmatched" if decision.rule is None
-                else "ignored" if decision.rule.ignore else "no_images"
-            )  # fmt: skip
-            self.metrics.dicom_studies.labels(outcome).inc()
+            self.metrics.dicom_studies.labels(decision.outcome).inc()
             log.info("study of %d instances: %s", len(files), decision.describe())
             await asyncio.to_thread(self.spool.done, batch)
             return

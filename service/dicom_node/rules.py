@@ -20,7 +20,8 @@ least one image instance, and a read shows only the instances that satisfy
 them. Text values compare exactly (modality and body part case-insensitively);
 descriptions are regular expressions searched in the value. Instances that
 hold no picture (SR, KO, presentation states) never match series conditions
-and are never read: a study of only those (our own SR, routed back) is not read.
+and are never read: a study of only those (our own SR, routed back) is not read,
+whatever the rules say.
 """
 
 from __future__ import annotations
@@ -250,14 +251,26 @@ class StudyFacts:
 
 @dataclass(frozen=True)
 class Decision:
-    rule: Rule | None  # None: no rule matched
+    rule: Rule | None  # None: no rule matched (or no image to read)
     instances: tuple[InstanceFacts, ...]  # the image instances the rule selects
+    no_images: bool = False  # the study holds only SR, KO and such: no rule is tried
 
     @property
     def reads(self) -> bool:
         return self.rule is not None and self.rule.read is not None and bool(self.instances)
 
+    @property
+    def outcome(self) -> str:
+        """read, ignored, unmatched or no_images (a metric label)."""
+        if self.no_images or (self.rule is not None and self.rule.read and not self.instances):
+            return "no_images"
+        if self.rule is None:
+            return "unmatched"
+        return "ignored" if self.rule.ignore else "read"
+
     def describe(self) -> str:
+        if self.no_images:
+            return "no image instances (SR, KO, ...): not read"
         if self.rule is None:
             return "no rule matches: not read"
         if self.rule.ignore:
@@ -285,6 +298,8 @@ def _instance_matches(match: Match, item: InstanceFacts) -> bool:
 
 def decide(rules: RuleSet, study: StudyFacts) -> Decision:
     """The first rule that matches `study`, and the instances it reads."""
+    if not any(i.is_image for i in study.instances):
+        return Decision(None, (), no_images=True)
     for rule in rules.rules:
         match = rule.match
         if match.calling_ae is not None and not set(study.calling_aes) & set(match.calling_ae):

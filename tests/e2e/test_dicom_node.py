@@ -77,6 +77,15 @@ def test_multi_series_study_is_read_and_its_sr_stored_in_orthanc(pacs, node):
     # the SR stays downloadable from the node too
     data = httpx.get(f"{node.url}/v1/dicom/reads/{read['id']}/sr").content
     assert dcmread(io.BytesIO(data)).Modality == "SR"
+    # a PACS that forwards everything sends our SR back: accepted, never read (no loop)
+    no_images = node.metric('gmaivl_dicom_studies_total{outcome="no_images"}')
+    sop = sr["00080018"]["Value"][0]
+    assert pacs.send_study(node.modality, sop, kind="Instance").status_code == 200
+    deadline = time.monotonic() + QUIET + 10
+    while node.metric('gmaivl_dicom_studies_total{outcome="no_images"}') == no_images:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert len(node.read_ids()) == before + 1
 
 
 def _series_of(study) -> list[tuple[str, str]]:

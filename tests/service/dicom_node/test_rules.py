@@ -66,7 +66,7 @@ def test_non_image_instances_are_never_read(tmp_path):
     rules = load_rules(write(tmp_path, "rules: [{name: all, match: {}, read: {model: m}}]"))
     sr = inst("SR", "3.3", sop="1.2.840.10008.5.1.4.1.1.88.33", image=False)
     decision = decide(rules, study(sr))
-    assert decision.rule.name == "all" and not decision.reads
+    assert decision.rule is None and decision.no_images and not decision.reads
     assert "no image instances" in decision.describe()
     assert decide(load_rules(None), study(inst())).describe() == "no rule matches: not read"
 
