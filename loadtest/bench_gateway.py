@@ -18,6 +18,11 @@ records time to first token and total latency of every request.
 
 Prints req/s, TTFT p50, latency p50/p99 of both and their ratios; writes a
 JSON file and a PNG plot (docs/benchmarks/).
+
+`--queue`, `--trace` and `--token` compare two gateways instead (Redis vs
+in-process queue; tracing on vs off; an IdP's access token vs an API key, on
+one gateway configuration with both, against an IdP stand-in on loopback that
+publishes a discovery document and one RSA key).
 """
 
 from __future__ import annotations
@@ -108,6 +113,8 @@ def run_server(kind: str, port: int, interval: float, redis_url: str | None) -> 
     logging.disable(logging.INFO)
     if kind == "thin":
         app = thin_app(interval)
+    elif kind in ("gateway-key", "gateway-token"):  # keys and OIDC from the environment
+        app = gateway_app(interval, None)
     elif kind == "gateway-traced":
         from service import tracing
 
@@ -149,7 +156,12 @@ async def one_stream(reader, writer, request: bytes) -> tuple[float, float]:
 
 
 async def load(
-    port: int, concurrency: int, seconds: float, tokens: int, stagger: float = 0.0
+    port: int,
+    concurrency: int,
+    seconds: float,
+    tokens: int,
+    stagger: float = 0.0,
+    authorization: bytes = b"",
 ) -> dict:
     body = json.dumps(
         {
@@ -161,7 +173,8 @@ async def load(
     ).encode()
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
-        b"Content-Type: application/json\r\nContent-Length: "
+        + (b"Authorization: " + authorization + b"\r\n" if authorization else b"")
+        + b"Content-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
         + b"\r\n\r\n"
         + body
@@ -214,6 +227,111 @@ def pct(values: list[float], q: float) -> float:
     )
 
 
+# --- an IdP stand-in (--token) -------------------------------------------------------
+
+
+class IdpStandIn:
+    """A discovery document and one RSA key on loopback (what the gateway fetches from an
+    IdP), a key file with one tenant, an API key and an access token for it."""
+
+    AUDIENCE = "api://gmaivl-bench"
+
+    def __enter__(self) -> IdpStandIn:
+        import tempfile
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from service.security.keys import KeyFile
+        from service.security.policy import UNLIMITED
+
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-idp-"))
+        keys = KeyFile(tenants={"bench": UNLIMITED})  # declared: the token's group names it
+        self.key = keys.create("bench")
+        keys.save(self.dir / "keys.json")
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        documents = {
+            "/.well-known/openid-configuration": {
+                "issuer": self.issuer,
+                "jwks_uri": self.issuer + "/jwks",
+            },
+            "/jwks": {"keys": [{**jwk, "kid": "bench-key", "use": "sig", "alg": "RS256"}]},
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps(documents.get(self.path, {})).encode()
+                self.send_response(200 if self.path in documents else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": self.AUDIENCE, "sub": "bench-user", "iat": now,
+                  "exp": now + 3600, "groups": ["bench"], "scope": "gmaivl.chat"}  # fmt: skip
+        self.private = private
+        self.token = jwt.encode(
+            claims, private, "RS256", headers={"kid": "bench-key", "typ": "at+jwt"}
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+
+    def gateway_env(self) -> dict[str, str]:
+        return {
+            "GMAIVL_API_KEYS_FILE": str(self.dir / "keys.json"),
+            "GMAIVL_OIDC_ISSUER": self.issuer,
+            "GMAIVL_OIDC_AUDIENCE": self.AUDIENCE,
+        }
+
+    def credentials(self) -> dict[str, bytes]:
+        return {
+            "gateway-key": b"Bearer " + self.key.encode(),
+            "gateway-token": b"Bearer " + self.token.encode(),
+        }
+
+    def report_verify_cost(self, rounds: int = 2000) -> None:
+        """In process: one verification with the signature checked vs one from the cache."""
+        from service.components import idp_fetch
+        from service.media.fetch import FetchLimits, SafeFetcher
+        from service.security.jwks import JwksCache
+        from service.security.tokens import TokenVerifier
+
+        async def timed() -> tuple[float, float]:
+            fetcher = SafeFetcher(FetchLimits(max_bytes=1 << 20))
+            jwks = JwksCache(self.issuer, idp_fetch(fetcher, self.issuer))
+            full = TokenVerifier(self.issuer, self.AUDIENCE, jwks, cache_size=0)
+            cached = TokenVerifier(self.issuer, self.AUDIENCE, jwks)
+            await full.verify(self.token)
+            costs = []
+            for verifier in (full, cached):
+                began = time.perf_counter()
+                for _ in range(rounds):
+                    await verifier.verify(self.token)
+                costs.append((time.perf_counter() - began) / rounds)
+            await fetcher.aclose()
+            return costs[0], costs[1]
+
+        full, cached = asyncio.run(timed())
+        print(
+            f"token verification in process: {full * 1e6:.1f} us with the RS256 signature "
+            f"checked, {cached * 1e6:.1f} us from the cache of verified tokens",
+            flush=True,
+        )
+
+
 # --- orchestration -----------------------------------------------------------------
 
 
@@ -258,7 +376,9 @@ def measure(kind: str, args: argparse.Namespace) -> list[Row]:
             *(["--redis-url", args.redis_url] if args.redis_url else []),
         ],
         cwd=ROOT,
+        env={**os.environ, **getattr(args, "server_env", {})},
     )
+    authorization = getattr(args, "credentials", {}).get(kind, b"")
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -269,12 +389,14 @@ def measure(kind: str, args: argparse.Namespace) -> list[Row]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError(f"{kind} server did not start") from None
                 time.sleep(0.05)
-        asyncio.run(load(port, 4, 1.0, args.tokens))  # warm-up
+        asyncio.run(load(port, 4, 1.0, args.tokens, authorization=authorization))  # warm-up
         rows = []
         for concurrency in args.concurrency:
             stagger = 0.0 if args.lockstep else args.tokens * args.interval
             cpu_before = process_cpu_seconds(server.pid)
-            result = asyncio.run(load(port, concurrency, args.seconds, args.tokens, stagger))
+            result = asyncio.run(
+                load(port, concurrency, args.seconds, args.tokens, stagger, authorization)
+            )
             cpu = process_cpu_seconds(server.pid) - cpu_before
             result["cpu_ms_per_request"] = cpu * 1e3 / max(result["requests"], 1)
             rows.append(Row(concurrency, kind, **result))
@@ -378,8 +500,21 @@ def main() -> None:
         "(every request sampled, spans exported over OTLP/HTTP to a local sink) vs off",
     )
     parser.add_argument(
+        "--token",
+        action="store_true",
+        help="authentication cost instead: one gateway with keys and OIDC on, requests "
+        "with an IdP's access token vs with an API key",
+    )
+    parser.add_argument(
         "--serve",
-        choices=["gateway", "gateway-redis", "gateway-traced", "thin"],
+        choices=[
+            "gateway",
+            "gateway-redis",
+            "gateway-traced",
+            "gateway-key",
+            "gateway-token",
+            "thin",
+        ],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -392,6 +527,12 @@ def main() -> None:
     name = "queue_overhead" if args.queue else "gateway_overhead"
     if args.trace:
         args.pair, name = ("gateway", "gateway-traced"), "tracing_overhead"
+    idp = None
+    if args.token:
+        args.pair, name = ("gateway-key", "gateway-token"), "token_overhead"
+        idp = IdpStandIn().__enter__()
+        args.server_env, args.credentials = idp.gateway_env(), idp.credentials()
+        idp.report_verify_cost()
     redis_server = None
     sink = None
     if args.trace:
@@ -409,13 +550,16 @@ def main() -> None:
     finally:
         if redis_server is not None:
             redis_server.stop()
+        if idp is not None:
+            idp.__exit__(None, None, None)
         if sink is not None:
             sink.__exit__(None, None, None)
             print(f"\nthe traced server sent {sink.exports} OTLP exports")
     text = report(rows, args)
     print("\n" + text)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    saved = {k: v for k, v in vars(args).items() if k != "redis_url"}
+    secret = ("redis_url", "server_env", "credentials")
+    saved = {k: v for k, v in vars(args).items() if k not in secret}
     (OUT_DIR / f"{name}.json").write_text(
         json.dumps({"args": saved, "rows": [asdict(r) for r in rows]}, indent=2)
     )

@@ -1,6 +1,7 @@
 """Audit events: one JSON line per audited request, to a configurable sink.
 
-An event says who (tenant, key id: filled by authentication when it exists),
+An event says who (tenant, and the key id or, for a user signed in at the hospital's
+IdP, the token's `sub` and `iss`: filled by authentication when it exists),
 when, which route and model, the request id, a SHA-256 of each SOP Instance
 UID the request showed the model, the outcome (`ok` or the error code), the
 HTTP status and the latency. Never a prompt, an answer, an image, a URL, a
@@ -30,6 +31,8 @@ class AuditEvent:
     parent: str | None = None  # the base model when `model` is a LoRA adapter
     tenant: str | None = None
     key_id: str | None = None
+    sub: str | None = None  # the user, when an IdP's access token authenticated the request
+    iss: str | None = None  # the IdP that names them (sub is unique within it)
     sop_instance_uid_sha256: list[str] = field(default_factory=list)
     images: int = 0
     outcome: str = "ok"

@@ -76,7 +76,7 @@ DEMO = ["cache_dir", "demo_recipe", "fake_token_interval"]
 # `ps` shows them; nested groups and PACS entries are JSON (docs/settings.md). The DICOM
 # node's group is configured where it is deployed (a few of its settings are also
 # flags of `dicom-node`; `--dicom-port` of `serve` and `dicom-node` sets its port).
-ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs", "dicom"]
+ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs", "oidc", "dicom"]
 
 
 def build_parser() -> argparse.ArgumentParser:

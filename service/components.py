@@ -1,19 +1,25 @@
 """Settings -> the parts a process is made of: its engine, its queue sides and
-its key store and tenant limiter. Heavy parts are imported only when chosen, so
-a gateway never imports torch."""
+its key store, token verifier and tenant limiter. Heavy parts are imported only
+when chosen, so a gateway never imports torch."""
 
 from __future__ import annotations
+
+import httpx
 
 from service.api.models import ModelCatalog
 from service.config import Settings
 from service.engines.base import Engine
 from service.engines.checkpoint import check_servable
+from service.media.fetch import HostPolicy, SafeFetcher
 from service.metrics import ServiceMetrics
 from service.queue.memory import InProcessJobQueue
 from service.queue.protocols import GatewayQueue, WorkerQueue
 from service.reads.store import InMemoryReadStore, ReadStore
-from service.security.keystore import KeyStore, key_store_for
+from service.security.authenticate import Authenticator
+from service.security.jwks import FetchJson, JwksCache
+from service.security.keystore import AuthConfigError, KeyStore, key_store_for
 from service.security.limits import InMemoryTenantLimiter, TenantLimiter
+from service.security.tokens import TokenVerifier
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -114,7 +120,13 @@ def redis_worker_queue(
 
 def make_security(settings: Settings) -> tuple[KeyStore | None, TenantLimiter | None]:
     """The key store and the tenant limiter (shared in Redis when the queue is), or
-    (None, None) when authentication is off: without tenants there is nothing to limit."""
+    (None, None) when authentication is off: without tenants there is nothing to limit.
+    Tokens (GMAIVL_OIDC_ISSUER) need the key file too: it lists the tenants they map to."""
+    if settings.oidc.enabled and (settings.auth == "off" or settings.api_keys_file is None):
+        raise AuthConfigError(
+            "GMAIVL_OIDC_ISSUER needs GMAIVL_API_KEYS_FILE (its tenants and claim_tenants "
+            "are what tokens map to) and cannot be combined with GMAIVL_AUTH=off"
+        )
     keys = key_store_for(
         settings.auth,
         settings.api_keys_file,
@@ -138,3 +150,53 @@ def make_read_store(settings: Settings) -> ReadStore:
     from service.redis.read_store import RedisReadStore
 
     return RedisReadStore(settings.redis_url, settings.read_ttl)
+
+
+IDP_JSON_TYPES = frozenset({"application/json", "application/jwk-set+json"})
+
+
+def idp_fetch(fetcher: SafeFetcher, issuer: str) -> FetchJson:
+    """GETs of the IdP's discovery document and keys through the gateway's SafeFetcher:
+    the issuer's host only, whatever address it resolves to (hospital IdPs sit on
+    internal networks); jwks.py keeps every URL on the issuer's origin."""
+    policy = HostPolicy.of([httpx.URL(issuer).host], ["0.0.0.0/0", "::/0"])
+
+    async def get(url: str) -> bytes:
+        fetched = await fetcher.fetch(
+            url,
+            policy=policy,
+            accept="application/json",
+            content_types=IDP_JSON_TYPES,
+            param="oidc",
+        )
+        return fetched.body
+
+    return get
+
+
+def make_authenticator(
+    settings: Settings, keys: KeyStore | None, fetcher: SafeFetcher
+) -> Authenticator | None:
+    """Keys, plus the IdP's access tokens when GMAIVL_OIDC_ISSUER is set; None: auth off."""
+    if keys is None:
+        return None
+    oidc = settings.oidc
+    if oidc.issuer is None or oidc.audience is None:
+        return Authenticator(keys)
+    jwks = JwksCache(
+        oidc.issuer,
+        idp_fetch(fetcher, oidc.issuer),
+        refresh_interval=oidc.jwks_refresh_interval,
+        max_age=oidc.jwks_max_age,
+    )
+    tokens = TokenVerifier(
+        oidc.issuer,
+        oidc.audience,
+        jwks,
+        leeway=oidc.leeway,
+        max_token_bytes=oidc.max_token_bytes,
+        cache_size=oidc.verified_cache_size,
+    )
+    return Authenticator(
+        keys, tokens, tenant_claim=oidc.tenant_claim, required_scopes=oidc.required_scopes
+    )

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.core.lanes import Lane
@@ -76,6 +76,110 @@ class FetchSettings(BaseSettings):
     read_timeout: float = Field(10.0, gt=0, description="Seconds between received bytes.")
     total_timeout: float = Field(20.0, gt=0, description="Seconds for a whole fetch.")
     max_redirects: int = Field(3, ge=0, description="Same-host redirects followed.")
+
+
+ROUTE_FAMILIES = ("chat", "reads", "pacs", "ops")
+
+
+class OidcSettings(BaseSettings):
+    """Bearer access tokens from the hospital's OpenID Provider (docs/security.md).
+    Off unless `issuer` is set; API keys keep working beside tokens."""
+
+    model_config = SettingsConfigDict(env_prefix="GMAIVL_OIDC_", extra="ignore")
+
+    issuer: str | None = Field(
+        None,
+        description="The IdP's issuer URL, exactly as its tokens' `iss` (discovery at "
+        "ISSUER/.well-known/openid-configuration); unset: tokens are not accepted.",
+    )
+    audience: str | None = Field(
+        None, description="The `aud` access tokens must carry: this API's identifier at the IdP."
+    )
+    tenant_claim: str = Field(
+        "groups",
+        description="The claim whose values select the tenant; a dotted path reaches nested "
+        "claims (realm_access.roles).",
+    )
+    console_client_id: str | None = Field(
+        None,
+        description="The public client the console signs in with (code flow + PKCE); its "
+        "redirect URI is the console's /ui/ URL. Unset: the console offers API keys only.",
+    )
+    console_scope: str = Field(
+        "openid",
+        description="Scopes the console asks for (Entra ID: add the API's scope, "
+        "e.g. 'openid api://gmaivl/access').",
+    )
+    required_scopes: dict[str, str] = Field(
+        default_factory=dict,
+        description="A scope a token must carry per route family (chat, reads, pacs, ops); "
+        'JSON object, e.g. {"reads": "gmaivl.reads"}. Keys have no scopes and are not checked.',
+    )
+    subject_hash_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key of the user pseudonym in traces (HMAC-SHA256 of iss and sub); "
+        "unset: traces carry no user attribute.",
+    )
+    leeway: float = Field(
+        30.0, ge=0, le=300, description="Seconds of clock skew allowed on exp, nbf and iat."
+    )
+    jwks_refresh_interval: float = Field(
+        30.0,
+        ge=0,
+        description="Least seconds between two fetches of the IdP's keys (an unknown kid "
+        "triggers one).",
+    )
+    jwks_max_age: float = Field(
+        600.0, gt=0, description="Keys older than this are refetched (kept if the IdP is down)."
+    )
+    max_token_bytes: int = Field(
+        8192, ge=512, description="Longest access token accepted (longer ones: 401)."
+    )
+    verified_cache_size: int = Field(
+        4096, ge=0, description="Verified tokens remembered until they expire (0: none)."
+    )
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.query:
+            raise ValueError("the OIDC issuer is an https URL without query")
+        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.scheme == "http" and not loopback:
+            raise ValueError("the OIDC issuer must be https (http only on loopback, for tests)")
+        return value
+
+    @field_validator("required_scopes")
+    @classmethod
+    def _families(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = set(value) - set(ROUTE_FAMILIES)
+        if unknown:
+            raise ValueError(f"route families are {', '.join(ROUTE_FAMILIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> OidcSettings:
+        if self.issuer is None:
+            return self
+        if not self.audience:
+            raise ValueError("GMAIVL_OIDC_ISSUER needs GMAIVL_OIDC_AUDIENCE")
+        if self.console_client_id is not None and self.console_client_id == self.audience:
+            # The console's ID tokens carry its client id as aud: they would pass as access tokens.
+            raise ValueError("GMAIVL_OIDC_AUDIENCE must differ from GMAIVL_OIDC_CONSOLE_CLIENT_ID")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.issuer is not None
+
+    def pseudonym_key(self) -> bytes | None:
+        secret = self.subject_hash_secret
+        return secret.get_secret_value().encode() if secret is not None else None
 
 
 class PacsEntry(BaseModel):
@@ -271,6 +375,7 @@ class Settings(BaseSettings):
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     dicom: DicomNodeSettings = Field(default_factory=DicomNodeSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
     pacs: list[PacsEntry] = Field(
         default_factory=list, description="DICOMweb PACS entries (JSON list; see docs/pacs.md)."
     )

@@ -7,8 +7,9 @@
     │   └── RequestTooLarge            413 (body over the limit)
     ├── RequestTimeout                 408 (the body did not arrive in time)
     ├── UnprocessableImage             422 (decodes badly, truncated, wrong kind)
-    ├── AuthenticationFailed           401 (+ WWW-Authenticate) missing/bad/revoked key
-    ├── PermissionDenied               403 (key valid, its tenant may not do this)
+    ├── AuthenticationFailed           401 (+ WWW-Authenticate) bad/revoked key, refused token
+    ├── PermissionDenied               403 (key or token valid; its tenant may not do this, no
+    │                                      tenant for the token, a scope missing)
     ├── ModelNotFound                  404
     ├── NotFound                       404 (a study or read that does not exist; code names it)
     ├── Overloaded                     429 (+ Retry-After), queue full or rate
@@ -244,7 +245,9 @@ def to_error_response(exc: ServiceError) -> ErrorResponse:
     if isinstance(exc, Overloaded | NotReady) and exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, AuthenticationFailed):
-        headers["WWW-Authenticate"] = "Bearer"
+        # RFC 6750: a refused access token says so (a client renews); keys get the bare scheme.
+        token = exc.code in ("invalid_token", "token_expired")
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if token else "Bearer"
     return ErrorResponse(
         status_code=exc.status_code,
         body=error_body(exc.message, exc.type, exc.param, exc.code),

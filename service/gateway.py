@@ -13,6 +13,7 @@ from the start, and adds its engine's state to readiness.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -22,11 +23,17 @@ from fastapi import FastAPI
 
 from service import tracing
 from service.api.app import create_app
+from service.api.console import SignIn
 from service.api.models import ModelCatalog
 from service.api.serving_chat import ChatCompletions
 from service.api.state import AppState
 from service.audit import open_audit_sink
-from service.components import make_read_store, make_security, redis_gateway_queue
+from service.components import (
+    make_authenticator,
+    make_read_store,
+    make_security,
+    redis_gateway_queue,
+)
 from service.config import Settings
 from service.media.dicomweb import Pacs
 from service.media.dicomweb_client import DicomWebClient
@@ -34,6 +41,7 @@ from service.media.resolve import MediaResolver, gateway_fetcher
 from service.metrics import ServiceMetrics
 from service.queue.protocols import GatewayQueue
 from service.reads.service import ReadService
+from service.security.authenticate import Authenticator
 from service.serving.jobs import JobPath
 from service.serving.tenancy import TenantGate
 
@@ -63,6 +71,7 @@ def build_gateway_app(
     keys, limiter = make_security(settings)
     audit = open_audit_sink(settings.audit_log)
     fetcher = gateway_fetcher(settings.images, settings.fetch)
+    auth = make_authenticator(settings, keys, fetcher)
     pacs_entries = settings.pacs_entries()
     media = MediaResolver(settings.images, settings.fetch, pacs_entries, fetcher)
     dicomweb = {e.name: DicomWebClient(Pacs.from_entry(e), fetcher) for e in pacs_entries}
@@ -106,6 +115,9 @@ def build_gateway_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with background() if background is not None else contextlib.nullcontext():
+            # The IdP's keys now, not at the first user's request; in the background, so
+            # an IdP that is slow to answer does not hold the gateway's start.
+            warming = asyncio.create_task(auth.warm()) if auth is not None else None
             await reads.start()
             if node is not None:
                 await node.start()
@@ -114,6 +126,8 @@ def build_gateway_app(
             finally:
                 if node is not None:
                     await node.stop()
+                if warming is not None:
+                    warming.cancel()
                 await reads.aclose()
                 await queue.close()
                 await fetcher.aclose()
@@ -133,10 +147,22 @@ def build_gateway_app(
         media=media,
         dicomweb=dicomweb,
         audit=audit,
-        keys=keys,
+        auth=auth,
+        sign_in=console_sign_in(settings, auth),
         reads=reads,
     )
     return create_app(state, lifespan=lifespan)
+
+
+def console_sign_in(settings: Settings, auth: Authenticator | None) -> SignIn | None:
+    """The console's "Sign in" when a console client is configured beside the IdP."""
+    oidc = settings.oidc
+    if auth is None or auth.tokens is None or oidc.console_client_id is None:
+        return None
+    assert oidc.issuer is not None
+    return SignIn(
+        oidc.issuer, oidc.console_client_id, oidc.console_scope, auth.tokens.jwks.metadata
+    )
 
 
 def run_uvicorn(app: FastAPI, settings: Settings) -> None:

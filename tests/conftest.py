@@ -22,6 +22,7 @@ import uvicorn
 from PIL import Image
 
 from service.processes import RedisServer, free_port, wait_ready
+from tests.oidc import OidcProvider
 from tests.orthanc import OrthancServer
 
 
@@ -174,6 +175,17 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]
     server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
     try:
         server.upload_testdata()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """A real OpenID Provider (npm oidc-provider, `make oidc-provider`) on loopback, for
+    one test module: a client-credentials client; signing keys the test owns."""
+    server = OidcProvider(tmp_path_factory.mktemp("oidc")).start()
+    try:
         yield server
     finally:
         server.stop()

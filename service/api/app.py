@@ -36,7 +36,8 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app = FastAPI(title="GMAI-VL", version=__version__, lifespan=lifespan)
     app.state.gmaivl = state
     app.include_router(router)
-    for extra in (reads_router, render.router, ops.router, pacs_browse.router, console.router):
+    console_router = console.console_router(state.sign_in)
+    for extra in (reads_router, render.router, ops.router, pacs_browse.router, console_router):
         app.include_router(extra)  # after the chat routes: their matching stays first
     app.state.ops_windows = ops.OpsWindows(state)  # recent percentiles span from app start
     app.add_middleware(
@@ -45,7 +46,8 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
         max_body_bytes=state.settings.max_body_bytes,
         body_timeout=state.settings.body_timeout,
         audit=state.audit,
-        keys=state.keys,
+        auth=state.auth,
+        user_pseudonym_secret=state.settings.oidc.pseudonym_key(),
     )
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -17,12 +17,14 @@ from service import errors, tracing
 from service.api.console import CONSOLE_PATHS
 from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
-from service.security.keystore import KeyStore
+from service.security.authenticate import Authenticator, UserRefused
+from service.security.policy import Principal
 from service.serving.context import FACTS, RequestFacts
 
 log = logging.getLogger("gmaivl.api")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+USER_ATTRIBUTE = "gmaivl.user.pseudonym"  # HMAC-SHA256(secret, iss NUL sub), docs/security.md
 
 
 ROUTES = frozenset(
@@ -63,6 +65,20 @@ def route_label(path: str) -> str:
     return "other"
 
 
+def route_family(path: str) -> str | None:
+    """Which family a route belongs to, for a scope the IdP's tokens must carry
+    (GMAIVL_OIDC_REQUIRED_SCOPES): chat, reads, pacs, ops."""
+    if path.startswith("/v1/dicom/reads"):
+        return "reads"
+    if path.startswith(("/v1/dicom/studies", "/v1/dicom/pacs")):
+        return "pacs"
+    if path.startswith("/v1/ops/"):
+        return "ops"
+    if path.startswith(("/v1/chat/", "/v1/responses", "/v1/models", "/v1/images/")):
+        return "chat"
+    return None
+
+
 def request_id_from(header: bytes | None) -> str:
     """The client's X-Request-Id when it is a sane token, else a fresh one."""
     if header:
@@ -80,14 +96,16 @@ class GatewayMiddleware:
         max_body_bytes: int,
         body_timeout: float = 30.0,
         audit: AuditSink | None = None,
-        keys: KeyStore | None = None,
+        auth: Authenticator | None = None,
+        user_pseudonym_secret: bytes | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.audit = audit
-        self.keys = keys
+        self.auth = auth
+        self.user_pseudonym_secret = user_pseudonym_secret  # HMAC key of the trace attribute
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,25 +141,36 @@ class GatewayMiddleware:
                 ]
             await send(message)
 
+        principal: Principal | None = None
         try:
-            if self.keys is not None and not public:
+            if self.auth is not None and not public:
                 try:
-                    principal = self.keys.authenticate(headers.get(b"authorization"))
-                except errors.AuthenticationFailed as exc:
+                    principal = await self.auth.authenticate(
+                        headers.get(b"authorization"),
+                        scope.get("query_string", b""),
+                        route_family(scope["path"]),
+                    )
+                except errors.ServiceError as exc:  # 401, 403 for a user, 503 IdP unknown
                     self.metrics.rejections.labels(exc.code or "invalid_api_key").inc()
                     if event is not None:
                         event.outcome = exc.code or "invalid_api_key"
+                        if isinstance(exc, UserRefused):  # verified: who was refused
+                            event.sub, event.iss = exc.identity.sub, exc.identity.iss
                     await self._refuse(send_with_id, exc)
                     return
                 facts.principal = principal
                 if event is not None:
                     event.key_id, event.tenant = principal.key_id, principal.tenant
+                    if principal.identity is not None:
+                        event.sub, event.iss = principal.identity.sub, principal.identity.iss
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 await self._too_large(send_with_id, event)
                 return
             if tracing.enabled() and not public:
-                await self._traced(scope, headers, request_id, route, event, send_with_id, receive)
+                await self._traced(
+                    scope, headers, request_id, route, event, principal, send_with_id, receive
+                )
             else:
                 await self.app(scope, self._capped(receive), send_with_id)
         except _BodyTooLarge:
@@ -181,10 +210,12 @@ class GatewayMiddleware:
         request_id: str,
         route: str,
         event: AuditEvent | None,
+        principal: Principal | None,
         send: Send,
         receive: Receive,
     ) -> None:
-        """The app inside the request's span, joined to the client's traceparent."""
+        """The app inside the request's span, joined to the client's traceparent. A user
+        appears only as a keyed pseudonym (HMAC of iss and sub), never in clear."""
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         status = 0
@@ -197,6 +228,9 @@ class GatewayMiddleware:
 
         name = f"{scope['method']} {route}"
         attributes = {"http.request.method": scope["method"], "http.route": route}
+        identity = principal.identity if principal is not None else None
+        if identity is not None and self.user_pseudonym_secret is not None:
+            attributes[USER_ATTRIBUTE] = identity.pseudonym(self.user_pseudonym_secret)
         with (
             tracing.incoming(headers, request_id),
             tracing.span(name, attributes, kind=SpanKind.SERVER) as span,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from service.api.console import SignIn
 from service.api.models import ModelCatalog
 from service.api.serving_chat import ChatCompletions
 from service.audit import AuditSink
@@ -16,7 +17,7 @@ from service.media.resolve import MediaResolver
 from service.metrics import ServiceMetrics
 from service.queue.protocols import GatewayQueue
 from service.reads.service import ReadService
-from service.security.keystore import KeyStore
+from service.security.authenticate import Authenticator
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -33,6 +34,7 @@ class AppState:
     media: MediaResolver  # image parts -> images (chat, render)
     dicomweb: dict[str, DicomWebClient] = field(default_factory=dict)  # by PACS name (browse)
     audit: AuditSink | None = None  # one event per audited request
-    keys: KeyStore | None = None  # None: authentication off (local use)
+    auth: Authenticator | None = None  # keys (and IdP tokens); None: auth off (local use)
+    sign_in: SignIn | None = None  # the console's sign-in at the IdP, when configured
     reads: ReadService | None = None  # study reads (/v1/dicom/reads)
     created: int = field(default_factory=lambda: int(time.time()))

@@ -39,6 +39,14 @@ class ReadSR(BaseModel):
     stored: bool
 
 
+class RequestedBy(BaseModel):
+    """The user who started a read with an access token from the IdP (`sub` is unique
+    within `iss`); null for a read started with an API key."""
+
+    sub: str
+    iss: str
+
+
 class ReadError(BaseModel):
     code: str
     message: str
@@ -60,6 +68,7 @@ class DicomRead(BaseModel):
     usage: dict[str, Any] | None = None
     sr: ReadSR | None = None
     error: ReadError | None = None
+    requested_by: RequestedBy | None = None
 
 
 @dataclass
@@ -95,6 +104,7 @@ class Read:
     created: int = field(default_factory=lambda: int(time.time()))
     tenant: str | None = None
     key_id: str | None = None
+    requested_by: dict[str, str] | None = None  # {"sub", "iss"}: a user's token started it
     instances: list[str] = field(default_factory=list)
     answer: str | None = None
     usage: dict[str, int] | None = None
@@ -125,6 +135,7 @@ class Read:
             usage=self.usage,
             sr=ReadSR(**self.sr) if self.sr is not None else None,
             error=ReadError(**self.error) if self.error is not None else None,
+            requested_by=RequestedBy(**self.requested_by) if self.requested_by else None,
         ).model_dump(mode="json")
 
     def to_json(self) -> str:

@@ -149,6 +149,7 @@ class ReadService:
             spec=spec,
             tenant=principal.tenant if principal else None,
             key_id=principal.key_id if principal else None,
+            requested_by=ctx.identity.to_json() if ctx.identity is not None else None,
             owner=self.owner,
         )
         charge = await self.tenants.admit(principal, spec.max_tokens, spec.timeout)
@@ -317,6 +318,8 @@ class ReadService:
             model=read.model,
             tenant=read.tenant,
             key_id=read.key_id,
+            sub=(read.requested_by or {}).get("sub"),
+            iss=(read.requested_by or {}).get("iss"),
             images=len(read.instances),
             outcome=outcome,
             latency_ms=round(max(time.time() - read.created, 0.0) * 1000, 3),

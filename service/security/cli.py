@@ -1,4 +1,4 @@
-"""`gmai-vl keys create|list|revoke|policy`: manage the key file (format: `keys`).
+"""`gmai-vl keys create|list|revoke|policy|claim`: manage the key file (format: `keys`).
 
 Each command reads the file, changes it and writes it back atomically; running
 gateways pick the change up within `GMAIVL_API_KEYS_RELOAD_INTERVAL` seconds.
@@ -53,6 +53,16 @@ def add_keys_commands(sub: argparse._SubParsersAction) -> None:
     policy.add_argument("--models", help="comma-separated model ids it may use")
     policy.set_defaults(func=run_policy)
 
+    claim = keys_sub.add_parser(
+        "claim", help="map a value of the IdP tokens' tenant claim to a tenant (claim_tenants)"
+    )
+    _file_flag(claim)
+    claim.add_argument("value", help="the claim value, e.g. a group path or a group object id")
+    target = claim.add_mutually_exclusive_group(required=True)
+    target.add_argument("--tenant", help="the tenant tokens with this value belong to")
+    target.add_argument("--remove", action="store_true", help="remove the mapping")
+    claim.set_defaults(func=run_claim)
+
 
 def _file_flag(parser: argparse.ArgumentParser) -> None:
     default = os.environ.get("GMAIVL_API_KEYS_FILE")
@@ -89,6 +99,8 @@ def run_list(args: argparse.Namespace) -> int:
     for tenant, policy in keys.tenants.items():
         print(f"tenant {tenant}: {policy.to_json() or 'no limits'}")
     print(f"default policy: {keys.default_policy.to_json() or 'no limits'}")
+    for value, tenant in keys.claim_tenants.items():
+        print(f"claim value {value!r} -> tenant {tenant}")
     return 0
 
 
@@ -119,4 +131,22 @@ def run_policy(args: argparse.Namespace) -> int:
     keys.tenants[args.tenant] = replace(keys.policy_of(args.tenant), **changes)
     keys.save(args.file)
     print(f"tenant {args.tenant}: {keys.tenants[args.tenant].to_json()}", file=sys.stderr)
+    return 0
+
+
+def run_claim(args: argparse.Namespace) -> int:
+    keys = KeyFile.load_or_new(args.file)
+    if args.remove:
+        if keys.claim_tenants.pop(args.value, None) is None:
+            print("error: no mapping for that claim value", file=sys.stderr)
+            return 1
+        keys.save(args.file)
+        print("claim mapping removed", file=sys.stderr)
+        return 0
+    if not valid_tenant(args.tenant) or not args.value:
+        print("error: a tenant id is 1-64 characters of A-Z a-z 0-9 . _ -", file=sys.stderr)
+        return 2
+    keys.claim_tenants[args.value] = args.tenant
+    keys.save(args.file)
+    print(f"claim value {args.value!r} -> tenant {args.tenant}", file=sys.stderr)
     return 0

@@ -26,6 +26,13 @@ The key file (JSON; a Kubernetes Secret mounted as a file works as is):
 `tenants` maps tenant ids to their policy (`policy.TenantPolicy` fields);
 tenants not listed get `default_policy` (absent: no limits). `revoked` is the
 revocation time or null; revoked keys stay listed for the audit trail.
+
+Users who sign in at the hospital's IdP reach a tenant through a claim of their
+access token (`GMAIVL_OIDC_TENANT_CLAIM`, `security/claims.py`): a value equal to
+a tenant listed under `tenants` selects it, and `claim_tenants` maps other values
+(a directory group's name, an Entra group's object id) explicitly:
+
+    "claim_tenants": {"/Radiology": "radiology", "5f0c...-group-id": "emergency"}
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ class KeyFile:
     keys: list[KeyRecord] = field(default_factory=list)
     tenants: dict[str, TenantPolicy] = field(default_factory=dict)
     default_policy: TenantPolicy = UNLIMITED
+    claim_tenants: dict[str, str] = field(default_factory=dict)  # token claim value -> tenant
 
     def policy_of(self, tenant: str) -> TenantPolicy:
         return self.tenants.get(tenant, self.default_policy)
@@ -128,7 +136,13 @@ class KeyFile:
             for name, policy in (raw.get("tenants") or {}).items()
         }
         default = TenantPolicy.from_json(raw.get("default_policy") or {})
-        return cls(keys=keys, tenants=tenants, default_policy=default)
+        claim_tenants = raw.get("claim_tenants") or {}
+        if not isinstance(claim_tenants, dict) or not all(
+            isinstance(value, str) and value and isinstance(tenant, str) and valid_tenant(tenant)
+            for value, tenant in claim_tenants.items()
+        ):
+            raise ValueError("claim_tenants maps claim values (strings) to tenant ids")
+        return cls(keys=keys, tenants=tenants, default_policy=default, claim_tenants=claim_tenants)
 
     @classmethod
     def load(cls, path: Path) -> KeyFile:
@@ -144,6 +158,7 @@ class KeyFile:
             "tenants": {name: policy.to_json() for name, policy in self.tenants.items()},
             "default_policy": self.default_policy.to_json(),
             "keys": [asdict(record) for record in self.keys],
+            **({"claim_tenants": dict(self.claim_tenants)} if self.claim_tenants else {}),
         }
 
     def save(self, path: Path) -> None:

@@ -74,8 +74,12 @@ class KeyStore:
             key_id=record.id,
             tenant=tenant,
             policy=self._loaded.keys.policy_of(tenant),
-            metric_label=tenant if tenant in self._loaded.labels else OTHER_TENANTS,
+            metric_label=self.metric_label(tenant),
         )
+
+    def metric_label(self, tenant: str) -> str:
+        """The tenant's metrics label: its id within the label budget, else `other`."""
+        return tenant if tenant in self._loaded.labels else OTHER_TENANTS
 
     def tenant_ids(self) -> set[str]:
         """Every tenant the key file names (declared with a policy, or holding a key)."""
@@ -90,7 +94,7 @@ class KeyStore:
             key_id=key_id,
             tenant=tenant,
             policy=self._loaded.keys.policy_of(tenant),
-            metric_label=tenant if tenant in self._loaded.labels else OTHER_TENANTS,
+            metric_label=self.metric_label(tenant),
         )
 
     def _maybe_reload(self) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.core.lanes import Lane
+from service.security.identity import Identity
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,11 @@ UNLIMITED = TenantPolicy()
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's public id (never the key) and its tenant."""
+    """Who is calling: an API key's public id (never the key), or a user's verified
+    identity (a bearer access token from the IdP), and the tenant either maps to."""
 
-    key_id: str
+    key_id: str | None
     tenant: str
     policy: TenantPolicy
     metric_label: str  # the tenant id, or "other" past the configured label budget
+    identity: Identity | None = None  # set when a token, not a key, authenticated

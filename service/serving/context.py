@@ -13,6 +13,7 @@ from service import errors
 from service.audit import AuditEvent
 from service.config import Settings
 from service.core.lanes import Lane
+from service.security.identity import Identity
 from service.security.policy import Principal
 
 # The ASGI scope's state key of a request's `RequestFacts`.
@@ -73,6 +74,13 @@ class RequestContext:
     @property
     def tenant(self) -> str | None:
         return self.principal.tenant if self.principal is not None else None
+
+    @property
+    def identity(self) -> Identity | None:
+        """The user (sub, iss, scopes) when an IdP's access token authenticated the
+        request; None for an API key or with auth off. A store that keeps things per
+        user (stored responses) keys them by (identity.iss, identity.sub)."""
+        return self.principal.identity if self.principal is not None else None
 
 
 def lane_from_header(header: str | None, default: Lane) -> Lane:

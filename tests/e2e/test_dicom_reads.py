@@ -276,8 +276,8 @@ def test_openapi_documents_the_read_api_with_the_issue_field_names(env: Env):
                             "priority", "store", "webhook"}  # fmt: skip
     read = schema["components"]["schemas"]["DicomRead"]["properties"]
     assert set(read) == {"id", "object", "source", "calling_ae", "status", "created", "model",
-                         "study_instance_uid", "instances", "answer", "usage", "sr",
-                         "error"}  # fmt: skip
+                         "study_instance_uid", "instances", "answer", "usage", "sr", "error",
+                         "requested_by"}  # fmt: skip
 
 
 def test_unknown_study_is_404_and_bad_input_400(env: Env):

@@ -1,6 +1,7 @@
 // GMAI-VL console: plain JavaScript, no build step, no external fetch. It speaks only
 // the gateway's public API (same origin): /v1/models, /v1/chat/completions (SSE),
-// /v1/images/render, /v1/ops/stats, /v1/dicom/* . The API key lives in sessionStorage.
+// /v1/images/render, /v1/ops/stats, /v1/dicom/* . The API key lives in sessionStorage;
+// a user signed in at the IdP (signin.js) sends the access token instead.
 "use strict";
 
 (() => {
@@ -22,9 +23,13 @@
     return sessionStorage.getItem(KEY_STORAGE) || "";
   }
 
+  function signedIn() {
+    return !!(window.gmaivlAuth && window.gmaivlAuth.bearer());
+  }
+
   function headers(json) {
     const h = {};
-    const key = apiKey();
+    const key = (window.gmaivlAuth && window.gmaivlAuth.bearer()) || apiKey();
     if (key) h.Authorization = "Bearer " + key;
     if (json) h["Content-Type"] = "application/json";
     return h;
@@ -50,7 +55,11 @@
     const retry = response.headers.get("Retry-After");
     const s = response.status;
     let text;
-    if (s === 401) {
+    if (s === 401 && signedIn()) {
+      text = "Your sign-in was refused (" + (code || "invalid_token") + "). Sign in again.";
+    } else if (s === 401 && !apiKey() && window.gmaivlAuth && window.gmaivlAuth.offered()) {
+      text = "This gateway needs you to sign in or to enter an API key.";
+    } else if (s === 401) {
       text = apiKey()
         ? "The API key was refused (" + (code || "invalid_api_key") + "). Enter a valid API key above."
         : "This gateway needs an API key. Enter your API key above.";
@@ -639,6 +648,7 @@
     $("stop-button").addEventListener("click", () => state.controller && state.controller.abort());
     $("study-search").addEventListener("submit", searchStudies);
     $("read-button").addEventListener("click", readStudy);
-    loadAll();
+    document.addEventListener("gmaivl:auth", loadAll); // signed in or out (signin.js)
+    (window.gmaivlAuth ? window.gmaivlAuth.ready : Promise.resolve()).finally(loadAll);
   });
 })();

@@ -99,6 +99,7 @@ def test_the_page_and_its_files_are_public_with_a_strict_csp(gateway):
     for path, kind in (
         ("/ui/", "text/html"),
         ("/ui/console.js", "text/javascript"),
+        ("/ui/signin.js", "text/javascript"),
         ("/ui/console.css", "text/css"),
     ):
         r = httpx.get(base_url + path)  # no key: the page serves no data
@@ -118,7 +119,17 @@ def test_the_page_and_its_files_are_public_with_a_strict_csp(gateway):
     # Public paths are not audited (they would drown the trail).
     events = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
     assert not any(e["route"] == "/ui/" for e in events)
-    assert {"/ui", "/ui/", "/ui/index.html", "/ui/console.js", "/ui/console.css"} == CONSOLE_PATHS
+    assert {
+        "/ui",
+        "/ui/",
+        "/ui/index.html",
+        "/ui/console.js",
+        "/ui/signin.js",
+        "/ui/console.css",
+        "/ui/config.json",
+    } == CONSOLE_PATHS
+    # Without an IdP the page offers API keys only.
+    assert httpx.get(base_url + "/ui/config.json").json() == {"sign_in": None}
 
 
 def test_the_page_has_no_inline_script_or_style_and_loads_nothing_from_elsewhere():

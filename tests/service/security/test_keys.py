@@ -80,3 +80,17 @@ def test_cli_create_list_policy_revoke(tmp_path):
     assert gmai_vl("keys", "revoke", "--file", str(path), "000000000000").returncode == 1
     raw = json.loads(path.read_text())
     assert raw["version"] == 1 and raw["keys"][0]["tenant"] == "radiology"
+
+
+def test_cli_claim_maps_a_token_claim_value_to_a_tenant(tmp_path):
+    path = tmp_path / "keys.json"
+    group = "/Hospital/Radiologists"
+    mapped = gmai_vl("keys", "claim", "--file", str(path), group, "--tenant", "radiology")
+    assert mapped.returncode == 0, mapped.stderr
+    assert KeyFile.load(path).claim_tenants == {group: "radiology"}
+    assert f"'{group}' -> tenant radiology" in gmai_vl("keys", "list", "--file", str(path)).stdout
+    bad = gmai_vl("keys", "claim", "--file", str(path), "g", "--tenant", "no spaces!")
+    assert bad.returncode == 2
+    removed = gmai_vl("keys", "claim", "--file", str(path), group, "--remove")
+    assert removed.returncode == 0 and KeyFile.load(path).claim_tenants == {}
+    assert gmai_vl("keys", "claim", "--file", str(path), group, "--remove").returncode == 1
