@@ -143,7 +143,7 @@ class Node:
 def echo(port: int, calling: str = "MODALITY") -> bool:
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = 5
+    ae.acse_timeout = ae.network_timeout = 30  # a loaded machine is slow, not a refusal
     assoc = ae.associate("127.0.0.1", port, ae_title="GMAIVL")
     if not assoc.is_established:
         return False

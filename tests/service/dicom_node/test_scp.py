@@ -44,7 +44,7 @@ def associate(port, calling="MODALITY", called="GMAIVL"):
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    ae.acse_timeout = ae.network_timeout = 5
+    ae.acse_timeout = ae.network_timeout = 30  # a loaded machine is slow, not a refusal
     return ae.associate("127.0.0.1", port, ae_title=called)
 
 
@@ -142,7 +142,7 @@ def tls_associate(port: int, cert: Path, key: Path | None):
         context.load_cert_chain(cert, key)
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = 5
+    ae.acse_timeout = ae.network_timeout = 30  # a loaded machine is slow, not a refusal
     return ae.associate("127.0.0.1", port, ae_title="GMAIVL", tls_args=(context, "127.0.0.1"))
 
 
