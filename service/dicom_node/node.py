@@ -147,7 +147,8 @@ class DicomNode:
             return
         rule = decision.rule
         assert rule is not None and rule.read is not None
-        limit = rule.read.max_images or self.max_images
+        # the rule's count within the server's per-request image limit
+        limit = min(rule.read.max_images or self.max_images, self.max_images)
         study = ReceivedStudy(
             study_instance_uid=batch.study_instance_uid,
             calling_ae=batch.calling_aes[0] if batch.calling_aes else "",
