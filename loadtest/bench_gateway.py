@@ -23,6 +23,13 @@ JSON file and a PNG plot (docs/benchmarks/).
 in-process queue; tracing on vs off; an IdP's access token vs an API key, on
 one gateway configuration with both, against an IdP stand-in on loopback that
 publishes a discovery document and one RSA key).
+
+    python loadtest/bench_gateway.py --responses [--runs 3]
+
+compares the two endpoints of one gateway instead: `/v1/responses` (semantic
+events) beside `/v1/chat/completions` (chunks), same prompt, same engine,
+levels interleaved (chat, responses, chat, ... at each level), the median of
+`--runs` runs per endpoint and level.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
 MODEL = "bench"
 FIRST_TEXT = re.compile(rb'"content":"[^"]')  # a chunk carrying generated text
+FIRST_DELTA = re.compile(rb'"delta":"[^"]')  # a Responses delta event carrying text
 
 
 # --- the two servers -------------------------------------------------------------
@@ -137,7 +145,9 @@ def run_server(kind: str, port: int, interval: float, redis_url: str | None) -> 
 # --- the client ------------------------------------------------------------------
 
 
-async def one_stream(reader, writer, request: bytes) -> tuple[float, float]:
+async def one_stream(
+    reader, writer, request: bytes, first_text: re.Pattern[bytes] = FIRST_TEXT
+) -> tuple[float, float]:
     """Send one streaming request on a keep-alive connection; (ttft, total) seconds."""
     started = time.perf_counter()
     writer.write(request)
@@ -151,8 +161,20 @@ async def one_stream(reader, writer, request: bytes) -> tuple[float, float]:
             await reader.readline()
             return ttft, time.perf_counter() - started
         data = await reader.readexactly(size + 2)
-        if not ttft and FIRST_TEXT.search(data):
+        if not ttft and first_text.search(data):
             ttft = time.perf_counter() - started
+
+
+def request_body(endpoint: str, tokens: int) -> tuple[str, dict]:
+    """The path and body of one streaming request: chat or Responses, same prompt."""
+    if endpoint == "responses":
+        body = {"model": MODEL, "stream": True, "max_output_tokens": tokens, "store": False}
+        return "/v1/responses", {**body, "input": "Describe the image."}
+    body = {"model": MODEL, "stream": True, "max_tokens": tokens}
+    return "/v1/chat/completions", {
+        **body,
+        "messages": [{"role": "user", "content": "Describe the image."}],
+    }
 
 
 async def load(
@@ -161,18 +183,16 @@ async def load(
     seconds: float,
     tokens: int,
     stagger: float = 0.0,
+    endpoint: str = "chat",
     authorization: bytes = b"",
 ) -> dict:
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "stream": True,
-            "max_tokens": tokens,
-            "messages": [{"role": "user", "content": "Describe the image."}],
-        }
-    ).encode()
+    path, payload = request_body(endpoint, tokens)
+    first_text = FIRST_DELTA if endpoint == "responses" else FIRST_TEXT
+    body = json.dumps(payload).encode()
     request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: bench\r\n"
         + (b"Authorization: " + authorization + b"\r\n" if authorization else b"")
         + b"Content-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
@@ -194,7 +214,7 @@ async def load(
             await asyncio.sleep(index / concurrency * stagger)
         while time.perf_counter() < stop_at:
             try:
-                ttft, total = await one_stream(reader, writer, request)
+                ttft, total = await one_stream(reader, writer, request, first_text)
             except (RuntimeError, OSError, asyncio.IncompleteReadError, ValueError):
                 errors += 1
                 writer.close()
@@ -361,7 +381,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(kind: str, args: argparse.Namespace) -> list[Row]:
+def start_server(kind: str, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+    """A server process of `kind`, started and warmed up; its process and port."""
     port = free_port()
     server = subprocess.Popen(
         [
@@ -378,39 +399,90 @@ def measure(kind: str, args: argparse.Namespace) -> list[Row]:
         cwd=ROOT,
         env={**os.environ, **getattr(args, "server_env", {})},
     )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"{kind} server did not start") from None
+            time.sleep(0.05)
+    authorization = getattr(args, "credentials", {}).get(kind, b"")
+    asyncio.run(load(port, 4, 1.0, args.tokens, authorization=authorization))  # warm-up
+    return server, port
+
+
+def level(
+    server: subprocess.Popen,
+    port: int,
+    label: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    endpoint: str = "chat",
+    authorization: bytes = b"",
+) -> Row:
+    """One load level against a running server, with the server's CPU per request."""
+    stagger = 0.0 if args.lockstep else args.tokens * args.interval
+    cpu_before = process_cpu_seconds(server.pid)
+    result = asyncio.run(
+        load(port, concurrency, args.seconds, args.tokens, stagger, endpoint, authorization)
+    )
+    cpu = process_cpu_seconds(server.pid) - cpu_before
+    result["cpu_ms_per_request"] = cpu * 1e3 / max(result["requests"], 1)
+    print(
+        f"  {label:13s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
+        f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
+        f"p99 {result['p99_ms']:7.2f} ms  cpu/req {result['cpu_ms_per_request']:.3f} ms  "
+        f"errors {result['errors']}",
+        flush=True,
+    )
+    return Row(concurrency, label, **result)
+
+
+def measure(kind: str, args: argparse.Namespace) -> list[Row]:
+    server, port = start_server(kind, args)
     authorization = getattr(args, "credentials", {}).get(kind, b"")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"{kind} server did not start") from None
-                time.sleep(0.05)
-        asyncio.run(load(port, 4, 1.0, args.tokens, authorization=authorization))  # warm-up
+        return [
+            level(server, port, kind, c, args, authorization=authorization)
+            for c in args.concurrency
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def measure_endpoints(args: argparse.Namespace) -> list[Row]:
+    """Chat and Responses on one gateway, interleaved per level; the median run of each
+    (by throughput) stands for it."""
+    server, port = start_server("gateway", args)
+    try:
         rows = []
         for concurrency in args.concurrency:
-            stagger = 0.0 if args.lockstep else args.tokens * args.interval
-            cpu_before = process_cpu_seconds(server.pid)
-            result = asyncio.run(
-                load(port, concurrency, args.seconds, args.tokens, stagger, authorization)
-            )
-            cpu = process_cpu_seconds(server.pid) - cpu_before
-            result["cpu_ms_per_request"] = cpu * 1e3 / max(result["requests"], 1)
-            rows.append(Row(concurrency, kind, **result))
-            print(
-                f"  {kind:13s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
-                f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
-                f"p99 {result['p99_ms']:7.2f} ms  cpu/req {result['cpu_ms_per_request']:.3f} ms  "
-                f"errors {result['errors']}",
-                flush=True,
-            )
+            runs: dict[str, list[Row]] = {"chat": [], "responses": []}
+            for _ in range(args.runs):
+                for endpoint in runs:
+                    runs[endpoint].append(
+                        level(server, port, endpoint, concurrency, args, endpoint)
+                    )
+            rows += [_median_row(made) for made in runs.values()]
         return rows
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def _median_row(rows: list[Row]) -> Row:
+    """Each figure's median over the runs (errors summed)."""
+    figures = {
+        name: statistics.median(getattr(r, name) for r in rows)
+        for name in ("rps", "ttft_p50_ms", "p50_ms", "p99_ms", "cpu_ms_per_request")
+    }
+    requests = int(statistics.median(r.requests for r in rows))
+    errors = sum(r.errors for r in rows)
+    return Row(rows[0].concurrency, rows[0].server, requests, errors, **figures)
 
 
 def report(rows: list[Row], args: argparse.Namespace) -> str:
@@ -469,7 +541,7 @@ def plot(rows: list[Row], args: argparse.Namespace, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(
-        f"gateway vs thin endpoint, same fake engine ({args.tokens} tokens @ "
+        f"{args.pair[1]} vs {args.pair[0]}, same fake engine ({args.tokens} tokens @ "
         f"{args.interval * 1e3:g} ms)"
     )
     fig.tight_layout()
@@ -500,6 +572,13 @@ def main() -> None:
         "(every request sampled, spans exported over OTLP/HTTP to a local sink) vs off",
     )
     parser.add_argument(
+        "--responses",
+        action="store_true",
+        help="/v1/responses vs /v1/chat/completions on one gateway, interleaved, "
+        "the median of --runs runs",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per level (--responses)")
+    parser.add_argument(
         "--token",
         action="store_true",
         help="authentication cost instead: one gateway with keys and OIDC on, requests "
@@ -527,6 +606,8 @@ def main() -> None:
     name = "queue_overhead" if args.queue else "gateway_overhead"
     if args.trace:
         args.pair, name = ("gateway", "gateway-traced"), "tracing_overhead"
+    if args.responses:
+        args.pair, name = ("chat", "responses"), "responses_overhead"
     idp = None
     if args.token:
         args.pair, name = ("gateway-key", "gateway-token"), "token_overhead"
@@ -546,7 +627,10 @@ def main() -> None:
         redis_server = RedisServer().start()
         args.redis_url = redis_server.url
     try:
-        rows = measure(args.pair[0], args) + measure(args.pair[1], args)
+        if args.responses:
+            rows = measure_endpoints(args)
+        else:
+            rows = measure(args.pair[0], args) + measure(args.pair[1], args)
     finally:
         if redis_server is not None:
             redis_server.stop()

@@ -60,6 +60,7 @@ REQUESTS = [
 ]
 READS = ["pacs_file", "read_ttl", "read_lease", "model_version"]
 WEBHOOKS = ["webhook_max_attempts", "webhook_backoff"]
+RESPONSES = ["store_responses", "response_ttl", "max_stored_responses", "response_lease"]
 # The queue: a gateway admits (depth), judges workers live (heartbeat) and writes
 # per-request keys (TTL); a worker also ages lanes, reclaims and dead-letters.
 QUEUE_GATEWAY = ["queue_max_depth", "heartbeat_interval", "result_ttl"]
@@ -127,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _gateway_flags(parser: argparse.ArgumentParser, queue_settings: list[str]) -> None:
-    groups = (("requests", REQUESTS), ("study reads", READS + WEBHOOKS), ("queue", queue_settings))
+    groups = (
+        ("requests", REQUESTS),
+        ("stored responses (/v1/responses)", RESPONSES),
+        ("study reads", READS + WEBHOOKS),
+        ("queue", queue_settings),
+    )
     for title, names in groups:
         add_settings_flags(parser.add_argument_group(title), names, flags_of=parser)
 

@@ -15,6 +15,7 @@ from service.metrics import ServiceMetrics
 from service.queue.memory import InProcessJobQueue
 from service.queue.protocols import GatewayQueue, WorkerQueue
 from service.reads.store import InMemoryReadStore, ReadStore
+from service.responses.store import InMemoryResponseStore, ResponseStore
 from service.security.authenticate import Authenticator
 from service.security.jwks import FetchJson, JwksCache
 from service.security.keystore import AuthConfigError, KeyStore, key_store_for
@@ -150,6 +151,16 @@ def make_read_store(settings: Settings) -> ReadStore:
     from service.redis.read_store import RedisReadStore
 
     return RedisReadStore(settings.redis_url, settings.read_ttl)
+
+
+def make_response_store(settings: Settings) -> ResponseStore:
+    """Stored responses live where the queue does: in memory (bounded), or in Redis
+    (any gateway replica answers); both forget them after `response_ttl`."""
+    if settings.redis_url is None:
+        return InMemoryResponseStore(settings.max_stored_responses, settings.response_ttl)
+    from service.redis.response_store import RedisResponseStore
+
+    return RedisResponseStore(settings.redis_url, settings.response_ttl)
 
 
 IDP_JSON_TYPES = frozenset({"application/json", "application/jwk-set+json"})

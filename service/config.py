@@ -391,6 +391,25 @@ class Settings(BaseSettings):
         description="Redis mode: a running read whose gateway is silent this long is taken "
         "over by another gateway.",
     )
+    store_responses: bool = Field(
+        True,
+        description="Keep /v1/responses answers (store, previous_response_id, background); "
+        "off: `store` is treated as false and says so, continuation and background are 400.",
+    )
+    response_ttl: int = Field(
+        30 * 24 * 3600,
+        ge=1,
+        description="Seconds a stored response (prompts, answer, images) is kept.",
+    )
+    max_stored_responses: int = Field(
+        1000, ge=1, description="Embedded mode: stored responses kept in memory (oldest evicted)."
+    )
+    response_lease: float = Field(
+        10.0,
+        gt=0,
+        description="Redis mode: a background response whose gateway is silent this long is "
+        "taken over by another gateway.",
+    )
     model_version: str = Field(
         "unversioned", description="The model's version, written into SRs as the algorithm's."
     )

@@ -25,12 +25,14 @@ from service import tracing
 from service.api.app import create_app
 from service.api.console import SignIn
 from service.api.models import ModelCatalog
+from service.api.responses_api.serving import ResponsesService
 from service.api.serving_chat import ChatCompletions
 from service.api.state import AppState
 from service.audit import open_audit_sink
 from service.components import (
     make_authenticator,
     make_read_store,
+    make_response_store,
     make_security,
     redis_gateway_queue,
 )
@@ -57,7 +59,7 @@ def build_gateway_app(
     catalog: ModelCatalog | None = None,
     background: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """The app for `settings`: chat and study reads over `queue`, auth and tenant
+    """The app for `settings`: chat, Responses and study reads over `queue`, auth and tenant
     limits, audit. The composition root: every shared part (the one `SafeFetcher`,
     the `MediaResolver`, the `TenantGate`, the DICOMweb clients, the job path) is
     built here, once, and handed to the services that use it.
@@ -82,6 +84,7 @@ def build_gateway_app(
         from service.dicom_node.build import build_node, result_sender
     results = result_sender(settings, dicomweb, metrics) if node_on else None
     chat = ChatCompletions(settings, jobs, metrics, catalog, media, tenants)
+    responses = ResponsesService(settings, chat, make_response_store(settings), metrics)
     reads = ReadService(
         settings,
         jobs,
@@ -119,6 +122,7 @@ def build_gateway_app(
             # an IdP that is slow to answer does not hold the gateway's start.
             warming = asyncio.create_task(auth.warm()) if auth is not None else None
             await reads.start()
+            await responses.start()
             if node is not None:
                 await node.start()
             try:
@@ -126,6 +130,7 @@ def build_gateway_app(
             finally:
                 if node is not None:
                     await node.stop()
+                await responses.aclose()
                 if warming is not None:
                     warming.cancel()
                 await reads.aclose()
@@ -150,6 +155,7 @@ def build_gateway_app(
         auth=auth,
         sign_in=console_sign_in(settings, auth),
         reads=reads,
+        responses=responses,
     )
     return create_app(state, lifespan=lifespan)
 

@@ -32,6 +32,7 @@ RULES: dict[str, set[str] | str] = {
     "service.security": FOUNDATION | {"service.config"},
     "service.engines": FOUNDATION | {"service.config"},
     "service.queue": FOUNDATION,
+    "service.responses": FOUNDATION,
     # what every endpoint shares beneath HTTP: request context, tenant gate, job path
     "service.serving": FOUNDATION
     | {"service.config", "service.metrics", "service.audit", "service.queue", "service.security"},
@@ -47,7 +48,13 @@ RULES: dict[str, set[str] | str] = {
         "service.serving",
     },
     "service.redis": FOUNDATION
-    | {"service.queue", "service.metrics", "service.security", "service.reads"},
+    | {
+        "service.queue",
+        "service.metrics",
+        "service.security",
+        "service.reads",
+        "service.responses",
+    },
     "service.api": FOUNDATION
     | {
         "service.config",
@@ -58,6 +65,7 @@ RULES: dict[str, set[str] | str] = {
         "service.security",
         "service.serving",
         "service.reads",
+        "service.responses",
     },
     # the DICOM node: a door into reads (SCP, spool, rules, SR sender)
     "service.dicom_node": FOUNDATION

@@ -24,6 +24,8 @@ from service.api.context import facts_of
 from service.api.middleware import PUBLIC_PATHS, GatewayMiddleware
 from service.api.protocol import ChatCompletionRequest, ChatCompletionResponse
 from service.api.reads import router as reads_router
+from service.api.responses_api.protocol import ResponseCreateRequest
+from service.api.responses_api.routes import router as responses_router
 from service.api.routes import router
 from service.api.state import AppState
 
@@ -37,7 +39,14 @@ def create_app(state: AppState, lifespan: Lifespan | None = None) -> FastAPI:
     app.state.gmaivl = state
     app.include_router(router)
     console_router = console.console_router(state.sign_in)
-    for extra in (reads_router, render.router, ops.router, pacs_browse.router, console_router):
+    for extra in (
+        responses_router,
+        reads_router,
+        render.router,
+        ops.router,
+        pacs_browse.router,
+        console_router,
+    ):
         app.include_router(extra)  # after the chat routes: their matching stays first
     app.state.ops_windows = ops.OpsWindows(state)  # recent percentiles span from app start
     app.add_middleware(
@@ -66,7 +75,7 @@ def _openapi_with_request_models(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model_class in (ChatCompletionRequest, ChatCompletionResponse):
+        for model_class in (ChatCompletionRequest, ChatCompletionResponse, ResponseCreateRequest):
             model = model_class.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model.pop("$defs", {}))
             components[model_class.__name__] = model
@@ -126,9 +135,14 @@ def _param_path(loc: tuple[object, ...]) -> str | None:
     path: list[str] = []
     for part in (str(p) for p in loc):
         # union branches: `str`, `list[...]`, and model names (`WindowSpec`)
-        if part == "body" or "[" in part or part[:1].isupper() or (path and part == path[-1]):
+        if (
+            part in ("body", "query")
+            or "[" in part
+            or part[:1].isupper()
+            or (path and part == path[-1])
+        ):
             continue
-        if part == "str" and path and path[-1] == "content":
+        if part == "str" and path and path[-1] in ("content", "input"):
             continue
         path.append(part)
     return ".".join(path) or None

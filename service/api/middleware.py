@@ -30,6 +30,7 @@ USER_ATTRIBUTE = "gmaivl.user.pseudonym"  # HMAC-SHA256(secret, iss NUL sub), do
 ROUTES = frozenset(
     {
         "/v1/chat/completions",
+        "/v1/responses",
         "/v1/models",
         "/v1/dicom/reads",
         "/health/live",
@@ -60,6 +61,13 @@ def route_label(path: str) -> str:
         return "/v1/dicom/studies/{study}/..."
     if path in CONSOLE_PATHS:
         return "/ui/"
+    if path.startswith("/v1/responses/"):  # never the id
+        tail = path.rsplit("/", 1)[-1]
+        return (
+            "/v1/responses/{id}/" + tail
+            if tail in ("cancel", "input_items")
+            else "/v1/responses/{id}"
+        )
     if path.startswith("/v1/dicom/reads/"):
         return "/v1/dicom/reads/{id}/sr" if path.endswith("/sr") else "/v1/dicom/reads/{id}"
     return "other"

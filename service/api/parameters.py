@@ -71,16 +71,21 @@ IGNORED = (
 )
 
 
-def check_parameters(body: ChatCompletionRequest) -> None:
-    """400 for the first parameter the request sets that no engine here honours."""
-    extra = body.model_extra or {}
-    for name, asks in REFUSED.items():
+def refuse_extras(extra: dict[str, Any], refused: dict[str, Callable[[Any], bool]]) -> None:
+    """400 `unsupported_parameter` for the first field of `refused` that `extra` (a
+    request's unknown fields) sets to something that asks for it."""
+    for name, asks in refused.items():
         if name in extra and asks(extra[name]):
             raise errors.InvalidRequest(
                 f"The parameter {name} is not supported by this server.",
                 param=name,
                 code="unsupported_parameter",
             )
+
+
+def check_parameters(body: ChatCompletionRequest) -> None:
+    """400 for the first parameter the request sets that no engine here honours."""
+    refuse_extras(body.model_extra or {}, REFUSED)
     if body.n != 1:
         raise errors.InvalidRequest(
             "Only one choice per request is supported (n must be 1).",

@@ -11,7 +11,7 @@ that would change the answer and that no engine here honours are refused by name
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -117,11 +117,24 @@ class ResponseFormat(_Request):
     json_schema: JSONSchema | None = None
 
 
-class ChatCompletionRequest(_Request):
-    # Unknown fields are kept aside (`model_extra`): OpenAI parameters this server does
-    # not honour are refused by name (api/parameters.py), the rest ignored.
+class _KeepsUnknownFields(_Request):
+    """A request whose unknown fields are kept aside (`model_extra`): OpenAI parameters
+    this server does not honour are refused by name (api/parameters.py), the rest
+    ignored. No NaN or Infinity among them either."""
+
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
+    @model_validator(mode="after")
+    def finite_extras(self) -> Self:
+        if self.model_extra:
+            try:
+                json.dumps(self.model_extra, allow_nan=False)
+            except ValueError:
+                raise ValueError("a field holds NaN or Infinity; JSON has neither") from None
+        return self
+
+
+class ChatCompletionRequest(_KeepsUnknownFields):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -142,16 +155,6 @@ class ChatCompletionRequest(_Request):
     user: str | None = None
     response_format: ResponseFormat | None = None
     priority: Lane | None = Field(None, description="Extension: the priority lane.")
-
-    @model_validator(mode="after")
-    def finite_extras(self) -> ChatCompletionRequest:
-        # Unknown fields are kept (api/parameters.py reads some): no NaN among them either.
-        if self.model_extra:
-            try:
-                json.dumps(self.model_extra, allow_nan=False)
-            except ValueError:
-                raise ValueError("a field holds NaN or Infinity; JSON has neither") from None
-        return self
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:

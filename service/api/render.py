@@ -9,13 +9,10 @@ PNG is lossless, so the pixels a viewer gets are the engine's pixels exactly;
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from service import errors
@@ -23,6 +20,7 @@ from service.api.context import context_of
 from service.api.protocol import ErrorBody, ImageURL
 from service.api.state import AppState
 from service.core.generation import ImageInput
+from service.media.images import png_data_url
 from service.media.resolve import ImageRequest
 
 router = APIRouter()
@@ -93,7 +91,7 @@ async def render_image(request: Request) -> RenderResponse:
         audit.images += len(resolved.images)
         if resolved.sop_instance_uid:
             audit.note_sop_instance_uid(resolved.sop_instance_uid)
-    images = await asyncio.to_thread(_encode_all, resolved.images, body.max_side)
+    images = await asyncio.to_thread(encode_all, resolved.images, body.max_side)
     resized = any(
         (out.width, out.height) != (image.width, image.height)
         for out, image in zip(images, resolved.images, strict=True)
@@ -101,16 +99,6 @@ async def render_image(request: Request) -> RenderResponse:
     return RenderResponse(images=images, dicom=resolved.info, resized=resized)
 
 
-def _encode_all(images: list[ImageInput], max_side: int | None) -> list[RenderedImage]:
-    return [_encode(image, max_side) for image in images]
-
-
-def _encode(image: ImageInput, max_side: int | None) -> RenderedImage:
-    """The engine's RGB bytes as a PNG (lossless), shrunk only when asked."""
-    pil = image.to_pil()
-    if max_side is not None and max(pil.size) > max_side:
-        pil.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    pil.save(buf, "PNG", compress_level=1)  # speed over size: it crosses loopback or a LAN
-    data = base64.b64encode(buf.getvalue()).decode()
-    return RenderedImage(png="data:image/png;base64," + data, width=pil.width, height=pil.height)
+def encode_all(images: list[ImageInput], max_side: int | None) -> list[RenderedImage]:
+    rendered = (png_data_url(image, max_side) for image in images)
+    return [RenderedImage(png=url, width=w, height=h) for url, w, h in rendered]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from service import errors
@@ -24,6 +26,7 @@ from service.queue.protocols import ModelSeen
 router = APIRouter()
 
 LARGE_BODY = 1 << 20
+M = TypeVar("M", bound=BaseModel)
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, object]]:
@@ -49,6 +52,25 @@ def _state(request: Request) -> AppState:
     return request.app.state.gmaivl
 
 
+async def parsed_body(request: Request, model: type[M]) -> M:
+    """The request body as `model`. Parsed by pydantic-core straight from bytes rather
+    than through FastAPI's body dependency: about a third of the gateway's per-request
+    cost (docs/benchmarks.md); `app.py` puts the schema into the OpenAPI document."""
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing broke
+        raise errors.Cancelled("The client went away before its request arrived.") from None
+    depth = _state(request).settings.max_json_depth
+    if len(raw) > LARGE_BODY:  # the depth scan of a big body runs beside the event loop
+        await asyncio.to_thread(check_json_depth, raw, depth)
+    else:
+        check_json_depth(raw, depth)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+
+
 CHAT_REQUEST_BODY = {
     "required": True,
     "content": {
@@ -63,33 +85,30 @@ CHAT_REQUEST_BODY = {
     responses=CHAT_RESPONSES,
 )
 async def chat_completions(request: Request) -> Response:
-    # The body is parsed by pydantic-core straight from bytes rather than through
-    # FastAPI's body dependency: about a third of the gateway's per-request cost
-    # (docs/benchmarks.md). `app.py` puts the schema into the OpenAPI document.
     state = _state(request)
-    try:
-        raw = await request.body()
-    except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing broke
-        raise errors.Cancelled("The client went away before its request arrived.") from None
-    if len(raw) > LARGE_BODY:  # the depth scan of a big body runs beside the event loop
-        await asyncio.to_thread(check_json_depth, raw, state.settings.max_json_depth)
-    else:
-        check_json_depth(raw, state.settings.max_json_depth)
-    try:
-        body = ChatCompletionRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+    body = await parsed_body(request, ChatCompletionRequest)
     ctx = context_of(request)
+    return await answered(request, lambda watch: state.chat.create(body, ctx, watch))
+
+
+Answer = dict[str, Any] | AsyncGenerator[str, None]
+
+
+async def answered(
+    request: Request, create: Callable[[ClientWatch], Awaitable[Answer]]
+) -> Response:
+    """`create`'s answer under the request's ClientWatch: JSON, or an event stream
+    (which closes the watch when it ends)."""
     watch = ClientWatch(request.receive).start()
     try:
-        result = await state.chat.create(body, ctx, watch)
+        result = await create(watch)
     except BaseException:
         watch.close()
         raise
     if isinstance(result, dict):
         watch.close()
         return JSONResponse(result)
-    return EventStreamResponse(result, watch)  # it closes the watch
+    return EventStreamResponse(result, watch)
 
 
 def _model_card(state: AppState, model: ModelSeen) -> dict[str, object]:

@@ -2,7 +2,9 @@
 enqueue, and answer (JSON or SSE).
 
 The router in `routes.py` is thin; the request's plan is `request_plan`, the
-message translation `core.chat_format`, the bodies `responses`. Everything
+message translation `core.chat_format`, the bodies `responses`. `start` (plan,
+tenant, images, submit) is shared with the Responses API (`responses_api`), which
+renders the same job's events in its own shape. Everything
 raises `service.errors` only. Order matters for cost: cheap checks first, image
 decoding (in threads) next, admission last, so a refused request costs little.
 """
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +30,12 @@ from service.audit import AuditEvent
 from service.config import Settings
 from service.core.chat_format import to_template_messages
 from service.core.generation import Delta, GenerationRequest, ImageInput, Usage
-from service.core.jobs import Job, JobEvent, JobFailed, Restarted
-from service.core.lanes import Lane
-from service.media.resolve import ImageRequest, MediaResolver
+from service.core.jobs import Job, JobEvent, JobFailed
+from service.media.resolve import ImageRequest, MediaResolver, ResolvedImage
 from service.metrics import ServiceMetrics
 from service.serving.context import RequestContext
 from service.serving.images import resolve_images
-from service.serving.jobs import Events, JobPath, collect
+from service.serving.jobs import Events, JobPath, collect, first_batch, relayed
 from service.serving.tenancy import TenantCharge, TenantGate
 
 
@@ -43,6 +44,37 @@ class ResolvedMessages:
     messages: list[dict[str, Any]]  # template form, one {"type": "image"} per image
     images: list[ImageInput]
     dicom: list[dict[str, Any]]  # extension: frames and window per DICOM image part
+    parts: list[ResolvedImage]  # per image part of the plan, in order
+
+
+@dataclass
+class Started:
+    """A chat request planned, admitted, its images resolved and its job submitted:
+    what an endpoint renders (chat here, Responses in `responses_api`). Whoever holds
+    it ends it: `release(usage)` when the answer is out, or `abandon()`."""
+
+    job: Job
+    plan: RequestPlan
+    resolved: ResolvedMessages
+    events: Events
+    charge: TenantCharge | None
+    jobs: JobPath
+    _released: bool = False
+
+    async def release(self, usage: Usage | None) -> None:
+        """Settle the tenant's charge (once): with the usage, or None when nothing ran."""
+        if not self._released:
+            self._released = True
+            if self.charge is not None:
+                await self.charge.release(usage)
+
+    async def abandon(self) -> None:
+        """Gone, failed or late: stop the work, close the events, free the charge."""
+        try:
+            await self.jobs.cancel(self.job.id)
+        finally:
+            await self.events.aclose()
+            await self.release(None)
 
 
 _UNTRACED = contextlib.nullcontext()
@@ -73,6 +105,37 @@ class ChatCompletions:
     ) -> dict[str, Any] | AsyncGenerator[str, None]:
         """A completion dict, or for `stream=True` an iterator of SSE lines that
         starts only after the first token (so early errors keep their status)."""
+        started = await self.start(body, ctx)
+        if not body.stream:
+            response_span = tracing.start_span("response", {"gmaivl.stream": False})
+            try:
+                with watch.guard():
+                    answer, usage = await self._collect(started, ctx)
+            except BaseException:
+                await started.abandon()
+                raise
+            finally:
+                tracing.end_span(response_span)
+            await started.events.aclose()
+            await started.release(usage)
+            return answer
+        response_span = tracing.start_span("response", {"gmaivl.stream": True})
+        try:
+            with watch.guard():
+                first = await first_batch(started.events)
+        except BaseException:
+            tracing.end_span(response_span)
+            await started.abandon()
+            raise
+        self.observe_ttft(started, ctx)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        # it owns the started job now
+        return self._stream(started, first, include_usage, ctx.audit, response_span)
+
+    async def start(self, body: ChatCompletionRequest, ctx: RequestContext) -> Started:
+        """Plan, admit the tenant, resolve the images, submit the job: the one way every
+        chat-shaped request (chat, Responses) reaches the queue. Refusals raise here,
+        before any output; the caller owns what it gets back."""
         # 404 unknown, 503 known but no live worker
         await self.catalog.check(body.model, ctx.served)
         check_shape(body, self.limits)
@@ -84,22 +147,19 @@ class ChatCompletions:
             )
             charge = await self.tenants.admit(ctx.principal, plan.sampling.max_tokens, plan.timeout)
         try:
-            return await self._admitted(body, plan, ctx, watch, charge)
+            return await self._submit(body, plan, ctx, charge)
         except BaseException:
             if charge is not None:
                 await charge.release(None)
             raise
 
-    async def _admitted(
+    async def _submit(
         self,
         body: ChatCompletionRequest,
         plan: RequestPlan,
         ctx: RequestContext,
-        watch: ClientWatch,
         charge: TenantCharge | None,
-    ) -> dict[str, Any] | AsyncGenerator[str, None]:
-        """The part after the tenant's charge: whoever ends the request releases it."""
-        lane = plan.lane
+    ) -> Started:
         try:
             # Image fetching and decoding count against the request's deadline too.
             async with asyncio.timeout(max(plan.deadline - time.time(), 0)):
@@ -114,52 +174,15 @@ class ChatCompletions:
         job = Job(
             id=job_id,
             model=body.model,
-            lane=lane,
+            lane=plan.lane,
             request=GenerationRequest(
                 job_id, resolved.messages, plan.sampling, resolved.images, model=body.model
             ),
             deadline=plan.deadline,
-            tenant=ctx.principal.tenant if ctx.principal is not None else None,
+            tenant=ctx.tenant,
         )
-        batches = await self.jobs.submit(job)
-        if not body.stream:
-            try:
-                response_span = tracing.start_span("response", {"gmaivl.stream": False})
-                try:
-                    with watch.guard():
-                        answer, usage = await self._collect(
-                            job,
-                            batches,
-                            lane,
-                            ctx,
-                            resolved.dicom,
-                            plan.sampling.logprobs is not None,
-                        )
-                finally:
-                    tracing.end_span(response_span)
-                if charge is not None:
-                    await charge.release(usage)
-                return answer
-            except BaseException:
-                await self.jobs.cancel(job.id)  # gone, failed or late: stop the work
-                raise
-            finally:
-                await batches.aclose()
-        response_span = tracing.start_span("response", {"gmaivl.stream": True})
-        try:
-            with watch.guard():
-                first = await _first_batch(batches)
-        except BaseException:
-            tracing.end_span(response_span)
-            await self.jobs.cancel(job.id)
-            await batches.aclose()
-            raise
-        self._observe_ttft(job.model, lane, ctx)
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        # it owns job and batches now
-        return self._stream(
-            job, first, batches, include_usage, resolved.dicom, ctx.audit, charge, response_span
-        )
+        events = await self.jobs.submit(job)
+        return Started(job, plan, resolved, events, charge, self.jobs)
 
     async def _resolve_messages(
         self, body: ChatCompletionRequest, plan: RequestPlan, audit: AuditEvent | None
@@ -192,100 +215,68 @@ class ChatCompletions:
             messages=to_template_messages(body.messages, (len(r.images) for r in resolved)),
             images=[image for item in resolved for image in item.images],
             dicom=[item.info for item in resolved if item.info is not None],
+            parts=resolved,
         )
 
     # answering
 
-    async def _collect(
-        self,
-        job: Job,
-        batches: Events,
-        lane: Lane,
-        ctx: RequestContext,
-        dicom: list[dict[str, Any]],
-        want_logprobs: bool = False,
-    ) -> tuple[dict[str, Any], Usage]:
-        done = await collect(batches, lambda: self._observe_ttft(job.model, lane, ctx))
-        logprobs = done.logprobs if want_logprobs else None
+    async def _collect(self, started: Started, ctx: RequestContext) -> tuple[dict[str, Any], Usage]:
+        job = started.job
+        done = await collect(started.events, lambda: self.observe_ttft(started, ctx))
+        logprobs = done.logprobs if started.plan.sampling.logprobs is not None else None
         body = completion(
-            job.id, int(job.enqueued_at), job.model, done.text, done.finish, dicom, logprobs
+            job.id,
+            int(job.enqueued_at),
+            job.model,
+            done.text,
+            done.finish,
+            started.resolved.dicom,
+            logprobs,
         )
         return body, done.finish.usage
 
     async def _stream(
         self,
-        job: Job,
+        started: Started,
         first: list[JobEvent],
-        batches: Events,
         include_usage: bool,
-        dicom: list[dict[str, Any]],
         audit: AuditEvent | None,
-        charge: TenantCharge | None,
         response_span: Any | None,
     ) -> AsyncGenerator[str, None]:
         """One write per batch: when a stream falls behind, its pending tokens leave in
         one write instead of one per token. Once headers are sent, a failure travels
         as an error event before `[DONE]`."""
+        job, dicom = started.job, started.resolved.dicom
         chunks = ChunkWriter(job.id, int(job.enqueued_at), job.model, include_usage)
         usage: Usage | None = None
         try:
             out = [chunks.role({"dicom": dicom} if dicom else None)]
-            batch = first
-            sent_text = False
-            while True:
+            async for batch in relayed(first, started.events):
                 for event in batch:
                     if isinstance(event, Delta):
                         out.append(chunks.content(event.text, event.logprobs))
-                        sent_text = True
-                        continue
-                    if isinstance(event, Restarted):
-                        if not sent_text:
-                            continue  # nothing shown yet: the new attempt simply continues
-                        # Text already went out; splicing a second attempt would garble it.
-                        event = JobFailed(
-                            "worker_lost",
-                            "The worker running this request was "
-                            "lost after it started answering; retry the request.",
-                        )
-                    if isinstance(event, JobFailed):
+                    elif isinstance(event, JobFailed):
                         error = event.to_exception()
                         self.metrics.rejections.labels(event.code).inc()
                         if audit is not None:  # the status stays 200: the outcome says it
                             audit.outcome = event.code
-                        out.append(chunks.error(error))
+                        out += [chunks.error(error), DONE]
                     else:
                         usage = event.usage
                         out.append(chunks.finish(event.finish_reason))
                         if include_usage:
                             out.append(chunks.usage(event.usage.as_openai()))
-                    out.append(DONE)
-                    yield "".join(out)
-                    return
+                        out.append(DONE)
                 yield "".join(out)
                 out = []
-                try:
-                    batch = await anext(batches)
-                except StopAsyncIteration:
-                    batch = [JobFailed("engine_error", "The response ended without finishing.")]
         finally:
             # Closing the event stream before its end (the client left) cancels the job.
-            await batches.aclose()
+            await started.events.aclose()
             tracing.end_span(response_span, completed=usage is not None)
-            if charge is not None:
-                await charge.release(usage)
+            await started.release(usage)
 
-    def _observe_ttft(self, model: str, lane: Lane, ctx: RequestContext) -> None:
-        self.metrics.time_to_first_token.labels(model, lane.value).observe(
+    def observe_ttft(self, started: Started, ctx: RequestContext) -> None:
+        """Time to first token, from the request's arrival, by model and lane."""
+        self.metrics.time_to_first_token.labels(started.job.model, started.plan.lane.value).observe(
             time.perf_counter() - ctx.started
         )
-
-
-async def _first_batch(batches: AsyncIterator[list[JobEvent]]) -> list[JobEvent]:
-    """The first batch; a failure before any output is raised, so it keeps its status."""
-    try:
-        batch = await anext(batches)
-    except StopAsyncIteration as exc:
-        raise errors.EngineError("The response ended without output.") from exc
-    if isinstance(batch[0], JobFailed):
-        raise batch[0].to_exception()
-    return batch

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from service.api.console import SignIn
 from service.api.models import ModelCatalog
+from service.api.responses_api.serving import ResponsesService
 from service.api.serving_chat import ChatCompletions
 from service.audit import AuditSink
 from service.config import Settings
@@ -37,4 +38,5 @@ class AppState:
     auth: Authenticator | None = None  # keys (and IdP tokens); None: auth off (local use)
     sign_in: SignIn | None = None  # the console's sign-in at the IdP, when configured
     reads: ReadService | None = None  # study reads (/v1/dicom/reads)
+    responses: ResponsesService | None = None  # the Responses API (/v1/responses)
     created: int = field(default_factory=lambda: int(time.time()))

@@ -43,8 +43,12 @@ class FakeEngine:
         token_interval: float = 0.0,
         max_concurrency: int = 1024,
         startup_delay: float = 0.0,
+        end_of_sentence: bool = False,
     ) -> None:
         self.token_interval = token_interval
+        # True: the answer ends after its first sentence, finish_reason "stop", as a
+        # model's end-of-sequence token ends it (clients that treat "length" as a failure)
+        self.end_of_sentence = end_of_sentence
         self.max_concurrency = max_concurrency
         self.startup_delay = startup_delay
         self.running: set[str] = set()
@@ -93,6 +97,9 @@ class FakeEngine:
                     return
                 k = request.sampling.logprobs
                 yield Delta(token, () if k is None else (fake_logprobs(i, k),))
+                if self.end_of_sentence and i == len(TOKENS) - 1:
+                    yield Finish("stop", Usage(prompt_tokens, i + 1))
+                    return
             yield Finish("length", Usage(prompt_tokens, request.sampling.max_tokens))
         finally:
             self.running.discard(rid)

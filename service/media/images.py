@@ -134,3 +134,16 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+def png_data_url(image: ImageInput, max_side: int | None = None) -> tuple[str, int, int]:
+    """An image's RGB pixels as a lossless PNG `data:` URL (shrunk to `max_side` only
+    when asked), with the width and height it has. The pixels an engine received,
+    for a viewer ("what the model saw") or a stored conversation."""
+    pil = image.to_pil()
+    if max_side is not None and max(pil.size) > max_side:
+        pil.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    pil.save(buf, "PNG", compress_level=1)  # speed over size: it crosses loopback or a LAN
+    data = base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + data, pil.width, pil.height

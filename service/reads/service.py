@@ -15,7 +15,6 @@ which runs them again from the start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -39,6 +38,7 @@ from service.reads.webhook import WebhookSender, check_webhook_url
 from service.security.policy import Principal
 from service.serving.context import RequestContext, ServedModel, lane_from_header, timeout_of
 from service.serving.jobs import JobPath
+from service.serving.leases import stop, sweep
 from service.serving.tenancy import TenantCharge, TenantGate
 
 log = logging.getLogger("gmaivl.reads")
@@ -334,28 +334,19 @@ class ReadService:
     # lifecycle (Redis mode: renew our reads, take over orphans)
 
     async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep())
+        self._sweeper = asyncio.create_task(
+            sweep(
+                self.store,
+                self.owner,
+                self.settings.read_lease,
+                self._tasks.keys,
+                self._take_over,
+                "read",
+            )
+        )
 
-    async def _sweep(self) -> None:
-        lease = self.settings.read_lease
-        failing = False
-        while True:
-            await asyncio.sleep(lease / 3)
-            try:
-                for read_id in list(self._tasks):
-                    await self.store.renew(read_id, self.owner)
-                orphan = await self.store.claim_orphan(self.owner, lease)
-            except Exception as exc:  # Redis away: try again next round, say so once
-                if not failing:
-                    log.warning("read store unreachable (%s); retrying", type(exc).__name__)
-                failing = True
-                continue
-            if failing:
-                log.info("read store reachable again")
-                failing = False
-            if orphan is not None:
-                log.info("read %s taken over from a silent gateway", orphan.id)
-                self._start(orphan, None, orphan.id)
+    async def _take_over(self, orphan: Read) -> None:
+        self._start(orphan, None, orphan.id)
 
     # the DICOM node's reads (it holds their files; see service.dicom_node.node)
 
@@ -376,12 +367,7 @@ class ReadService:
         return True
 
     async def aclose(self) -> None:
-        tasks = [*self._tasks.values(), *([self._sweeper] if self._sweeper else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop([*self._tasks.values(), self._sweeper])
         await self.store.close()
 
 

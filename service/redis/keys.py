@@ -17,6 +17,9 @@ gmaivl:done:{model}          counter of completed jobs (drain rate for Retry-Aft
 gmaivl:read:{id}             a study read's record, JSON (TTL: read_ttl)
 gmaivl:read:{id}:sr          its SR, DICOM Part 10 bytes (TTL: read_ttl)
 gmaivl:reads:running         zset read id -> last renewal by the gateway running it
+gmaivl:resp:{id}             a stored response's record, JSON (TTL: response_ttl)
+gmaivl:resp:{id}:input       its input items, JSON (TTL: response_ttl)
+gmaivl:resp:running          zset background response id -> last renewal by its gateway
 gmaivl:models                zset model id -> last heartbeat of any worker serving it
 gmaivl:parents               hash model id -> its base model (LoRA adapters; "" for a base)
 """
@@ -102,3 +105,14 @@ def read_sr(read_id: str) -> str:
 
 
 READS_RUNNING = f"{PREFIX}:reads:running"
+
+
+def response_record(response_id: str) -> str:
+    return f"{PREFIX}:resp:{response_id}"
+
+
+def response_input(response_id: str) -> str:
+    return f"{PREFIX}:resp:{response_id}:input"
+
+
+RESPONSES_RUNNING = f"{PREFIX}:resp:running"

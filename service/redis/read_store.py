@@ -14,16 +14,11 @@ import time
 from service.reads.model import ACTIVE, TERMINAL, Read
 from service.redis import keys
 from service.redis.connection import connect
-
-
-def _lua_set(statuses: frozenset[str]) -> str:
-    """A Lua table literal with the statuses as keys (the statuses are `ReadStatus`'s)."""
-    return "{" + ", ".join(f"['{s}'] = true" for s in sorted(statuses)) + "}"
-
+from service.redis.scripts import claim_orphan_script, lua_set
 
 # KEYS: record, running set. ARGV: new JSON, ttl, terminal (0/1), read id, now.
 UPDATE_SCRIPT = f"""
-local terminal = {_lua_set(TERMINAL)}
+local terminal = {lua_set(TERMINAL)}
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 if terminal[cjson.decode(current)['status']] then return 0 end
@@ -36,27 +31,12 @@ end
 return 1
 """
 
-# KEYS: running set. ARGV: stale-before time, now, record key prefix.
-# The oldest stale read is re-scored (claimed) and its record returned; stale ids
-# whose record expired or ended are dropped on the way, and so are reads of studies
-# received by a DICOM node (source "dimse"): only that node holds their files, and it
-# resumes them from its spool when it restarts.
-CLAIM_SCRIPT = f"""
-local active = {_lua_set(ACTIVE)}
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 10)
-for _, id in ipairs(stale) do
-  local record = redis.call('GET', ARGV[3] .. id)
-  local decoded = record and cjson.decode(record)
-  local status = decoded and decoded['status']
-  local received = decoded and decoded['spec']['source'] == 'dimse'
-  if status and active[status] and not received then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), id)
-    return record
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-return false
-"""
+# A DICOM node's reads (source "dimse") are never claimed, only dropped from the set
+# when stale: only that node holds their files, and it resumes them from its spool when
+# it restarts.
+CLAIM_SCRIPT = claim_orphan_script(
+    "({record}['spec']['source'] ~= 'dimse' and {record}['status'] or nil)", ACTIVE
+)
 
 
 class RedisReadStore:

@@ -170,3 +170,30 @@ if tonumber(ARGV[3]) >= 0 then
 end
 return 1
 """
+
+
+def lua_set(names: frozenset[str]) -> str:
+    """A Lua table literal with `names` as keys (statuses, for membership tests)."""
+    return "{" + ", ".join(f"['{n}'] = true" for n in sorted(names)) + "}"
+
+
+def claim_orphan_script(status: str, active: frozenset[str]) -> str:
+    """The claim of leased background work (study reads, background responses).
+    KEYS: the running set (id -> last renewal). ARGV: stale-before time, now, record
+    key prefix. The oldest stale entry whose record is still `active` is re-scored
+    (claimed) and its record returned; stale ids whose record expired or ended are
+    dropped on the way. `status`: the Lua expression of a decoded record's status."""
+    return f"""
+local active = {lua_set(active)}
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 10)
+for _, id in ipairs(stale) do
+  local record = redis.call('GET', ARGV[3] .. id)
+  local status = record and {status.format(record="cjson.decode(record)")}
+  if status and active[status] then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), id)
+    return record
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return false
+"""

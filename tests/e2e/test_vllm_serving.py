@@ -228,6 +228,44 @@ def test_json_schema_findings_through_the_gateway(served_vllm):
     assert set(findings["findings"]) <= {"none", "mass"}
 
 
+def test_responses_api_on_vllm_greedy_answer_and_json_schema(served_vllm):
+    """/v1/responses on the vLLM engine: the chat answer, and text.format json_schema
+    giving schema-valid JSON (the same constraint chat's response_format gets)."""
+    import jsonschema
+
+    client = openai.OpenAI(base_url=served_vllm + "/v1", api_key="x", max_retries=0)
+    chat = ask(client, IMAGES[2], max_tokens=12)
+    content = [  # the order and words of `ask`'s chat message
+        {"type": "input_image", "image_url": IMAGES[2], "detail": "auto"},
+        {"type": "input_text", "text": "What modality is this?"},
+    ]
+    r = client.responses.create(
+        model="tiny",
+        input=[{"role": "user", "content": content}],
+        max_output_tokens=12,
+        temperature=0,
+    )
+    assert r.output_text == chat.choices[0].message.content
+    schema = {
+        "type": "object",
+        "properties": {
+            "modality": {"type": "string", "enum": ["CT", "MRI", "X-ray"]},
+            "impression": {"type": "string", "enum": ["normal", "abnormal"]},
+        },
+        "required": ["modality", "impression"],
+        "additionalProperties": False,
+    }
+    structured = client.responses.create(
+        model="tiny",
+        input=[{"role": "user", "content": content}],
+        max_output_tokens=80,
+        temperature=0,
+        text={"format": {"type": "json_schema", "name": "findings", "schema": schema}},
+    )
+    jsonschema.validate(json.loads(structured.output_text), schema)
+    assert structured.text.format.type == "json_schema"
+
+
 def test_disconnected_stream_is_aborted_in_vllm(served_vllm):
     body = {
         "model": "tiny",

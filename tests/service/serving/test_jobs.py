@@ -1,4 +1,4 @@
-"""The one job path (chat and reads): submit counts a full lane's refusal; collect
+"""The one job path (chat, reads, Responses): submit counts a full lane's refusal; collect
 reads events to the end (a restart starts the text over, a failure is raised)."""
 
 from __future__ import annotations
@@ -58,3 +58,35 @@ async def test_collect_raises_a_failure_as_its_error():
     await queue.publish("a", JobFailed("deadline_exceeded", "late"))
     with pytest.raises(errors.DeadlineExceeded):
         await collect(events)
+
+
+async def _events(*batches):
+    for batch in batches:
+        yield list(batch)
+
+
+async def _relay(first, *rest):
+    from service.serving.jobs import relayed
+
+    return [batch async for batch in relayed(list(first), _events(*rest))]
+
+
+async def test_a_stream_relays_a_restart_before_text_and_fails_one_after():
+    from service.serving.jobs import ENDED, WORKER_LOST
+
+    done = Finish("stop", Usage(1, 1))
+    before = await _relay([Restarted(1)], [Delta("a"), done])
+    assert before == [[], [Delta("a"), done]]  # the new attempt simply continues
+    after = await _relay([Delta("a")], [Restarted(1), Delta("b")])
+    assert after == [[Delta("a")], [WORKER_LOST]]  # never two attempts spliced
+    cut = await _relay([Delta("a")])
+    assert cut == [[Delta("a")], [ENDED]]
+
+
+async def test_first_batch_raises_an_early_failure_with_its_status():
+    from service.serving.jobs import first_batch
+
+    with pytest.raises(errors.DeadlineExceeded):
+        await first_batch(_events([JobFailed("deadline_exceeded", "late")]))
+    with pytest.raises(errors.EngineError):
+        await first_batch(_events())
