@@ -4,6 +4,7 @@ persistent spool, a Service on 11112, Redis reachable, its rules valid."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -78,3 +79,14 @@ def test_redis_lets_the_node_in(built):
 def test_the_example_rules_are_valid(built):
     rules = yaml.safe_load(one(built, "ConfigMap", "gmai-vl-dicom-rules")["data"]["rules.yaml"])
     RuleSet.model_validate(rules)
+
+
+def test_the_compose_rules_and_orthanc_entry_match():
+    """The compose stack's node reads Orthanc's CT studies and sends SRs back to it."""
+    rules = RuleSet.model_validate(
+        yaml.safe_load((K8S / "compose" / "dicom-rules.dev.yaml").read_text())
+    )
+    first = rules.rules[0]
+    assert first.send_to is not None and first.send_to.model_dump()["host"] == "orthanc"
+    entry = json.loads((K8S / "compose" / "orthanc-dicom-node.dev.json").read_text())
+    assert entry["DicomModalities"]["gmaivl"]["Port"] == 11112
