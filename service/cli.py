@@ -14,7 +14,7 @@ import argparse
 import logging
 import subprocess
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 
 from service import errors
@@ -82,6 +82,7 @@ ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs", "oi
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmai-vl", description="Train and serve GMAI-VL.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
@@ -125,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     for command in entry_points(group="gmai_vl.commands"):
         command.load()(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (what an image was built from)."""
+    try:
+        return version("gmai-vl")
+    except PackageNotFoundError:  # a source tree run without an install
+        return "unknown"
 
 
 def _gateway_flags(parser: argparse.ArgumentParser, queue_settings: list[str]) -> None:

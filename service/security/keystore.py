@@ -41,7 +41,13 @@ class KeyStore:
         self.path = Path(path)
         self.reload_interval = reload_interval
         self.max_tenant_labels = max_tenant_labels
-        self._loaded = self._read()  # a broken file at start is an error, not a warning
+        try:  # a broken file at start is an error, not a warning: one line, no traceback
+            self._loaded = self._read()
+        except (OSError, ValueError, TypeError) as exc:
+            raise AuthConfigError(
+                f"API key file {self.path} is not usable ({type(exc).__name__}: {exc}); "
+                'an empty one is {"version": 1, "keys": []} (docs/security.md)'
+            ) from None
         self._checked = time.monotonic()
 
     @property

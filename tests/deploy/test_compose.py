@@ -46,6 +46,7 @@ def test_compose_file_parses_with_a_typed_compose_implementation():
     parsed = PyCompose.from_yaml(interpolated(COMPOSE.read_text()))
     assert set(parsed.service_names()) == {
         "redis",
+        "orthanc",
         "gateway",
         "worker",
         "worker-gpu",
@@ -55,19 +56,52 @@ def test_compose_file_parses_with_a_typed_compose_implementation():
         "jaeger",
     }
     with pytest.raises(ValueError):
-        PyCompose.from_yaml(interpolated(COMPOSE.read_text()).replace("60s", "sixty"))
+        PyCompose.from_yaml(
+            interpolated(COMPOSE.read_text()).replace(
+                "stop_grace_period: 40s", "stop_grace_period: forty"
+            )
+        )
 
 
-def test_profiles_cpu_transformers_and_gpu_vllm(compose):
+def test_the_core_starts_without_profiles_the_rest_in_profiles(compose):
+    """`compose up` alone: Redis, gateway, a CPU worker (transformers) and Orthanc.
+    vLLM on a GPU and the registry-only observability images are profiles."""
     services = compose["services"]
-    assert services["worker"]["profiles"] == ["cpu"]
+    core = {name for name, service in services.items() if "profiles" not in service}
+    assert core == {"redis", "orthanc", "gateway", "worker"}
     assert services["worker"]["build"]["target"] == "worker-cpu"
     assert services["worker-gpu"]["profiles"] == ["gpu"]
     assert services["worker-gpu"]["build"]["target"] == "worker"
     gpus = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert gpus[0]["capabilities"] == ["gpu"]
-    for name in ("redis", "gateway", "prometheus", "grafana"):
-        assert "profiles" not in services[name], name
+    for name in ("prometheus", "grafana", "otel-collector", "jaeger"):
+        assert services[name]["profiles"] == ["observability"], name
+
+
+def test_the_core_does_not_wait_on_health_reported_by_the_engine(compose):
+    """Podman reports health only through systemd timers: the core's start must not
+    depend on `condition: service_healthy`."""
+    for name, service in compose["services"].items():
+        depends = service.get("depends_on", [])
+        conditions = depends.values() if isinstance(depends, dict) else []
+        assert all(c.get("condition") != "service_healthy" for c in conditions), name
+
+
+def test_the_gateway_starts_on_its_0000_bind(compose):
+    """The image binds 0.0.0.0, where the gateway refuses to start without keys:
+    the compose gateway turns auth off on purpose (loopback ports) or mounts keys."""
+    gateway = compose["services"]["gateway"]
+    env = gateway["environment"]
+    assert env.get("GMAIVL_AUTH") == "off" or "GMAIVL_API_KEYS_FILE" in env
+    assert all(port.startswith("127.0.0.1:") for port in gateway["ports"])
+
+
+def test_the_debian_override_replaces_only_images(compose):
+    override = yaml.safe_load(interpolated((ROOT / "compose.debian.yml").read_text()))
+    assert set(override["services"]) <= set(compose["services"])
+    for service in override["services"].values():
+        assert set(service) <= {"image", "command"}
+        assert service["image"].startswith("localhost/")
 
 
 def test_mounted_config_files_exist_and_point_at_the_shared_dashboard_and_rules(compose):
@@ -107,14 +141,27 @@ def test_no_secret_values_in_the_compose_file():
 
 
 def test_gateways_and_workers_send_traces_to_the_collector(compose):
-    """The collector's config exists, takes OTLP/HTTP on the port the services use,
-    and forwards to the Jaeger service that Grafana reads."""
+    """With the observability profile and the endpoint the file's header names, the
+    services send OTLP/HTTP to the collector, which forwards to the Jaeger service
+    that Grafana reads. Without it tracing is off (the collector is not in the core)."""
     services = compose["services"]
+    raw = COMPOSE.read_text()
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318" in raw
     for name in ("gateway", "worker", "worker-gpu"):
-        env = services[name]["environment"]
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+        assert not services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    assert raw.count("OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}") == 3
     collector = yaml.safe_load((COMPOSE.parent / "k8s/compose/otel-collector.yml").read_text())
     assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
     assert collector["exporters"]["otlp"]["endpoint"] == "jaeger:4317"
     sources = yaml.safe_load((COMPOSE.parent / "k8s/compose/grafana-datasource.yml").read_text())
     assert {s["type"] for s in sources["datasources"]} == {"prometheus", "jaeger"}
+
+
+def test_one_truth_about_the_demo_model():
+    """Compose, the dev overlay and the deployment docs say what the containers
+    serve: the trained demo model (as `make run`), not an untrained one."""
+    for path in ("docker-compose.yml", "k8s/overlays/dev/kustomization.yaml",
+                 "k8s/overlays/dev/worker-cpu.yaml", "docs/deployment.md"):  # fmt: skip
+        text = (ROOT / path).read_text().lower()
+        assert "untrained" not in text and "noise" not in text, path
+        assert "train" in text, path

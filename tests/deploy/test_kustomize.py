@@ -5,15 +5,22 @@ Operator), which have no schema there, are checked against what they point at.""
 
 from __future__ import annotations
 
+import json
 import os
 
 import kubernetes_validate
+import promql_parser
 import pytest
 
+from service.config import Settings
+from service.security.keys import KeyFile
 from tests.deploy.assets import K8S, KUSTOMIZATIONS, kustomize_build
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # oldest we document, newest the validator knows
 CUSTOM_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
+# The demo model trained in the worker-cpu container on this project's 2-core
+# machine (docs/deployment.md, "Measured"): what the dev startup probe must cover.
+DEMO_TRAINING_SECONDS = 564
 
 
 @pytest.fixture(scope="module", params=KUSTOMIZATIONS)
@@ -154,7 +161,64 @@ def test_disruption_budgets_and_drain_time(built):
     worker = find(docs, "Deployment", "gmai-vl-worker")["spec"]["template"]["spec"]
     assert worker["terminationGracePeriodSeconds"] > float(config["GMAIVL_DRAIN_GRACE"])
     gateway = find(docs, "Deployment", "gmai-vl-gateway")["spec"]["template"]["spec"]
-    assert gateway["terminationGracePeriodSeconds"] > float(config["GMAIVL_REQUEST_TIMEOUT"])
+    # The longest request a client may ask for (X-Request-Timeout), not the default one,
+    # plus the preStop pause, fits in the grace.
+    longest = float(config.get("GMAIVL_MAX_REQUEST_TIMEOUT", Settings().max_request_timeout))
+    assert longest >= float(config["GMAIVL_REQUEST_TIMEOUT"])
+    pre_stop = gateway["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert gateway["terminationGracePeriodSeconds"] >= longest + float(pre_stop[1])
+
+
+def test_keda_queries_select_the_model_the_overlay_serves(built):
+    """The queue series are labelled with the served model id; a trigger selecting
+    another model never fires."""
+    _, docs = built
+    served = find(docs, "ConfigMap", "gmai-vl-config")["data"]["GMAIVL_SERVED_MODEL_NAME"]
+    scaled = find(docs, "ScaledObject", "gmai-vl-worker")
+    checked = 0
+    for trigger in scaled["spec"]["triggers"]:
+        for matcher in label_matchers(trigger["metadata"]["query"]):
+            if matcher[0] == "model":
+                assert matcher[1] == served, trigger["name"]
+                checked += 1
+    assert checked >= 3
+
+
+def label_matchers(expr: str) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+
+    def visit(node: object) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.extend((m.name, m.value) for m in node.matchers.matchers)
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return found
+
+
+def test_placeholder_secrets_are_valid_files(built):
+    """The shipped placeholders start a gateway: an empty key file, an empty PACS list."""
+    path, docs = built
+    if path == "overlays/prod":
+        return  # no Secret objects there
+    keys = KeyFile.parse(find(docs, "Secret", "gmai-vl-api-keys")["stringData"]["api-keys.json"])
+    assert keys.keys == []
+    assert json.loads(find(docs, "Secret", "gmai-vl-pacs")["stringData"]["pacs.json"]) == []
+
+
+def test_the_dev_worker_startup_probe_covers_training_the_demo(built):
+    """The dev worker trains the demo model at first start (measured in the worker-cpu
+    container: DEMO_TRAINING_SECONDS on 2 cores); its startup probe allows that on
+    the CPU it requests, twice over."""
+    path, docs = built
+    if path != "overlays/dev":
+        return
+    worker = find(docs, "Deployment", "gmai-vl-worker")["spec"]["template"]["spec"]
+    container = worker["containers"][0]
+    probe = container["startupProbe"]
+    allowed = probe["periodSeconds"] * probe["failureThreshold"]
+    cpus = float(container["resources"]["requests"]["cpu"])
+    assert allowed >= 2 * DEMO_TRAINING_SECONDS * (2 / min(cpus, 2))
 
 
 def test_pods_run_unprivileged(built):

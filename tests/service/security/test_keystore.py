@@ -144,3 +144,38 @@ def test_auth_is_off_only_on_loopback_or_when_asked(tmp_path, caplog):
     path = tmp_path / "keys.json"
     KeyFile().save(path)
     assert isinstance(key_store_for("auto", path, "0.0.0.0", 1, 8), KeyStore)
+
+
+@pytest.mark.parametrize("text", ["[]", "{not json", '{"version": 1, "keys": [{"id": "x"}]}', ""])
+def test_an_unusable_key_file_at_start_is_one_clear_error(tmp_path, text):
+    path = tmp_path / "api-keys.json"
+    path.write_text(text)
+    with pytest.raises(AuthConfigError, match=r"API key file .*api-keys.json is not usable"):
+        KeyStore(path)
+    with pytest.raises(AuthConfigError, match="is not usable"):
+        KeyStore(tmp_path / "missing.json")
+
+
+def test_the_empty_key_file_placeholder_is_valid(tmp_path):
+    path = tmp_path / "api-keys.json"
+    path.write_text('{"version": 1, "keys": []}')
+    store = KeyStore(path)
+    with pytest.raises(errors.AuthenticationFailed):
+        store.authenticate(b"Bearer gmai-000000000000-x")
+
+
+def test_the_gateway_with_a_bad_key_file_exits_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "api-keys.json"
+    path.write_text("[]")  # what k8s/base/secrets.yaml used to ship
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "gateway", "--redis-url=redis://127.0.0.1:1/0",
+         f"--api-keys-file={path}", "--host=0.0.0.0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors_logged = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors_logged) == 1 and "is not usable" in errors_logged[0], result.stderr
