@@ -149,8 +149,8 @@ fuzz: $(STAMP)
 	$(BIN)/python -m loadtest.fuzz_gateway --seconds $(FUZZ_SECONDS) --out fuzz-report.json
 
 bench: $(STAMP) redis-server
-	$(BIN)/python loadtest/bench_gateway.py
-	$(BIN)/python loadtest/bench_gateway.py --queue --concurrency 1 32 256
+	$(BIN)/python loadtest/bench_gateway.py --repeat 3
+	$(BIN)/python loadtest/bench_gateway.py --queue --repeat 3 --concurrency 1 32 256
 
 bench-dicom: $(STAMP)
 	$(BIN)/python loadtest/bench_dicom.py

@@ -22,7 +22,14 @@ JSON file and a PNG plot (docs/benchmarks/).
 `--queue`, `--trace` and `--token` compare two gateways instead (Redis vs
 in-process queue; tracing on vs off; an IdP's access token vs an API key, on
 one gateway configuration with both, against an IdP stand-in on loopback that
-publishes a discovery document and one RSA key).
+publishes a discovery document and one RSA key). `--queue` adds a third
+server, `split`: `gmai-vl gateway` and `gmai-vl worker` as separate processes
+(as deployed), each one's CPU per request reported, and beside them
+redis-server's (`INFO cpu`), its commands per request by type (`INFO
+commandstats`: calls and microseconds) and the bytes per request on the wire
+(`INFO stats`). `--repeat N` runs every server N times, interleaved, and
+reports the medians. `--profile DIR` records each Python server process at
+the highest level with py-spy (flame graph SVGs in DIR).
 
     python loadtest/bench_gateway.py --responses [--runs 3]
 
@@ -140,6 +147,61 @@ def run_server(kind: str, port: int, interval: float, redis_url: str | None) -> 
         http="httptools",
         backlog=4096,
     )
+
+
+def split_processes(port: int, args: argparse.Namespace) -> list[subprocess.Popen]:
+    """`gmai-vl gateway` and `gmai-vl worker` (fake engine) as separate processes."""
+    env = {
+        **os.environ,
+        "GMAIVL_FAKE_TOKEN_INTERVAL": str(args.interval),
+        "GMAIVL_MAX_CONCURRENCY": "1024",
+        "GMAIVL_QUEUE_MAX_DEPTH": "4096",
+        "GMAIVL_LOG_LEVEL": "warning",
+    }
+    common = ["--redis-url", args.redis_url, "--served-model-name", MODEL]
+    cli = [sys.executable, "-m", "service.cli"]
+    quiet = {"cwd": ROOT, "env": env, "stdout": subprocess.DEVNULL}
+    return [
+        subprocess.Popen([*cli, "gateway", *common, "--port", str(port)], **quiet),
+        subprocess.Popen([*cli, "worker", *common, "--engine", "fake"], **quiet),
+    ]
+
+
+class RedisStats:
+    """redis-server's own counters, read with INFO before and after a level."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+
+    def snapshot(self) -> dict:
+        info = self.client.info("everything")
+        return {
+            "cpu": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
+            "in": int(info["total_net_input_bytes"]),
+            "out": int(info["total_net_output_bytes"]),
+            "commands": {
+                k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+                for k, v in info.items()
+                if k.startswith("cmdstat_")
+            },
+        }
+
+    @staticmethod
+    def per_request(before: dict, after: dict, requests: int) -> dict:
+        n = max(requests, 1)
+        commands = {}
+        for name, (calls, usec) in after["commands"].items():
+            calls0, usec0 = before["commands"].get(name, (0, 0))
+            if calls > calls0 and name not in ("info", "config|resetstat"):
+                commands[name] = [(calls - calls0) / n, (usec - usec0) / n]
+        return {
+            "cpu_ms_per_request": (after["cpu"] - before["cpu"]) * 1e3 / n,
+            "bytes_in_per_request": (after["in"] - before["in"]) / n,
+            "bytes_out_per_request": (after["out"] - before["out"]) / n,
+            "commands_per_request": dict(sorted(commands.items())),
+        }
 
 
 # --- the client ------------------------------------------------------------------
@@ -365,7 +427,10 @@ class Row:
     ttft_p50_ms: float
     p50_ms: float
     p99_ms: float
-    cpu_ms_per_request: float  # the server process's CPU time (user + system) per request
+    cpu_ms_per_request: float  # the server processes' CPU time (user + system) per request
+    round: int = 0
+    cpu_ms_by_process: dict | None = None  # split: gateway and worker apart
+    redis: dict | None = None  # redis-server's CPU, commands and bytes per request
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -379,6 +444,109 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def measure(kind: str, args: argparse.Namespace, round_: int = 0) -> list[Row]:
+    port = free_port()
+    if kind == "split":
+        servers = split_processes(port, args)
+        names = ["gateway", "worker"]
+    else:
+        servers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--serve",
+                    kind,
+                    "--port",
+                    str(port),
+                    "--interval",
+                    str(args.interval),
+                    *(["--redis-url", args.redis_url] if args.redis_url else []),
+                ],
+                cwd=ROOT,
+                env={**os.environ, **getattr(args, "server_env", {})},
+            )
+        ]
+        names = ["server"]
+    uses_redis = kind in ("split", "gateway-redis")
+    stats = RedisStats(args.redis_url) if uses_redis else None
+    authorization = getattr(args, "credentials", {}).get(kind, b"")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
+                    raise RuntimeError(f"{kind} server did not start") from None
+                time.sleep(0.05)
+        for _ in range(100):  # warm-up; a split worker may still be starting
+            warm = asyncio.run(load(port, 4, 1.0, args.tokens, authorization=authorization))
+            if warm["requests"]:
+                break
+        rows = []
+        for concurrency in args.concurrency:
+            stagger = 0.0 if args.lockstep else args.tokens * args.interval
+            cpu_before = [process_cpu_seconds(s.pid) for s in servers]
+            redis_before = stats.snapshot() if stats else None
+            profilers = []
+            if args.profile and concurrency == max(args.concurrency) and round_ == 0:
+                profilers = [
+                    profile(s.pid, args.profile / f"flame_{kind}_{name}_{concurrency}.svg", args)
+                    for s, name in zip(servers, names, strict=True)
+                ]
+            result = asyncio.run(
+                load(
+                    port,
+                    concurrency,
+                    args.seconds,
+                    args.tokens,
+                    stagger,
+                    authorization=authorization,
+                )
+            )
+            n = max(result["requests"], 1)
+            by_process = {
+                name: (process_cpu_seconds(s.pid) - before) * 1e3 / n
+                for s, name, before in zip(servers, names, cpu_before, strict=True)
+            }
+            redis_cost = (
+                RedisStats.per_request(redis_before, stats.snapshot(), n) if stats else None
+            )
+            for profiler in profilers:
+                profiler.wait(timeout=60)
+            result["cpu_ms_per_request"] = sum(by_process.values())
+            rows.append(
+                Row(
+                    concurrency,
+                    kind,
+                    **result,
+                    round=round_,
+                    cpu_ms_by_process=by_process if len(servers) > 1 else None,
+                    redis=redis_cost,
+                )
+            )
+            parts = (
+                "".join(f" {k} {v:.3f}" for k, v in by_process.items()) if len(servers) > 1 else ""
+            )
+            if redis_cost:
+                parts += f" redis-server {redis_cost['cpu_ms_per_request']:.3f}"
+            print(
+                f"  {kind:13s} c={concurrency:<4d} {result['rps']:8.1f} req/s  "
+                f"ttft p50 {result['ttft_p50_ms']:7.2f} ms  p50 {result['p50_ms']:7.2f} ms  "
+                f"p99 {result['p99_ms']:7.2f} ms  cpu/req {result['cpu_ms_per_request']:.3f} ms"
+                f"{parts}  errors {result['errors']}  load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+        return rows
+    finally:
+        for s in servers:
+            s.terminate()
+        for s in servers:
+            s.wait(timeout=10)
 
 
 def start_server(kind: str, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
@@ -441,19 +609,6 @@ def level(
     return Row(concurrency, label, **result)
 
 
-def measure(kind: str, args: argparse.Namespace) -> list[Row]:
-    server, port = start_server(kind, args)
-    authorization = getattr(args, "credentials", {}).get(kind, b"")
-    try:
-        return [
-            level(server, port, kind, c, args, authorization=authorization)
-            for c in args.concurrency
-        ]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
 def measure_endpoints(args: argparse.Namespace) -> list[Row]:
     """Chat and Responses on one gateway, interleaved per level; the median run of each
     (by throughput) stands for it."""
@@ -485,36 +640,118 @@ def _median_row(rows: list[Row]) -> Row:
     return Row(rows[0].concurrency, rows[0].server, requests, errors, **figures)
 
 
+def profile(pid: int, path: Path, args: argparse.Namespace) -> subprocess.Popen:
+    """py-spy on one server process for the level's duration -> a flame graph SVG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
+         "--rate", "200", "--nonblocking", "--format", "flamegraph", "--output", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def medians(rows: list[Row]) -> dict[tuple[str, int], Row]:
+    """Per (server, streams): the median of each figure over the interleaved rounds."""
+    groups: dict[tuple[str, int], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.server, r.concurrency), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        med = {
+            f: statistics.median(getattr(r, f) for r in rs)
+            for f in ("requests", "errors", "rps", "ttft_p50_ms", "p50_ms", "p99_ms",
+                      "cpu_ms_per_request")
+        }  # fmt: skip
+        by_process = None
+        if rs[0].cpu_ms_by_process:
+            by_process = {
+                k: statistics.median(r.cpu_ms_by_process[k] for r in rs)
+                for k in rs[0].cpu_ms_by_process
+            }
+        redis = None
+        if rs[0].redis:
+            redis = {
+                k: statistics.median(r.redis[k] for r in rs)
+                for k in ("cpu_ms_per_request", "bytes_in_per_request", "bytes_out_per_request")
+            }
+            names = sorted({c for r in rs for c in r.redis["commands_per_request"]})
+            redis["commands_per_request"] = {
+                c: [
+                    statistics.median(r.redis["commands_per_request"].get(c, [0, 0])[i] for r in rs)
+                    for i in (0, 1)
+                ]
+                for c in names
+            }
+        out[key] = Row(key[1], key[0], **med, cpu_ms_by_process=by_process, redis=redis)
+    return out
+
+
 def report(rows: list[Row], args: argparse.Namespace) -> str:
-    base, cand = args.pair
-    by = {(r.server, r.concurrency): r for r in rows}
+    base, *cands = args.kinds
+    by = medians(rows)
+    rounds = max(r.round for r in rows) + 1
     lines = [
-        f"{cand} vs {base}: {args.tokens} tokens per stream, one every {args.interval * 1e3:g} ms, "
-        f"{args.seconds:g} s per level, {os.cpu_count()} cores.",
+        f"{', '.join(cands)} vs {base}: {args.tokens} tokens per stream, one every "
+        f"{args.interval * 1e3:g} ms, {args.seconds:g} s per level, {os.cpu_count()} cores"
+        + (f"; medians of {rounds} interleaved rounds." if rounds > 1 else "."),
         "",
         "| streams | server | req/s | TTFT p50 ms | p50 ms | p99 ms | CPU ms/req | errors |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in args.concurrency:
-        for kind in (base, cand):
+        for kind in args.kinds:
             r = by[(kind, c)]
             lines.append(
                 f"| {c} | {kind} | {r.rps:.1f} | {r.ttft_p50_ms:.2f} | {r.p50_ms:.2f} | "
-                f"{r.p99_ms:.2f} | {r.cpu_ms_per_request:.3f} | {r.errors} |"
+                f"{r.p99_ms:.2f} | {r.cpu_ms_per_request:.3f} | {r.errors:g} |"
             )
     lines += [
         "",
-        f"| streams | throughput {cand}/{base} | added TTFT p50 ms | added p50 ms | added p99 ms "
-        "| CPU per request |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| streams | server | throughput vs " + base + " | added TTFT p50 ms | added p50 ms "
+        "| added p99 ms | CPU per request vs " + base + " |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in args.concurrency:
-        g, t = by[(cand, c)], by[(base, c)]
-        lines.append(
-            f"| {c} | {g.rps / t.rps:.3f} | {g.ttft_p50_ms - t.ttft_p50_ms:+.2f} | "
-            f"{g.p50_ms - t.p50_ms:+.2f} | {g.p99_ms - t.p99_ms:+.2f} | "
-            f"{g.cpu_ms_per_request / t.cpu_ms_per_request:.3f}x |"
-        )
+        t = by[(base, c)]
+        for kind in cands:
+            g = by[(kind, c)]
+            lines.append(
+                f"| {c} | {kind} | {g.rps / t.rps:.3f} | {g.ttft_p50_ms - t.ttft_p50_ms:+.2f} | "
+                f"{g.p50_ms - t.p50_ms:+.2f} | {g.p99_ms - t.p99_ms:+.2f} | "
+                f"{g.cpu_ms_per_request / t.cpu_ms_per_request:.3f}x |"
+            )
+    with_redis = [(k, c) for c in args.concurrency for k in cands if by[(k, c)].redis]
+    if with_redis:
+        lines += [
+            "",
+            "CPU ms per request by process (redis-server from INFO cpu), bytes per request "
+            "on the wire to and from Redis (INFO stats):",
+            "",
+            "| streams | server | gateway | worker | Python total | redis-server | all "
+            "| bytes in | bytes out |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for k, c in with_redis:
+            r = by[(k, c)]
+            procs = r.cpu_ms_by_process or {"gateway": r.cpu_ms_per_request, "worker": None}
+            cell = [f"{procs.get(p):.3f}" if procs.get(p) is not None else "(same)"
+                    for p in ("gateway", "worker")]  # fmt: skip
+            rc = r.redis["cpu_ms_per_request"]
+            lines.append(
+                f"| {c} | {k} | {cell[0]} | {cell[1]} | {r.cpu_ms_per_request:.3f} | {rc:.3f} | "
+                f"{r.cpu_ms_per_request + rc:.3f} | {r.redis['bytes_in_per_request']:.0f} | "
+                f"{r.redis['bytes_out_per_request']:.0f} |"
+            )
+        lines += ["", "Redis commands per request (calls, µs inside redis-server):", ""]
+        lines += [
+            "| streams | server | command | calls/req | µs/req |",
+            "| ---: | --- | --- | ---: | ---: |",
+        ]
+        for k, c in with_redis:
+            for name, (calls, usec) in by[(k, c)].redis["commands_per_request"].items():
+                if calls >= 0.005:
+                    lines.append(f"| {c} | {k} | {name} | {calls:.2f} | {usec:.1f} |")
     return "\n".join(lines)
 
 
@@ -525,8 +762,9 @@ def plot(rows: list[Row], args: argparse.Namespace, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for kind, color in zip(args.pair, ("#888888", "#1f77b4"), strict=True):
-        sel = [r for r in rows if r.server == kind]
+    by = medians(rows)
+    for kind, color in zip(args.kinds, ("#888888", "#1f77b4", "#d62728"), strict=False):
+        sel = sorted((r for (k, _), r in by.items() if k == kind), key=lambda r: r.concurrency)
         x = [r.concurrency for r in sel]
         axes[0].plot(x, [r.rps for r in sel], "o-", color=color, label=kind)
         axes[1].plot(x, [r.ttft_p50_ms for r in sel], "o-", color=color, label=kind)
@@ -541,7 +779,7 @@ def plot(rows: list[Row], args: argparse.Namespace, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(
-        f"{args.pair[1]} vs {args.pair[0]}, same fake engine ({args.tokens} tokens @ "
+        f"{', '.join(args.kinds)}, same fake engine ({args.tokens} tokens @ "
         f"{args.interval * 1e3:g} ms)"
     )
     fig.tight_layout()
@@ -572,6 +810,12 @@ def main() -> None:
         "(every request sampled, spans exported over OTLP/HTTP to a local sink) vs off",
     )
     parser.add_argument(
+        "--token",
+        action="store_true",
+        help="authentication cost instead: one gateway with keys and OIDC on, requests "
+        "with an IdP's access token vs with an API key",
+    )
+    parser.add_argument(
         "--responses",
         action="store_true",
         help="/v1/responses vs /v1/chat/completions on one gateway, interleaved, "
@@ -579,11 +823,19 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per level (--responses)")
     parser.add_argument(
-        "--token",
-        action="store_true",
-        help="authentication cost instead: one gateway with keys and OIDC on, requests "
-        "with an IdP's access token vs with an API key",
+        "--repeat", type=int, default=1, help="rounds, interleaved; the report takes medians"
     )
+    parser.add_argument(
+        "--no-split",
+        action="store_true",
+        help="with --queue: leave out the separate gateway and worker processes",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy each Python server at the highest level (first round) -> SVGs here",
+    )
+    parser.add_argument("--name", help="output file stem (default: by mode)")
     parser.add_argument(
         "--serve",
         choices=[
@@ -602,15 +854,17 @@ def main() -> None:
     if args.serve:
         run_server(args.serve, args.port, args.interval, args.redis_url)
         return
-    args.pair = ("gateway", "gateway-redis") if args.queue else ("thin", "gateway")
+    args.kinds = ["gateway", "gateway-redis"] if args.queue else ["thin", "gateway"]
+    if args.queue and not args.no_split:
+        args.kinds.append("split")
     name = "queue_overhead" if args.queue else "gateway_overhead"
     if args.trace:
-        args.pair, name = ("gateway", "gateway-traced"), "tracing_overhead"
+        args.kinds, name = ["gateway", "gateway-traced"], "tracing_overhead"
     if args.responses:
-        args.pair, name = ("chat", "responses"), "responses_overhead"
+        args.kinds, name = ["chat", "responses"], "responses_overhead"
     idp = None
     if args.token:
-        args.pair, name = ("gateway-key", "gateway-token"), "token_overhead"
+        args.kinds, name = ["gateway-key", "gateway-token"], "token_overhead"
         idp = IdpStandIn().__enter__()
         args.server_env, args.credentials = idp.gateway_env(), idp.credentials()
         idp.report_verify_cost()
@@ -630,7 +884,12 @@ def main() -> None:
         if args.responses:
             rows = measure_endpoints(args)
         else:
-            rows = measure(args.pair[0], args) + measure(args.pair[1], args)
+            rows = [
+                row
+                for round_ in range(args.repeat)
+                for kind in args.kinds
+                for row in measure(kind, args, round_)
+            ]
     finally:
         if redis_server is not None:
             redis_server.stop()
@@ -642,7 +901,9 @@ def main() -> None:
     text = report(rows, args)
     print("\n" + text)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    secret = ("redis_url", "server_env", "credentials")
+    name = args.name or name
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
+    secret = ("redis_url", "server_env", "credentials", "profile")
     saved = {k: v for k, v in vars(args).items() if k not in secret}
     (OUT_DIR / f"{name}.json").write_text(
         json.dumps({"args": saved, "rows": [asdict(r) for r in rows]}, indent=2)

@@ -169,7 +169,14 @@ def run_worker(args: argparse.Namespace) -> int:
 
     settings = _with_demo_model(settings_from(args))
     try:
-        asyncio.run(run_worker_process(settings))
+        # uvloop where installed (uvicorn[standard] brings it), as the gateway runs:
+        # the worker's per-token work is socket writes to Redis and task wake-ups.
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - e.g. Windows
+            asyncio.run(run_worker_process(settings))
+        else:
+            uvloop.run(run_worker_process(settings))
     except errors.NotReady as exc:  # e.g. the KV cache cannot fit: the message says why
         log.error("worker cannot start: %s", exc)
         return 1

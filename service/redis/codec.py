@@ -2,13 +2,18 @@
 
 Images are not in the job document: `encode_job` returns them separately so the
 Redis queue can store each once under its content hash.
+
+The wire format is JSON, written and read with msgspec (the same documents the
+standard `json` module wrote, at a fraction of the CPU per event: the codec
+runs once per token on each side).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
+
+import msgspec
 
 from service.core.generation import (
     Delta,
@@ -23,10 +28,13 @@ from service.core.generation import (
 from service.core.jobs import Job, JobEvent, JobFailed, Restarted
 from service.core.lanes import Lane
 
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
 
 def encode_job(job: Job, image_refs: list[str]) -> str:
     request = job.request
-    return json.dumps(
+    return _encode(
         {
             "id": job.id,
             "model": job.model,
@@ -35,19 +43,26 @@ def encode_job(job: Job, image_refs: list[str]) -> str:
             "enqueued_at": job.enqueued_at,
             "tenant": job.tenant,
             "trace": job.trace,
-            "sampling": {**asdict(request.sampling), "stop": list(request.sampling.stop)},
+            "sampling": request.sampling,  # a dataclass: its fields, `stop` as a list
             "messages": request.messages,
             "images": [
                 {"ref": ref, "width": image.width, "height": image.height}
                 for ref, image in zip(image_refs, request.images, strict=True)
             ],
-        },
-        separators=(",", ":"),
-    )
+        }
+    ).decode()
 
 
-def decode_job(document: str, image_bytes: list[bytes]) -> Job:
-    raw = json.loads(document)
+def parse_job(document: str | bytes) -> dict[str, Any]:
+    """The job document as a dict (what `job_from` builds the job from)."""
+    return _decode(document)
+
+
+def decode_job(document: str | bytes, image_bytes: list[bytes]) -> Job:
+    return job_from(parse_job(document), image_bytes)
+
+
+def job_from(raw: dict[str, Any], image_bytes: list[bytes]) -> Job:
     sampling = raw["sampling"]
     images = [
         ImageInput(spec["width"], spec["height"], data)
@@ -80,18 +95,14 @@ def decode_job(document: str, image_bytes: list[bytes]) -> Job:
     )
 
 
-def encode_events(events: list[tuple[str, JobEvent]]) -> str:
-    """(job id, event) pairs as one JSON document: a worker's whole flush for one
-    gateway travels as a single stream entry."""
-    return json.dumps(
-        [[job_id, _event_body(event)] for job_id, event in events],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+def encode_events(events: list[tuple[str, JobEvent]]) -> bytes:
+    """(job id, event) pairs as one JSON document (UTF-8): a worker's whole flush for
+    one gateway travels as a single stream entry."""
+    return _encode([[job_id, _event_body(event)] for job_id, event in events])
 
 
 def decode_events(text: str | bytes) -> list[tuple[str, JobEvent]]:
-    return [(job_id, _event_from_body(body)) for job_id, body in json.loads(text)]
+    return [(job_id, _event_from_body(body)) for job_id, body in _decode(text)]
 
 
 def _event_body(event: JobEvent) -> dict[str, Any]:

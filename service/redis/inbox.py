@@ -47,6 +47,11 @@ class _Subscription:
             self.waiter.set_result(None)
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class GatewayInbox:
     def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
         self.redis = redis
@@ -70,10 +75,17 @@ class GatewayInbox:
             self._reader = asyncio.get_running_loop().create_task(self._read_forever())
         sub = self._subs[job_id]
         if not sub.buffer:
-            sub.waiter = asyncio.get_running_loop().create_future()
+            # A bare future and a timer (not wait_for + shield: two tasks' worth of
+            # objects per wake-up, and this runs once per batch of every request).
+            loop = asyncio.get_running_loop()
+            sub.waiter = waiter = loop.create_future()
+            timer = loop.call_later(max(timeout, 0.001), _expire, waiter)
             try:
-                await asyncio.wait_for(asyncio.shield(sub.waiter), max(timeout, 0.001))
-            except TimeoutError:
+                await waiter
+            finally:
+                timer.cancel()
+                sub.waiter = None
+            if not sub.buffer:
                 return None
         batch, sub.buffer = sub.buffer, []
         return batch

@@ -13,7 +13,9 @@ TAKE_SCRIPT (worker, per job)
   KEYS: the lane streams.
   ARGV: now, aging seconds, group, consumer, reclaim idle ms (0: don't), ttl,
         the key prefixes of delivery counters, cancel flags and images
-        (`keys.tries("")`, ...), then each lane's rank (`Lane.rank`), in KEYS order.
+        (`keys.tries("")`, ...), pop wake (1: the caller holds no wake token),
+        then each lane's rank (`Lane.rank`), in KEYS order, then each lane's
+        model's wake list, in KEYS order.
   First, when asked, takes over one entry idle longer than the visibility
   timeout (XAUTOCLAIM: its worker died). Otherwise looks at the next
   undelivered entry of every lane, chooses the best by
@@ -22,7 +24,12 @@ TAKE_SCRIPT (worker, per job)
   XREADGROUP, atomically, so two workers never race for the same head.
   Then, still atomically, counts the delivery, reads the cancel flag and fetches
   the images. Returns {stream, entry id, job document, reply-to, deliveries,
-  cancelled, reclaimed, {image bytes or false}} or nil.
+  cancelled, reclaimed, {image bytes or false}, more} or nil; `more` is 1 when
+  another undelivered entry is waiting (take again at once), 0 when none is (wait
+  on the wake list). A wake token stands for a submitted, undelivered entry: a
+  delivery consumes one, the token the caller popped to wake, or (pop wake 1)
+  one popped here, so a worker told "no more" blocks until the next submit
+  instead of asking again. Reclaimed entries pushed no token and consume none.
 
 The take script builds per-job key names from the prefixes it is given (see
 `keys`); that is fine on a single Redis or a replicated one, not on Redis Cluster.
@@ -46,8 +53,9 @@ TAKE_SCRIPT = """
 local group, consumer, ttl = ARGV[3], ARGV[4], ARGV[6]
 local tries_prefix, cancel_prefix, image_prefix = ARGV[7], ARGV[8], ARGV[9]
 local now, aging = tonumber(ARGV[1]), tonumber(ARGV[2])
+local pop_wake, nkeys = ARGV[10] == '1', #KEYS
 
-local function deliver(key, entry, reclaimed)
+local function deliver(key, entry, reclaimed, more)
   local f = {}
   for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
   local tries_key = tries_prefix .. f['id']
@@ -58,20 +66,24 @@ local function deliver(key, entry, reclaimed)
   for ref in string.gmatch(f['img'], '%S+') do
     images[#images + 1] = redis.call('GET', image_prefix .. ref)
   end
-  return {key, entry[1], f['job'], f['reply'], tries, cancelled, reclaimed, images}
+  return {key, entry[1], f['job'], f['reply'], tries, cancelled, reclaimed, images, more}
 end
 
 if tonumber(ARGV[5]) > 0 then
-  for _, key in ipairs(KEYS) do
+  for i, key in ipairs(KEYS) do
     if redis.call('EXISTS', key) == 1 then
       local claimed = redis.call('XAUTOCLAIM', key, group, consumer, ARGV[5], '0-0', 'COUNT', 1)
       local entry = claimed[2][1]
-      if entry and entry[2] then return deliver(key, entry, 1) end
+      if entry and entry[2] then
+        -- no token was pushed for this delivery: give back the one the caller popped
+        if not pop_wake then redis.call('LPUSH', ARGV[10 + nkeys + i], '1') end
+        return deliver(key, entry, 1, 1)
+      end
     end
   end
 end
 
-local best, best_key, best_t = nil, nil, nil
+local best, best_key, best_t, best_i, heads, more = nil, nil, nil, nil, 0, 0
 for i, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
     local last = '0-0'
@@ -83,23 +95,27 @@ for i, key in ipairs(KEYS) do
       end
       if name == group then last = lastid end
     end
-    local nxt = redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', 1)
+    local nxt = redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', 2)
+    if #nxt > 1 then more = 1 end
     if #nxt > 0 then
+      heads = heads + 1
       local fields, t = nxt[1][2], 0
       for j = 1, #fields, 2 do
         if fields[j] == 't' then t = tonumber(fields[j + 1]) end
       end
-      local rank = tonumber(ARGV[9 + i]) - (now - t) / aging
+      local rank = tonumber(ARGV[10 + i]) - (now - t) / aging
       if best == nil or rank < best or (rank == best and t < best_t) then
-        best, best_key, best_t = rank, key, t
+        best, best_key, best_t, best_i = rank, key, t, i
       end
     end
   end
 end
 if best_key == nil then return nil end
+if heads > 1 then more = 1 end
+if pop_wake then redis.call('LPOP', ARGV[10 + nkeys + best_i]) end
 local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
                         'STREAMS', best_key, '>')
-return deliver(best_key, read[1][2][1], 0)
+return deliver(best_key, read[1][2][1], 0, more)
 """
 
 # Per-tenant limits (service.redis.tenant_limits); times come from Redis's own

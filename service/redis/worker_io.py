@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from service import errors
@@ -20,44 +21,71 @@ from service.redis.codec import encode_events
 log = logging.getLogger("gmaivl.queue")
 
 CANCELS_KEPT = 4096
+FLUSH_SPACING = 0.002  # seconds: under load, flushes start at most this often
+EXPIRE_EVERY = 1.0  # seconds between refreshes of an inbox's TTL by this worker
 
 
 class InboxPublisher:
     """Group commit: one flusher task sends everything published while its previous
     pipeline was in flight, for all of this worker's jobs, as one inbox entry per
-    gateway; each caller waits for its batch. Batches grow with load; order is kept."""
+    gateway; each caller waits for its batch. Batches grow with load; order is kept.
+
+    Under load a flush waits until `FLUSH_SPACING` after the previous one began (at
+    most that much added latency; none when events are sparse), so at a few
+    thousand events a second each entry carries dozens, not two or three: every
+    flush costs a round trip here, a command in Redis and a read and a wake-up per
+    request in the gateway. The inbox's TTL is refreshed about once a second, not
+    with every entry."""
 
     def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
+        self._expired_at: dict[str, float] = {}  # inbox -> when we last refreshed its TTL
         self._pending: list[tuple[str, str, JobEvent]] = []
+        self._also: list[Callable[[Pipeline], object]] = []
         self._pending_done: asyncio.Future[None] | None = None
         self._pending_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
 
     async def publish(self, inbox: str, job_id: str, event: JobEvent) -> None:
+        done = self._next_flush()
+        self._pending.append((inbox, job_id, event))
+        await asyncio.shield(done)
+
+    async def also(self, commands: Callable[[Pipeline], object]) -> None:
+        """Queue `commands(pipe)` into the next flush, after every event published
+        before it; returns once they ran (errors.NotReady if Redis failed)."""
+        done = self._next_flush()
+        self._also.append(commands)
+        await asyncio.shield(done)
+
+    def _next_flush(self) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_forever())
         if self._pending_done is None:
             self._pending_done = loop.create_future()
-        done = self._pending_done
-        self._pending.append((inbox, job_id, event))
         self._pending_ready.set()
-        await asyncio.shield(done)
+        return self._pending_done
 
     def stop(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
 
     async def _flush_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        began = 0.0
         while True:
             await self._pending_ready.wait()
+            wait = began + FLUSH_SPACING - loop.time()
+            if wait > 0:  # the previous flush began moments ago: let this batch grow
+                await asyncio.sleep(wait)
             self._pending_ready.clear()
-            batch, done = self._pending, self._pending_done
-            self._pending, self._pending_done = [], None
-            if not batch or done is None:
+            batch, also, done = self._pending, self._also, self._pending_done
+            self._pending, self._also, self._pending_done = [], [], None
+            if done is None:
                 continue
+            began = loop.time()
             try:
                 by_inbox: dict[str, list[tuple[str, JobEvent]]] = defaultdict(list)
                 for inbox, job_id, event in batch:
@@ -65,9 +93,16 @@ class InboxPublisher:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for inbox, events in by_inbox.items():
                         pipe.xadd(inbox, {"e": encode_events(events)})
-                        pipe.expire(inbox, self.ttl)
+                        if began - self._expired_at.get(inbox, -EXPIRE_EVERY) >= EXPIRE_EVERY:
+                            self._expired_at[inbox] = began
+                            pipe.expire(inbox, self.ttl)
+                    for commands in also:
+                        commands(pipe)
                     await pipe.execute()
+                if len(self._expired_at) > CANCELS_KEPT:  # gateways come and go
+                    self._expired_at.clear()
             except Exception as exc:  # callers learn it; the flusher carries on
+                self._expired_at.clear()  # Redis may have lost the TTLs with the keys
                 log.warning("publish failed: %s", type(exc).__name__)
                 done.set_exception(errors.NotReady("The queue is unavailable."))
                 done.exception()  # retrieved here too, so no "never retrieved" warning

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -24,7 +23,7 @@ from service import errors
 from service.core.jobs import Job, JobEvent, JobFailed, Restarted
 from service.metrics import ServiceMetrics
 from service.redis import keys
-from service.redis.codec import decode_job
+from service.redis.codec import job_from, parse_job
 from service.redis.connection import connect
 from service.redis.scripts import TAKE_SCRIPT
 from service.redis.streams import LaneStreams
@@ -73,6 +72,11 @@ class RedisWorkerQueue:
         self._publisher = InboxPublisher(self.redis, result_ttl)
         self._cancels = CancelListener(self.redis, in_flight=lambda: list(self._inflight))
         self._last_reclaim = 0.0
+        self._wake_keys = [keys.wake(m) for m in self.models]
+        self._wake_of_stream = [
+            keys.wake(streams.model) for streams in self._streams for _ in streams.keys
+        ]
+        self._nothing_waiting = False  # the last take found no other entry waiting
         self.redeliveries = 0
         self.dead_lettered = 0
 
@@ -85,27 +89,35 @@ class RedisWorkerQueue:
             # No cancel message may be missed once we run a job.
             await asyncio.wait_for(self._cancels.subscribed.wait(), max(timeout, 1.0))
             while True:
-                reply = await self._take_entry()
+                woken = False
+                if self._nothing_waiting and deadline > time.monotonic():
+                    # The last take said nothing else was waiting: wait for a submit.
+                    woken = await self._wait_for_submit(deadline)
+                reply = await self._take_entry(pop_wake=not woken)
+                self._nothing_waiting = reply is None or not reply[8]
                 if reply is not None:
-                    job = await self._deliver(*reply)
+                    job = await self._deliver(*reply[:8])
                     if job is not None:
                         return job
                     continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if deadline - time.monotonic() <= 0:
                     return None
-                # A token per submit; one idle worker wakes and re-runs the pick.
-                wait = max(0.01, min(remaining, 1))
-                # Bounded here too: a blocking read must not outlive its server's
-                # promise (a half-open connection, a failover); cancelling drops it.
-                await asyncio.wait_for(
-                    self.redis.blpop([keys.wake(m) for m in self.models], timeout=wait),
-                    wait + BLOCKING_SLACK,
-                )
         except (RedisError, TimeoutError) as exc:
             for streams in self._streams:
                 streams.forget_groups()
+            self._nothing_waiting = False  # tokens may be lost with Redis: look first
             raise errors.NotReady("The queue is unavailable.") from exc
+
+    async def _wait_for_submit(self, deadline: float) -> bool:
+        """Block on the wake lists (a token per submitted, undelivered job; one idle
+        worker wakes and runs the pick); True when a token was popped."""
+        wait = max(0.01, min(deadline - time.monotonic(), 1))
+        # Bounded here too: a blocking read must not outlive its server's
+        # promise (a half-open connection, a failover); cancelling drops it.
+        popped = await asyncio.wait_for(
+            self.redis.blpop(self._wake_keys, timeout=wait), wait + BLOCKING_SLACK
+        )
+        return popped is not None
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
         reply_to = self._reply_to.get(job_id)
@@ -129,12 +141,16 @@ class RedisWorkerQueue:
         if where is None:
             return
         stream, entry_id = where
-        async with self.redis.pipeline(transaction=False) as pipe:
+        done_counter = keys.done_counter(self._model_of_stream.get(stream, self.model))
+
+        def ack(pipe: Any) -> None:
             pipe.xack(stream, keys.GROUP, entry_id)
             pipe.xdel(stream, entry_id)
             pipe.delete(keys.tries(job_id))
-            pipe.incr(keys.done_counter(self._model_of_stream.get(stream, self.model)))
-            await pipe.execute()
+            pipe.incr(done_counter)
+
+        # With the job's last events' flush (after them): no round trip of its own.
+        await self._publisher.also(ack)
 
     def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         return self._cancels.on_cancel(job_id, callback)
@@ -180,7 +196,7 @@ class RedisWorkerQueue:
         with contextlib.suppress(RedisError):
             await self.redis.aclose()
 
-    async def _take_entry(self) -> list[Any] | None:
+    async def _take_entry(self, *, pop_wake: bool) -> list[Any] | None:
         """One TAKE_SCRIPT call; reclaiming first about once per heartbeat interval."""
         now = time.monotonic()
         reclaim_idle_ms = 0
@@ -199,7 +215,9 @@ class RedisWorkerQueue:
                 keys.tries(""),
                 keys.cancel_flag(""),
                 keys.image(""),
+                int(pop_wake),
                 *self._ranks,
+                *self._wake_of_stream,
             ],
         )
 
@@ -219,8 +237,7 @@ class RedisWorkerQueue:
             self.redeliveries += 1
             if self.metrics is not None:
                 self.metrics.redeliveries.inc()
-        document = document_bytes.decode()
-        raw = json.loads(document)
+        raw = parse_job(document_bytes)  # once: the checks and the job both read it
         job_id = raw["id"]
         self._inflight[job_id] = (stream.decode(), entry_id)
         self._reply_to[job_id] = reply_to.decode()
@@ -236,7 +253,7 @@ class RedisWorkerQueue:
                 self.metrics.dead_letters.inc()
             model = self._model_of_stream.get(stream.decode(), self.model)
             await self.redis.xadd(
-                keys.dead_letters(model), {"job": document, "tries": str(tries - 1)}
+                keys.dead_letters(model), {"job": document_bytes, "tries": str(tries - 1)}
             )
             failure = JobFailed("dead_letter", f"The request failed on {tries - 1} workers.")
         if failure is not None:
@@ -249,4 +266,4 @@ class RedisWorkerQueue:
             return None
         if tries > 1:
             await self.publish(job_id, Restarted(tries))
-        return decode_job(document, images)  # type: ignore[arg-type]  # None checked above
+        return job_from(raw, images)  # type: ignore[arg-type]  # None checked above
