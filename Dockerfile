@@ -54,7 +54,10 @@ RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     && python -m venv /opt/gmai-vl \
     && /opt/gmai-vl/bin/pip install --no-cache-dir /meta/*.whl
 COPY --from=wheel /wheels /wheels
-RUN /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
+# pynetdicom's wheel carries its test suite, TLS private keys included (public test
+# keys, but no image of ours holds a *.key): dropped before the venv is copied on.
+RUN /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl \
+    && rm -rf /opt/gmai-vl/lib/python3*/site-packages/pynetdicom/tests
 
 FROM ${PYTHON_IMAGE} AS gateway
 ARG GMAIVL_VERSION
@@ -99,7 +102,8 @@ RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     && /opt/gmai-vl/bin/pip install --no-cache-dir "$(ls /meta/*.whl)[worker,train]" \
     && /opt/gmai-vl/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"
 COPY --from=wheel /wheels /wheels
-RUN /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl
+RUN /opt/gmai-vl/bin/pip install --no-cache-dir --no-deps --force-reinstall /wheels/*.whl \
+    && rm -rf /opt/gmai-vl/lib/python3*/site-packages/pynetdicom/tests
 
 FROM ${PYTHON_IMAGE} AS worker-cpu
 ARG GMAIVL_VERSION
@@ -144,7 +148,8 @@ RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     if [ -s /run/secrets/ca.pem ]; then export PIP_CERT=/run/secrets/ca.pem; fi \
     && python3 -m venv /opt/gmai-vl \
-    && /opt/gmai-vl/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[vllm]"
+    && /opt/gmai-vl/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[vllm]" \
+    && rm -rf /opt/gmai-vl/lib/python3*/site-packages/pynetdicom/tests
 ENV PATH=/opt/gmai-vl/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

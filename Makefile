@@ -87,11 +87,12 @@ $(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_P
 oidc-provider: $(OIDC_PROVIDER)/node_modules/.installed
 
 
-# The SR tests check our objects with DICOM's own tools: dciodvfy (dicom3tools), dsrdump (dcmtk).
+# The SR tests check our objects with DICOM's own tools: dciodvfy (dicom3tools), dsrdump (dcmtk);
+# the DICOM node's TLS test makes its certificate with openssl.
 dicom-tools:
-	@command -v dciodvfy >/dev/null && command -v dsrdump >/dev/null \
+	@command -v dciodvfy >/dev/null && command -v dsrdump >/dev/null && command -v openssl >/dev/null \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			dicom3tools dcmtk; }
+			dicom3tools dcmtk openssl; }
 
 # OHIF, the web viewer, for the SR browser test: npm's @ohif/app ships its built dist/,
 # all the test serves (its npm dependencies are what it was built from), so `npm pack`

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from service import errors
 from service.config import Settings
+from service.dicom_node.cli import add_dicom_node_flags, add_dicom_port_flag, apply_dicom_port
+from service.dicom_node.rules import RulesError
 from service.engines.checkpoint import UnservableCheckpoint
 from service.reads.client import add_read_command
 from service.security.cli import add_keys_commands
@@ -72,8 +74,10 @@ QUEUE_WORKER = [
 QUEUE = [*QUEUE_GATEWAY, "aging_seconds", "visibility_timeout", "max_deliveries"]
 DEMO = ["cache_dir", "demo_recipe", "fake_token_interval"]
 # Set only in the environment (or a file): secrets never on a command line, where
-# `ps` shows them; nested groups and PACS entries are JSON (docs/settings.md).
-ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs", "oidc"]
+# `ps` shows them; nested groups and PACS entries are JSON (docs/settings.md). The DICOM
+# node's group is configured where it is deployed (a few of its settings are also
+# flags of `dicom-node`; `--dicom-port` of `serve` and `dicom-node` sets its port).
+ENV_ONLY = ["upstream_api_key", "webhook_secret", "images", "fetch", "pacs", "oidc", "dicom"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_flags(serve, [*MODEL, *SERVER, "redis_url", *DEMO])
     _gateway_flags(serve, QUEUE)
+    add_dicom_port_flag(serve, "also run the DICOM node on this port (GMAIVL_DICOM_PORT; off)")
     _engine_flags(serve)
     serve.set_defaults(func=run_serve)
 
@@ -105,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(queue, QUEUE_WORKER, flags_of=worker)
     _engine_flags(worker)
     worker.set_defaults(func=run_worker)
+
+    node = sub.add_parser(
+        "dicom-node",
+        help="a DICOM node: receive studies by C-STORE, read them by rules, send SRs back",
+        description="The DICOM node in Redis mode, beside gateways and workers (docs/pacs.md): "
+        "a gateway with the node on, its HTTP port answering /health, /metrics and reads.",
+    )
+    add_settings_flags(node, ["redis_url", "served_model_name", *SERVER])
+    _gateway_flags(node, QUEUE_GATEWAY)
+    add_dicom_node_flags(node)
 
     add_keys_commands(sub)
     add_read_command(sub)
@@ -176,7 +191,7 @@ def _with_demo_model(settings: Settings) -> Settings:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = _with_demo_model(settings_from(args))
+    settings = _with_demo_model(apply_dicom_port(args, settings_from(args)))
     from service.embedded import serve
 
     serve(settings)
@@ -215,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (AuthConfigError, UnservableCheckpoint) as exc:
+    except (AuthConfigError, UnservableCheckpoint, RulesError) as exc:
         log.error("%s", exc)
         return 2
 

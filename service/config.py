@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.core.lanes import Lane
 
@@ -198,6 +198,79 @@ class PacsEntry(BaseModel):
     )
 
 
+def _comma_list(value: object) -> object:
+    """`A,B , C` -> ["A", "B", "C"]; a list stays a list; empty -> []."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class DicomNodeSettings(BaseSettings):
+    """The DICOM node (`gmai-vl dicom-node`, `gmai-vl serve --dicom-port`; docs/pacs.md):
+    a DIMSE SCP receiving studies by C-STORE into a spool, read by routing rules."""
+
+    model_config = SettingsConfigDict(env_prefix="GMAIVL_DICOM_", extra="ignore")
+
+    ae_title: str = Field("GMAIVL", min_length=1, max_length=16, description="Our AE title.")
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="DIMSE port; `dicom-node` listens on 11112 when unset, `serve` not at all.",
+    )
+    host: str = Field("0.0.0.0", description="DIMSE bind address.")
+    allowed_calling_aets: CommaList = Field(
+        default_factory=list,
+        description="Calling AE titles allowed to associate (comma-separated); empty: none.",
+    )
+    allowed_peer_networks: CommaList = Field(
+        default_factory=list,
+        description="CIDRs peers may connect from (comma-separated); empty: any address.",
+    )
+    rules_file: Path | None = Field(
+        None, description="Routing rules (YAML); unset: every study is ignored."
+    )
+    spool_dir: Path = Field(
+        default_factory=lambda: default_cache_dir() / "dicom-spool",
+        description="Where received instances wait for their read (mode 0700).",
+    )
+    spool_max_bytes: int = Field(
+        10 * 1024**3, ge=1, description="Spool quota; beyond it C-STORE answers 0xA700."
+    )
+    study_quiet_seconds: float = Field(
+        30.0, gt=0, description="A study is complete after this long without a new instance."
+    )
+    spool_retention_seconds: float = Field(
+        0.0, ge=0, description="Seconds a study's files stay in the spool after its read ends."
+    )
+    max_associations: int = Field(16, ge=1, description="Concurrent associations accepted.")
+    max_pdu_bytes: int = Field(
+        262_144, ge=0, description="Largest P-DATA PDU we receive (0: unlimited)."
+    )
+    acse_timeout: float = Field(30.0, gt=0, description="Seconds for association messages.")
+    dimse_timeout: float = Field(60.0, gt=0, description="Seconds for a DIMSE message.")
+    network_timeout: float = Field(60.0, gt=0, description="Idle seconds before a peer is dropped.")
+    max_study_instances: int = Field(
+        10_000, ge=1, description="Instances one study may hold in the spool."
+    )
+    tls_cert_file: Path | None = Field(None, description="DICOM TLS: our certificate (PEM).")
+    tls_key_file: Path | None = Field(None, description="DICOM TLS: our private key (PEM).")
+    tls_ca_file: Path | None = Field(
+        None, description="DICOM TLS: CA bundle peers' certificates must chain to (then required)."
+    )
+    send_max_attempts: int = Field(5, ge=1, description="C-STORE tries of a result SR.")
+    send_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the second SR send; doubles after each try."
+    )
+
+    _lists = field_validator("allowed_calling_aets", "allowed_peer_networks", mode="before")(
+        _comma_list
+    )
+
+
 class Settings(BaseSettings):
     """Everything `gmai-vl serve` needs; each field is also `GMAIVL_<NAME>`."""
 
@@ -301,6 +374,7 @@ class Settings(BaseSettings):
     images: ImageLimits = Field(default_factory=ImageLimits)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
+    dicom: DicomNodeSettings = Field(default_factory=DicomNodeSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
     pacs: list[PacsEntry] = Field(
         default_factory=list, description="DICOMweb PACS entries (JSON list; see docs/pacs.md)."

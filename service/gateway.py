@@ -79,6 +79,10 @@ def build_gateway_app(
     dicomweb = {e.name: DicomWebClient(Pacs.from_entry(e), fetcher) for e in pacs_entries}
     tenants = TenantGate(limiter, metrics)
     jobs = JobPath(queue, metrics)
+    node_on = settings.dicom.port is not None  # the DICOM node (docs/pacs.md)
+    if node_on:  # pynetdicom is imported only by a process that runs the node
+        from service.dicom_node.build import build_node, result_sender
+    results = result_sender(settings, dicomweb, metrics) if node_on else None
     chat = ChatCompletions(settings, jobs, metrics, catalog, media, tenants)
     responses = ResponsesService(settings, chat, make_response_store(settings), metrics)
     reads = ReadService(
@@ -92,7 +96,9 @@ def build_gateway_app(
         tenants,
         catalog,
         audit,
+        results,
     )
+    node = build_node(settings, reads, metrics, keys, set(dicomweb)) if node_on else None
     checks = extra_checks or {}
 
     async def readiness() -> dict[str, bool]:
@@ -117,9 +123,13 @@ def build_gateway_app(
             warming = asyncio.create_task(auth.warm()) if auth is not None else None
             await reads.start()
             await responses.start()
+            if node is not None:
+                await node.start()
             try:
                 yield
             finally:
+                if node is not None:
+                    await node.stop()
                 await responses.aclose()
                 if warming is not None:
                     warming.cancel()
@@ -177,9 +187,9 @@ def run_uvicorn(app: FastAPI, settings: Settings) -> None:
         tracing.shutdown()  # flush the last spans
 
 
-def serve_gateway(settings: Settings) -> None:
-    """`gmai-vl gateway`: this app over the Redis queue."""
-    tracing.configure("gmai-vl-gateway")
+def serve_gateway(settings: Settings, service_name: str = "gmai-vl-gateway") -> None:
+    """`gmai-vl gateway` (and `gmai-vl dicom-node`): this app over the Redis queue."""
+    tracing.configure(service_name)
     queue = redis_gateway_queue(settings, settings.model_id())
     configured = {settings.served_model_name: None} if settings.served_model_name else {}
     catalog = ModelCatalog(configured, queue.models)

@@ -182,6 +182,44 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.dicom_instances = Labelled(
+            Counter(
+                "gmaivl_dicom_instances_received",
+                "C-STORE requests to the DICOM node, by outcome (stored, out_of_resources, "
+                "malformed, failed).",
+                ["outcome"],
+                registry=r,
+            )
+        )
+        self.dicom_associations = Labelled(
+            Counter(
+                "gmaivl_dicom_associations",
+                "Associations to the DICOM node, by outcome (accepted, rejected, aborted, "
+                "refused_address).",
+                ["outcome"],
+                registry=r,
+            )
+        )
+        self.dicom_spool_bytes = Gauge(
+            "gmaivl_dicom_spool_bytes", "Bytes the DICOM node's spool holds.", registry=r
+        )
+        self.dicom_studies = Labelled(
+            Counter(
+                "gmaivl_dicom_studies",
+                "Received studies that became complete, by routing outcome (read, ignored, "
+                "unmatched, no_images, refused).",
+                ["outcome"],
+                registry=r,
+            )
+        )
+        self.dicom_sr_sends = Labelled(
+            Counter(
+                "gmaivl_dicom_sr_sends",
+                "Result SR sends (C-STORE or STOW-RS), by outcome (stored, retried, failed).",
+                ["outcome"],
+                registry=r,
+            )
+        )
         self.webhook_deliveries = Labelled(
             Counter(
                 "gmaivl_webhook_deliveries",

@@ -23,7 +23,7 @@ from service.cli import build_parser
 from service.config import PacsEntry, Settings
 from service.settings_cli import FLAGS_ATTR
 
-COMMANDS = ("serve", "gateway", "worker")
+COMMANDS = ("serve", "gateway", "worker", "dicom-node")
 BOUNDS = (
     (annotated_types.Ge, "ge", "≥"),
     (annotated_types.Gt, "gt", ">"),

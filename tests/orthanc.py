@@ -2,7 +2,9 @@
 loopback port, authentication on, storage in a temporary folder, stopped by PID.
 
 Orthanc 1.10 binds every interface; `RemoteAccessAllowed: false` makes it refuse
-anything but loopback, and the DICOM (C-STORE) server stays off.
+anything but loopback, and the DICOM (C-STORE) server stays off unless a test asks
+for it (`dicom=True`: the DICOM node tests). Then it answers only modalities the
+test registers (`add_modality`), each checked by AE title and host.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ def plugin_paths() -> list[str]:
 
 
 class OrthancServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, dicom: bool = False) -> None:
         self.workdir = workdir
+        self.dicom = dicom
+        self.dicom_port = free_port() if dicom else None
+        self.aet = "ORTHANC"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dicomweb = self.url + "/dicom-web"
@@ -66,6 +71,18 @@ class OrthancServer:
             "HttpCompressionEnabled": False,
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
         }
+        if self.dicom:
+            config |= {
+                "DicomServerEnabled": True,
+                "DicomPort": self.dicom_port,
+                "DicomAet": self.aet,
+                "DicomCheckCalledAet": True,
+                "DicomAlwaysAllowEcho": False,
+                "DicomAlwaysAllowStore": False,
+                "DicomCheckModalityHost": True,
+                "DicomScuTimeout": 10,
+                "DicomAssociationCloseDelay": 0,
+            }
         path = self.workdir / "orthanc.json"
         path.write_text(json.dumps(config))
         self.process = subprocess.Popen(
@@ -109,6 +126,34 @@ class OrthancServer:
 
     def pacs_entry(self, name: str = "test-pacs") -> dict[str, str]:
         return {"name": name, "base_url": self.dicomweb, "username": USER, "password": PASSWORD}
+
+    # DIMSE (dicom=True)
+
+    def add_modality(self, name: str, aet: str, port: int, host: str = "127.0.0.1") -> None:
+        """Registers a DICOM node Orthanc may send to and accept C-STORE/C-ECHO from."""
+        body = {"AET": aet, "Host": host, "Port": port, "AllowEcho": True, "AllowStore": True}
+        r = httpx.put(f"{self.url}/modalities/{name}", json=body, auth=self.auth, timeout=10)
+        r.raise_for_status()
+
+    def resource_id(self, uid: str, kind: str = "Study") -> str:
+        """Orthanc's id of the study (or `kind`: Series, Instance) with this DICOM UID."""
+        r = httpx.post(self.url + "/tools/lookup", content=uid, auth=self.auth, timeout=10)
+        r.raise_for_status()
+        return next(item["ID"] for item in r.json() if item["Type"] == kind)
+
+    def send_study(
+        self, modality: str, uid: str, kind: str = "Study", timeout: float = 120
+    ) -> httpx.Response:
+        """`POST /modalities/{name}/store`: Orthanc C-STOREs the study (or the series or
+        instance of that UID) to the node."""
+        body = {"Resources": [self.resource_id(uid, kind)], "Synchronous": True}
+        return httpx.post(
+            f"{self.url}/modalities/{modality}/store", json=body, auth=self.auth, timeout=timeout
+        )
+
+    def echo(self, modality: str) -> httpx.Response:
+        return httpx.post(f"{self.url}/modalities/{modality}/echo", json={}, auth=self.auth,
+                          timeout=30)  # fmt: skip
 
     def stop(self) -> None:
         if self.process is not None:

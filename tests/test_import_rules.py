@@ -67,6 +67,18 @@ RULES: dict[str, set[str] | str] = {
         "service.reads",
         "service.responses",
     },
+    # the DICOM node: a door into reads (SCP, spool, rules, SR sender)
+    "service.dicom_node": FOUNDATION
+    | {
+        "service.config",
+        "service.metrics",
+        "service.media",
+        "service.reads",
+        "service.security",
+        "service.serving",
+    },
+    "service.dicom_node.process": COMPOSITION,  # `gmai-vl dicom-node`: builds a process
+    "service.dicom_node.cli": COMPOSITION,
     "service.console": set(),  # static files of the browser console; no code
     "service.worker": FOUNDATION | {"service.engines", "service.queue", "service.metrics"},
     "service.worker_http": FOUNDATION,

@@ -57,6 +57,8 @@ class DicomRead(BaseModel):
 
     id: str
     object: Literal["dicom.read"] = "dicom.read"
+    source: Literal["dicomweb", "dimse"] = "dicomweb"
+    calling_ae: str | None = None  # dimse: the AE title that sent the study
     status: ReadStatus
     created: int
     model: str
@@ -73,7 +75,7 @@ class DicomRead(BaseModel):
 class ReadSpec:
     """What the client asked for (kept so another gateway can run the read again)."""
 
-    pacs: str
+    pacs: str | None = None  # dicomweb: where the study is; dimse: a STOW-RS destination
     series_instance_uid: str | None = None
     sop_instance_uids: list[str] | None = None
     prompt: str | None = None
@@ -85,6 +87,11 @@ class ReadSpec:
     timeout: float = 120.0
     store: bool = True
     webhook: str | None = None
+    source: str = "dicomweb"  # or "dimse": received by the DICOM node
+    calling_ae: str | None = None
+    files: list[str] | None = None  # dimse: the chosen instances' files in the node's spool
+    send_to: dict[str, Any] | None = None  # dimse: {ae_title, host, port} or {pacs}
+    response_format: dict[str, Any] | None = None  # OpenAI shape (json_schema)
 
 
 @dataclass
@@ -117,6 +124,8 @@ class Read:
         """The `dicom.read` object clients see, built from `DicomRead`."""
         return DicomRead(
             id=self.id,
+            source="dimse" if self.spec.source == "dimse" else "dicomweb",
+            calling_ae=self.spec.calling_ae,
             status=self.status,
             created=self.created,
             model=self.model,

@@ -32,7 +32,7 @@ from service.media.fetch import HostPolicy, SafeFetcher
 from service.media.resolve import MediaResolver
 from service.metrics import ServiceMetrics
 from service.reads.model import Read, ReadSpec, ReadStatus, new_read_id
-from service.reads.runner import ReadAbandoned, ReadRunner
+from service.reads.runner import ReadAbandoned, ReadRunner, ResultSink
 from service.reads.store import ReadStore
 from service.reads.webhook import WebhookSender, check_webhook_url
 from service.security.policy import Principal
@@ -67,6 +67,12 @@ class ReadOrder:
     priority: Lane | None = None  # default: X-Priority, else the server's default lane
     store: bool = True  # STOW-RS the SR into the PACS
     webhook: str | None = None
+    # a study received by the DICOM node (source "dimse"): its files, where the SR goes
+    source: str = "dicomweb"
+    calling_ae: str | None = None
+    files: list[str] | None = None
+    send_to: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
 
 
 @dataclass(eq=False)
@@ -85,6 +91,7 @@ class ReadService:
     tenants: TenantGate
     catalog: ModelCheck
     audit: AuditSink | None = None
+    results: ResultSink | None = None  # the DICOM node's SR sender
 
     def __post_init__(self) -> None:
         settings, fetcher = self.settings, self.fetcher
@@ -105,7 +112,7 @@ class ReadService:
             else None
         )
         self.runner = ReadRunner(
-            settings, self.jobs, self.store, self.pacs, self.media, self.metrics
+            settings, self.jobs, self.store, self.pacs, self.media, self.metrics, self.results
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
@@ -119,10 +126,14 @@ class ReadService:
         await self.catalog.check(body.model, ctx.served)
         spec = self._spec(body, ctx)
         frames = len(spec.frames or [None])
-        images = len(body.sop_instance_uids or [None]) * frames
+        received = spec.source == "dimse"
+        chosen = body.files if received else body.sop_instance_uids
+        images = len(chosen or [None]) * frames
         self.tenants.check(ctx.principal, body.model, Lane(spec.lane), spec.max_tokens, images)
         check_image_count(images, spec.max_images, param="sop_instance_uids")
-        if not await self.pacs[spec.pacs].study_exists(body.study_instance_uid):
+        if not received and not await self.pacs[spec.pacs].study_exists(  # type: ignore[index]
+            body.study_instance_uid
+        ):
             raise errors.NotFound(
                 "The PACS has no such study.", param="study_instance_uid", code="study_not_found"
             )
@@ -170,8 +181,14 @@ class ReadService:
         policy = ctx.principal.policy if ctx.principal is not None else None
         if policy is not None and policy.max_images_per_request is not None:
             max_images = min(max_images, policy.max_images_per_request)
+        received = body.source == "dimse"
         return ReadSpec(
-            pacs=self._pacs_name(body.pacs),
+            pacs=self._pacs_name(body.pacs) if not received or body.pacs is not None else None,
+            source="dimse" if received else "dicomweb",
+            calling_ae=body.calling_ae,
+            files=body.files,
+            send_to=body.send_to,
+            response_format=body.response_format,
             series_instance_uid=body.series_instance_uid,
             sop_instance_uids=body.sop_instance_uids,
             prompt=body.prompt,
@@ -321,6 +338,24 @@ class ReadService:
 
     async def _take_over(self, orphan: Read) -> None:
         self._start(orphan, None, orphan.id)
+
+    # the DICOM node's reads (it holds their files; see service.dicom_node.node)
+
+    async def is_over(self, read_id: str) -> bool | None:
+        """True: ended; False: running; None: no such record (lost with a restart)."""
+        read = await self.store.get(read_id)
+        return None if read is None else read.terminal
+
+    async def resume(self, read_id: str) -> bool:
+        """Runs again, from the start, a read whose process stopped (the node restarted);
+        False when its record is gone (the caller submits the study again)."""
+        read = await self.store.get(read_id)
+        if read is None:
+            return False
+        if not read.terminal and read_id not in self._tasks:
+            read.owner = self.owner
+            self._start(read, None, read.id)
+        return True
 
     async def aclose(self) -> None:
         await stop([*self._tasks.values(), self._sweeper])

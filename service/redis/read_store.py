@@ -31,7 +31,12 @@ end
 return 1
 """
 
-CLAIM_SCRIPT = claim_orphan_script("{record}['status']", ACTIVE)
+# A DICOM node's reads (source "dimse") are never claimed, only dropped from the set
+# when stale: only that node holds their files, and it resumes them from its spool when
+# it restarts.
+CLAIM_SCRIPT = claim_orphan_script(
+    "({record}['spec']['source'] ~= 'dimse' and {record}['status'] or nil)", ACTIVE
+)
 
 
 class RedisReadStore:

@@ -87,6 +87,22 @@ class KeyStore:
         """The tenant's metrics label: its id within the label budget, else `other`."""
         return tenant if tenant in self._loaded.labels else OTHER_TENANTS
 
+    def tenant_ids(self) -> set[str]:
+        """Every tenant the key file names (declared with a policy, or holding a key)."""
+        keys = self.keys
+        return set(keys.tenants) | {record.tenant for record in keys.keys}
+
+    def acting_for(self, tenant: str, key_id: str) -> Principal:
+        """A principal for work no key asked for (the DICOM node's reads, by its rules):
+        the tenant's policy and metric label, `key_id` naming the door."""
+        self._maybe_reload()
+        return Principal(
+            key_id=key_id,
+            tenant=tenant,
+            policy=self._loaded.keys.policy_of(tenant),
+            metric_label=self.metric_label(tenant),
+        )
+
     def _maybe_reload(self) -> None:
         now = time.monotonic()
         if now - self._checked < self.reload_interval:

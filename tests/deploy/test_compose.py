@@ -54,6 +54,7 @@ def test_compose_file_parses_with_a_typed_compose_implementation():
         "grafana",
         "otel-collector",
         "jaeger",
+        "dicom-node",
     }
     with pytest.raises(ValueError):
         PyCompose.from_yaml(
@@ -76,6 +77,23 @@ def test_the_core_starts_without_profiles_the_rest_in_profiles(compose):
     assert gpus[0]["capabilities"] == ["gpu"]
     for name in ("prometheus", "grafana", "otel-collector", "jaeger"):
         assert services[name]["profiles"] == ["observability"], name
+    assert services["dicom-node"]["profiles"] == ["dicom"]
+    assert services["dicom-node"]["build"]["target"] == "gateway"  # no torch
+
+
+def test_the_dicom_node_service(compose):
+    """The DICOM node on 11112 (loopback), its spool on a volume, auth off like the
+    gateway's, and Orthanc told about it as modality `gmaivl` (docs/pacs.md)."""
+    node = compose["services"]["dicom-node"]
+    assert node["command"][0] == "dicom-node"
+    assert node["ports"] == ["127.0.0.1:11112:11112"]
+    env = node["environment"]
+    assert env["GMAIVL_AUTH"] == "off"
+    assert env["GMAIVL_DICOM_SPOOL_DIR"].startswith("/var/cache/gmai-vl/")
+    assert "dicom-spool:/var/cache/gmai-vl" in node["volumes"]
+    assert "dicom-spool" in compose["volumes"]
+    orthanc = compose["services"]["orthanc"]["volumes"]
+    assert any(v.endswith(":/etc/orthanc/dicom-node.json:ro") for v in orthanc)
 
 
 def test_the_core_does_not_wait_on_health_reported_by_the_engine(compose):
@@ -147,9 +165,9 @@ def test_gateways_and_workers_send_traces_to_the_collector(compose):
     services = compose["services"]
     raw = COMPOSE.read_text()
     assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318" in raw
-    for name in ("gateway", "worker", "worker-gpu"):
+    for name in ("gateway", "worker", "worker-gpu", "dicom-node"):
         assert not services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
-    assert raw.count("OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}") == 3
+    assert raw.count("OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}") == 4
     collector = yaml.safe_load((COMPOSE.parent / "k8s/compose/otel-collector.yml").read_text())
     assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
     assert collector["exporters"]["otlp"]["endpoint"] == "jaeger:4317"

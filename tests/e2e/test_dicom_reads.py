@@ -275,8 +275,9 @@ def test_openapi_documents_the_read_api_with_the_issue_field_names(env: Env):
                             "sop_instance_uids", "pacs", "prompt", "dicom", "max_tokens",
                             "priority", "store", "webhook"}  # fmt: skip
     read = schema["components"]["schemas"]["DicomRead"]["properties"]
-    assert set(read) == {"id", "object", "status", "created", "model", "study_instance_uid",
-                         "instances", "answer", "usage", "sr", "error", "requested_by"}  # fmt: skip
+    assert set(read) == {"id", "object", "source", "calling_ae", "status", "created", "model",
+                         "study_instance_uid", "instances", "answer", "usage", "sr", "error",
+                         "requested_by"}  # fmt: skip
 
 
 def test_unknown_study_is_404_and_bad_input_400(env: Env):

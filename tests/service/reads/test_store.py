@@ -79,3 +79,20 @@ async def test_redis_hands_a_silent_gateways_read_to_another(redis_server):
         assert await store.redis.ttl(f"gmaivl:read:{running.id}") > 0
     finally:
         await store.close()
+
+
+async def test_redis_never_hands_over_a_dicom_nodes_read(redis_server):
+    """Only the node that received a study holds its files: a gateway taking its read
+    over would fail it. The node resumes it from its spool when it comes back."""
+    store = RedisReadStore(redis_server.url, ttl=60)
+    try:
+        await store.redis.flushdb()
+        received = a_read(owner="node")
+        received.spec.source, received.spec.files = "dimse", ["/spool/x/1.dcm"]
+        await store.create(received)
+        assert await store.claim_orphan("gateway", stale_after=0) is None
+        stored = await store.get(received.id)
+        assert stored is not None and stored.status == "queued" and stored.owner == "node"
+        assert stored.public()["source"] == "dimse"
+    finally:
+        await store.close()
