@@ -4,6 +4,8 @@ when chosen, so a gateway never imports torch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from service.api.models import ModelCatalog
@@ -23,6 +25,14 @@ from service.security.limits import InMemoryTenantLimiter, TenantLimiter
 from service.security.tokens import TokenVerifier
 
 
+def _checkpoint(settings: Settings) -> Path:
+    """The checkpoint an in-process engine loads, checked before any weight is read."""
+    if settings.model is None:
+        raise ValueError(f"the {settings.engine} engine needs a checkpoint (--model)")
+    check_servable(settings.model)
+    return settings.model
+
+
 def make_engine(settings: Settings) -> Engine:
     if settings.lora and settings.engine not in ("transformers", "vllm"):
         raise ValueError("--lora needs the transformers or the vllm engine")
@@ -35,11 +45,8 @@ def make_engine(settings: Settings) -> Engine:
     if settings.engine == "transformers":
         from service.engines.transformers_engine import TransformersEngine
 
-        if settings.model is None:
-            raise ValueError("the transformers engine needs a checkpoint (--model)")
-        check_servable(settings.model)
         return TransformersEngine(
-            settings.model,
+            _checkpoint(settings),
             device=settings.device,
             max_concurrency=settings.max_concurrency,
             adapters=settings.lora_adapters(),
@@ -47,11 +54,8 @@ def make_engine(settings: Settings) -> Engine:
     if settings.engine == "vllm":
         from service.engines.vllm_engine import VllmEngine
 
-        if settings.model is None:
-            raise ValueError("the vllm engine needs a checkpoint (--model)")
-        check_servable(settings.model)
         return VllmEngine(
-            settings.model,
+            _checkpoint(settings),
             settings.vllm,
             max_num_seqs=settings.max_concurrency,
             limit_images_per_prompt=max(1, settings.images.max_images_per_request),

@@ -6,6 +6,8 @@
     │   ├── ImageFetchFailed           400 (image URL refused, unreachable, slow, HTTP error)
     │   └── RequestTooLarge            413 (body over the limit)
     ├── RequestTimeout                 408 (the body did not arrive in time)
+    ├── UnsupportedMediaType           415 (+ Accept-Encoding) a body in a content coding
+    │                                      other than identity
     ├── UnprocessableImage             422 (decodes badly, truncated, wrong kind)
     ├── AuthenticationFailed           401 (+ WWW-Authenticate) bad/revoked key, refused token
     ├── PermissionDenied               403 (key or token valid; its tenant may not do this, no
@@ -92,6 +94,26 @@ class RequestTimeout(ServiceError):
     status_code = 408
     type = "invalid_request_error"
     code = "request_timeout"
+
+
+class UnsupportedMediaType(ServiceError):
+    """A request body in a content coding the server does not decode (RFC 9110 15.5.16):
+    `accept_encoding` is sent back as Accept-Encoding."""
+
+    status_code = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        accept_encoding: str = "identity",
+        param: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message, param=param, code=code)
+        self.accept_encoding = accept_encoding
 
 
 class AuthenticationFailed(ServiceError):
@@ -248,6 +270,8 @@ def to_error_response(exc: ServiceError) -> ErrorResponse:
         # RFC 6750: a refused access token says so (a client renews); keys get the bare scheme.
         token = exc.code in ("invalid_token", "token_expired")
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if token else "Bearer"
+    if isinstance(exc, UnsupportedMediaType):
+        headers["Accept-Encoding"] = exc.accept_encoding
     return ErrorResponse(
         status_code=exc.status_code,
         body=error_body(exc.message, exc.type, exc.param, exc.code),

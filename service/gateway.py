@@ -106,7 +106,7 @@ def build_gateway_app(
         if not reachable:
             alive = False
         elif catalog.announced is not None:  # any model's worker: one down model is a 503
-            alive = any(m.live_workers > 0 for m in await catalog.announced())
+            alive = bool(await catalog.live()) and catalog.answering
         else:
             alive = await queue.live_workers() > 0
         return {

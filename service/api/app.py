@@ -128,6 +128,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_json(errors.InvalidRequest(message, param=param, code="invalid_request"))
 
 
+_UNION_BRANCHES = frozenset({"str", "int", "float", "bool"})
+
+
 def _param_path(loc: tuple[object, ...]) -> str | None:
     """pydantic's location as the field path a client sent: without the union branch
     names (`str`, `list[...]`, `tagged-union[...]`) and the discriminator value that
@@ -142,7 +145,7 @@ def _param_path(loc: tuple[object, ...]) -> str | None:
             or (path and part == path[-1])
         ):
             continue
-        if part == "str" and path and path[-1] in ("content", "input"):
+        if part in _UNION_BRANCHES:  # `stop.str`, `content.str`: the branch tried
             continue
         path.append(part)
     return ".".join(path) or None

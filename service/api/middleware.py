@@ -1,6 +1,7 @@
 """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): request ids,
-authentication, body size and arrival-time limits, the per-request metrics, and one
-audit event per request (allowed or refused) outside the public routes."""
+authentication, the body's content coding (identity only: 415), its size and arrival-time
+limits, the per-request metrics, and one audit event per request (allowed or refused)
+outside the public routes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -73,6 +75,26 @@ def route_label(path: str) -> str:
     return "other"
 
 
+# Request bodies are read as sent: no content coding is decoded (a gzip body would
+# be parsed as bad JSON, a `br` one as garbage), so every coding but identity is
+# refused, as RFC 9110 says, naming what is accepted (docs/api.md).
+ACCEPTED_ENCODING = "identity"
+UNSUPPORTED_ENCODING = errors.UnsupportedMediaType(
+    "The request body's Content-Encoding is not supported; send it uncompressed.",
+    accept_encoding=ACCEPTED_ENCODING,
+)
+
+
+def identity_coded(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Every Content-Encoding header (there may be several) lists identity only."""
+    for name, value in headers:
+        if name.lower() == b"content-encoding":
+            for coding in value.split(b","):
+                if coding.strip().lower() not in (b"", ACCEPTED_ENCODING.encode()):
+                    return False
+    return True
+
+
 def route_family(path: str) -> str | None:
     """Which family a route belongs to, for a scope the IdP's tokens must carry
     (GMAIVL_OIDC_REQUIRED_SCOPES): chat, reads, pacs, ops."""
@@ -96,24 +118,18 @@ def request_id_from(header: bytes | None) -> str:
     return uuid.uuid4().hex
 
 
+@dataclass(eq=False)
 class GatewayMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        metrics: ServiceMetrics,
-        max_body_bytes: int,
-        body_timeout: float = 30.0,
-        audit: AuditSink | None = None,
-        auth: Authenticator | None = None,
-        user_pseudonym_secret: bytes | None = None,
-    ) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout = body_timeout
-        self.audit = audit
-        self.auth = auth
-        self.user_pseudonym_secret = user_pseudonym_secret  # HMAC key of the trace attribute
+    """Wraps `app` (Starlette's `add_middleware` passes the rest as keywords);
+    `user_pseudonym_secret` is the HMAC key of the trace attribute."""
+
+    app: ASGIApp
+    metrics: ServiceMetrics
+    max_body_bytes: int
+    body_timeout: float = 30.0
+    audit: AuditSink | None = None
+    auth: Authenticator | None = None
+    user_pseudonym_secret: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -159,18 +175,18 @@ class GatewayMiddleware:
                         route_family(scope["path"]),
                     )
                 except errors.ServiceError as exc:  # 401, 403 for a user, 503 IdP unknown
-                    self.metrics.rejections.labels(exc.code or "invalid_api_key").inc()
-                    if event is not None:
-                        event.outcome = exc.code or "invalid_api_key"
-                        if isinstance(exc, UserRefused):  # verified: who was refused
-                            event.sub, event.iss = exc.identity.sub, exc.identity.iss
-                    await self._refuse(send_with_id, exc)
+                    if event is not None and isinstance(exc, UserRefused):
+                        event.sub, event.iss = exc.identity.sub, exc.identity.iss  # who was refused
+                    await self._reject(send_with_id, event, exc)
                     return
                 facts.principal = principal
                 if event is not None:
                     event.key_id, event.tenant = principal.key_id, principal.tenant
                     if principal.identity is not None:
                         event.sub, event.iss = principal.identity.sub, principal.identity.iss
+            if not identity_coded(scope["headers"]):
+                await self._reject(send_with_id, event, UNSUPPORTED_ENCODING)
+                return
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 await self._too_large(send_with_id, event)
@@ -187,10 +203,7 @@ class GatewayMiddleware:
             exc = errors.RequestTimeout(
                 f"The request body did not arrive within {self.body_timeout:g} seconds."
             )
-            self.metrics.rejections.labels("request_timeout").inc()
-            if event is not None:
-                event.outcome = "request_timeout"
-            await self._refuse(send_with_id, exc)
+            await self._reject(send_with_id, event, exc)
         except Exception as exc:  # the last line: nothing unexpected leaves
             # Handled here rather than re-raised: Starlette's outermost middleware would
             # re-raise it to the server, which logs the message (it may quote input).
@@ -287,13 +300,17 @@ class GatewayMiddleware:
         return capped
 
     async def _too_large(self, send: Send, event: AuditEvent | None) -> None:
-        self.metrics.rejections.labels("request_too_large").inc()
+        limit = self.max_body_bytes
+        exc = errors.RequestTooLarge(f"The request body is larger than {limit} bytes.")
+        await self._reject(send, event, exc)
+
+    async def _reject(self, send: Send, event: AuditEvent | None, exc: errors.ServiceError) -> None:
+        """Refused before the app: counted by its code, on the audit event, answered."""
+        code = errors.code_of(exc)
+        self.metrics.rejections.labels(code).inc()
         if event is not None:
-            event.outcome = "request_too_large"
-        await self._refuse(
-            send,
-            errors.RequestTooLarge(f"The request body is larger than {self.max_body_bytes} bytes."),
-        )
+            event.outcome = code
+        await self._refuse(send, exc)
 
     @staticmethod
     async def _refuse(send: Send, exc: errors.ServiceError) -> None:

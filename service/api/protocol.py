@@ -13,26 +13,41 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from service.core.lanes import Lane
 from service.media.dicom import DicomOptions
 from service.media.windowing import MAX_WINDOW_VALUE, PRESETS, Window
 
 
-class _Request(BaseModel):
-    """Request models refuse NaN and Infinity (pydantic's JSON parser accepts the
-    literals, and a large exponent such as 1e999 parses as Infinity)."""
+class StrictRequest(BaseModel):
+    """The base of every request model. Types are strict, as OpenAI's: a number is a
+    JSON number, a boolean a JSON boolean (`"temperature": "0.5"`, `"max_tokens": true`,
+    `"include_usage": "yes"` are 400 naming the field, never guessed). NaN and
+    Infinity are refused (pydantic's JSON parser accepts the literals, and a large
+    exponent such as 1e999 parses as Infinity)."""
 
-    model_config = ConfigDict(allow_inf_nan=False)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
 
-class TextPart(_Request):
+# A lane by its name. Lax only so that a body validated from Python objects (FastAPI's
+# path for a parsed body) takes the name as strict JSON parsing does; lanes are strings.
+LaneName = Annotated[Lane, Field(strict=False)]
+
+
+class TextPart(StrictRequest):
     type: Literal["text"]
     text: str
 
 
-class WindowSpec(_Request):
+class WindowSpec(StrictRequest):
     """An explicit window in modality units (HU for CT)."""
 
     center: float = Field(ge=-MAX_WINDOW_VALUE, le=MAX_WINDOW_VALUE)
@@ -40,7 +55,7 @@ class WindowSpec(_Request):
     function: Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"] = "LINEAR"
 
 
-class DicomImageOptions(_Request):
+class DicomImageOptions(StrictRequest):
     """Extension: how a DICOM image is rendered. `window` is a preset name or
     {center, width}; `frames` are 1-based frame numbers (default: the middle frame)."""
 
@@ -63,7 +78,7 @@ class DicomImageOptions(_Request):
         return DicomOptions(window=window, frames=tuple(self.frames or ()))
 
 
-class ImageURL(_Request):
+class ImageURL(StrictRequest):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
     dicom: DicomImageOptions | None = Field(None, description="Extension: DICOM rendering.")
@@ -73,7 +88,7 @@ class ImageURL(_Request):
         return len(self.dicom.frames) if self.dicom and self.dicom.frames else 1
 
 
-class ImagePart(_Request):
+class ImagePart(StrictRequest):
     type: Literal["image_url"]
     image_url: ImageURL
 
@@ -81,19 +96,29 @@ class ImagePart(_Request):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
-class ChatMessage(_Request):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+class ChatMessage(StrictRequest):
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart] | None = Field(None, validate_default=True)
     name: str | None = None
 
+    @field_validator("content")
+    @classmethod
+    def content_unless_assistant(
+        cls, value: str | list[ContentPart] | None, info: ValidationInfo
+    ) -> str | list[ContentPart] | None:
+        # As OpenAI: only an assistant message (one that called a tool) may have none.
+        if value is None and info.data.get("role", "assistant") != "assistant":
+            raise ValueError("only an assistant message may have no content")
+        return value
 
-class StreamOptions(_Request):
+
+class StreamOptions(StrictRequest):
     include_usage: bool = False
 
 
-class JSONSchema(_Request):
+class JSONSchema(StrictRequest):
     name: str = Field(max_length=64)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema")
@@ -110,19 +135,19 @@ class JSONSchema(_Request):
         return value
 
 
-class ResponseFormat(_Request):
+class ResponseFormat(StrictRequest):
     """`text`, `json_object`, or `json_schema` (structured output, engine permitting)."""
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchema | None = None
 
 
-class _KeepsUnknownFields(_Request):
+class _KeepsUnknownFields(StrictRequest):
     """A request whose unknown fields are kept aside (`model_extra`): OpenAI parameters
     this server does not honour are refused by name (api/parameters.py), the rest
     ignored. No NaN or Infinity among them either."""
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def finite_extras(self) -> Self:
@@ -154,7 +179,7 @@ class ChatCompletionRequest(_KeepsUnknownFields):
     )
     user: str | None = None
     response_format: ResponseFormat | None = None
-    priority: Lane | None = Field(None, description="Extension: the priority lane.")
+    priority: LaneName | None = Field(None, description="Extension: the priority lane.")
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:

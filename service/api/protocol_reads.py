@@ -5,21 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from service.api.protocol import DicomImageOptions, WindowSpec
-from service.core.lanes import Lane
+from service.api.protocol import DicomImageOptions, LaneName, StrictRequest, WindowSpec
 from service.media.dicomweb import UID_MAX, UID_PATTERN
 from service.reads.service import ReadOrder
 
 Uid = Annotated[str, Field(pattern=UID_PATTERN, max_length=UID_MAX)]
 
 
-class ReadRequest(BaseModel):
+class ReadRequest(StrictRequest):
     """Ask for an AI read of a study in a configured PACS; the answer comes back as a
     `dicom.read` object (poll or webhook) and as a DICOM SR stored into the study."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
     model: str = Field(max_length=256)
     study_instance_uid: Uid
@@ -29,7 +28,7 @@ class ReadRequest(BaseModel):
     prompt: str | None = Field(None, min_length=1, description="Default: a findings report.")
     dicom: DicomImageOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
-    priority: Lane | None = None
+    priority: LaneName | None = None
     store: bool = Field(True, description="Store the SR into the PACS with STOW-RS.")
     webhook: str | None = Field(
         None, max_length=2048, description="POSTed the read object when it ends (signed)."

@@ -17,18 +17,19 @@ from pydantic import BaseModel, Field, ValidationError
 
 from service import errors
 from service.api.context import context_of
-from service.api.protocol import ErrorBody, ImageURL
+from service.api.protocol import ErrorBody, ImageURL, StrictRequest
 from service.api.state import AppState
 from service.core.generation import ImageInput
 from service.media.images import png_data_url
 from service.media.resolve import ImageRequest
+from service.serving.limits import check_image_count
 
 router = APIRouter()
 
 PARAM = "image_url"
 
 
-class RenderRequest(BaseModel):
+class RenderRequest(StrictRequest):
     """An image part as a chat request carries it, and an optional thumbnail size."""
 
     image_url: ImageURL
@@ -66,20 +67,11 @@ async def render_image(request: Request) -> RenderResponse:
     part = body.image_url
     ctx = context_of(request)
     principal = ctx.principal
-    cap = principal.policy.max_images_per_request if principal is not None else None
-    if cap is not None and part.image_count() > cap:
-        raise errors.InvalidRequest(
-            f"The part has {part.image_count()} images; your tenant's limit is {cap}.",
-            param=PARAM,
-            code="too_many_images",
-        )
+    if principal is not None:
+        cap = principal.policy.max_images_per_request
+        check_image_count(part.image_count(), cap, param=PARAM, tenant=True)
     limit = state.settings.images.max_images_per_request
-    if part.image_count() > limit:
-        raise errors.InvalidRequest(
-            f"The part has {part.image_count()} images; the limit is {limit}.",
-            param=PARAM,
-            code="too_many_images",
-        )
+    check_image_count(part.image_count(), limit, param=PARAM)
     image_request = ImageRequest(part.url, part.dicom.to_options() if part.dicom else None, PARAM)
     try:
         resolved = await state.media.resolve(image_request)

@@ -15,6 +15,7 @@ from service.config import Settings
 from service.core.generation import SamplingParams
 from service.core.lanes import Lane
 from service.serving.context import lane_from_header, timeout_of
+from service.serving.limits import check_max_tokens
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,7 @@ def lane_of(body: ChatCompletionRequest, header: str | None, default: Lane) -> L
 
 def sampling_of(body: ChatCompletionRequest, settings: Settings) -> SamplingParams:
     max_tokens = body.requested_max_tokens() or settings.max_tokens_default
-    if max_tokens > settings.max_tokens_limit:
-        raise errors.InvalidRequest(
-            f"max_tokens is {max_tokens}; the limit is {settings.max_tokens_limit}.",
-            param="max_tokens",
-            code="max_tokens_too_large",
-        )
+    check_max_tokens(max_tokens, settings.max_tokens_limit)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,

@@ -44,7 +44,7 @@ CHAT_RESPONSES: dict[int | str, dict[str, object]] = {
             "text/event-stream": {"schema": {}},
         },
     },
-    **_errors(400, 401, 403, 404, 408, 413, 422, 429, 499, 500, 503, 504),
+    **_errors(400, 401, 403, 404, 408, 413, 415, 422, 429, 499, 500, 503, 504),
 }
 
 

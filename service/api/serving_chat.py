@@ -36,6 +36,7 @@ from service.metrics import ServiceMetrics
 from service.serving.context import RequestContext
 from service.serving.images import resolve_images
 from service.serving.jobs import Events, JobPath, collect, first_batch, relayed
+from service.serving.limits import check_image_count
 from service.serving.tenancy import TenantCharge, TenantGate
 
 
@@ -189,14 +190,8 @@ class ChatCompletions:
     ) -> ResolvedMessages:
         """Messages in template form, their images resolved concurrently: fetches are
         async I/O, decoding runs in threads, so the event loop stays free."""
-        limits = self.settings.images
-        if plan.image_count > limits.max_images_per_request:
-            raise errors.InvalidRequest(
-                f"The request has {plan.image_count} images (DICOM frames count one each); "
-                f"the limit is {limits.max_images_per_request}.",
-                param="messages",
-                code="too_many_images",
-            )
+        limit = self.settings.images.max_images_per_request
+        check_image_count(plan.image_count, limit, param="messages")
         requests = [
             ImageRequest(
                 ref.part.image_url.url,

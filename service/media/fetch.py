@@ -27,7 +27,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -118,15 +118,30 @@ class SafeFetcher:
         param: str,
         headers: Mapping[str, str] | None = None,
     ) -> Fetched:
-        try:
-            async with asyncio.timeout(self.limits.total_timeout):
-                return await self._fetch(url, policy, accept, content_types, param, headers or {})
-        except TimeoutError as exc:
-            raise errors.ImageFetchFailed(
-                f"Fetching the image took longer than {self.limits.total_timeout:g} s.",
-                param=param,
-                code="image_fetch_timeout",
-            ) from exc
+        target = parse_url(url, param)
+        async with self._within_total_timeout("Fetching the image", param):
+            for _ in range(self.limits.max_redirects + 1):
+                address = await checked_address(target, policy, param)
+                request = self._client.build_request(
+                    "GET",
+                    target.copy_with(host=str(address)),
+                    headers={**(headers or {}), "Accept": accept, "Host": _host_header(target)},
+                    extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+                )
+                with _transport_errors("while connecting", param):
+                    response = await self._client.send(request, stream=True)
+                try:
+                    if response.is_redirect:
+                        target = _redirect_target(target, response, param)
+                        continue
+                    return await self._read(target, response, content_types, param)
+                finally:
+                    await response.aclose()
+        raise errors.ImageFetchFailed(
+            f"More than {self.limits.max_redirects} redirects.",
+            param=param,
+            code="image_url_redirect_refused",
+        )
 
     async def post(
         self,
@@ -143,76 +158,49 @@ class SafeFetcher:
         timeouts); redirects are not followed (a POST body is not replayed elsewhere).
         Any status comes back: the caller decides what counts as delivered."""
         target = parse_url(url, param)
+        async with self._within_total_timeout("The POST", param):
+            address = await checked_address(target, policy, param)
+            request = self._client.build_request(
+                "POST",
+                target.copy_with(host=str(address)),
+                content=content,
+                headers={
+                    **(headers or {}),
+                    "Content-Type": content_type,
+                    "Accept": accept,
+                    "Host": _host_header(target),
+                },
+                extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+            )
+            with _transport_errors("while receiving a POST", param):
+                response = await self._client.send(request, stream=True)
+            try:
+                body = bytearray()
+                with _transport_errors("while answering a POST", param):
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > self.limits.max_bytes:
+                            break  # an answer is read for its status; the rest is dropped
+                return Posted(
+                    response.status_code,
+                    response.headers.get("content-type", ""),
+                    bytes(body[: self.limits.max_bytes]),
+                )
+            finally:
+                await response.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _within_total_timeout(self, what: str, param: str) -> AsyncIterator[None]:
+        """The whole exchange bounded by `total_timeout`; past it, image_fetch_timeout."""
         try:
             async with asyncio.timeout(self.limits.total_timeout):
-                address = await checked_address(target, policy, param)
-                request = self._client.build_request(
-                    "POST",
-                    target.copy_with(host=str(address)),
-                    content=content,
-                    headers={
-                        **(headers or {}),
-                        "Content-Type": content_type,
-                        "Accept": accept,
-                        "Host": _host_header(target),
-                    },
-                    extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-                )
-                with _transport_errors("while receiving a POST", param):
-                    response = await self._client.send(request, stream=True)
-                try:
-                    body = bytearray()
-                    with _transport_errors("while answering a POST", param):
-                        async for chunk in response.aiter_bytes():
-                            body += chunk
-                            if len(body) > self.limits.max_bytes:
-                                break  # an answer is read for its status; the rest is dropped
-                    return Posted(
-                        response.status_code,
-                        response.headers.get("content-type", ""),
-                        bytes(body[: self.limits.max_bytes]),
-                    )
-                finally:
-                    await response.aclose()
+                yield
         except TimeoutError as exc:
             raise errors.ImageFetchFailed(
-                f"The POST took longer than {self.limits.total_timeout:g} s.",
+                f"{what} took longer than {self.limits.total_timeout:g} s.",
                 param=param,
                 code="image_fetch_timeout",
             ) from exc
-
-    async def _fetch(
-        self,
-        url: str,
-        policy: HostPolicy,
-        accept: str,
-        content_types: frozenset[str],
-        param: str,
-        headers: Mapping[str, str],
-    ) -> Fetched:
-        target = parse_url(url, param)
-        for _ in range(self.limits.max_redirects + 1):
-            address = await checked_address(target, policy, param)
-            request = self._client.build_request(
-                "GET",
-                target.copy_with(host=str(address)),
-                headers={**headers, "Accept": accept, "Host": _host_header(target)},
-                extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-            )
-            with _transport_errors("while connecting", param):
-                response = await self._client.send(request, stream=True)
-            try:
-                if response.is_redirect:
-                    target = _redirect_target(target, response, param)
-                    continue
-                return await self._read(target, response, content_types, param)
-            finally:
-                await response.aclose()
-        raise errors.ImageFetchFailed(
-            f"More than {self.limits.max_redirects} redirects.",
-            param=param,
-            code="image_url_redirect_refused",
-        )
 
     async def _read(
         self,

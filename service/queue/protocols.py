@@ -15,8 +15,10 @@
 - `depths()`, `oldest_ages()`, `live_workers()`: what admission, readiness and
   the queue gauges read (for the queue's default model, or the one named).
 - `models()`: the model ids workers announced within `KNOWN_FOR` seconds, each
-  with its parent (LoRA base) and live worker count. The in-process queue
-  returns none: its one worker's model is the process's own.
+  with its parent (LoRA base) and live worker count; `errors.NotReady` when the
+  registry does not answer (never an empty list for it: a gateway would call its
+  models unknown). The in-process queue returns none: its one worker's model is
+  the process's own.
 
 `WorkerQueue` (what a worker needs):
 - `take(timeout)` returns the next job, highest lane first with aging (see

@@ -39,6 +39,7 @@ from service.security.policy import Principal
 from service.serving.context import RequestContext, ServedModel, lane_from_header, timeout_of
 from service.serving.jobs import JobPath
 from service.serving.leases import stop, sweep
+from service.serving.limits import check_image_count, check_max_tokens
 from service.serving.tenancy import TenantCharge, TenantGate
 
 log = logging.getLogger("gmaivl.reads")
@@ -129,12 +130,7 @@ class ReadService:
         chosen = body.files if received else body.sop_instance_uids
         images = len(chosen or [None]) * frames
         self.tenants.check(ctx.principal, body.model, Lane(spec.lane), spec.max_tokens, images)
-        if images > spec.max_images:
-            raise errors.InvalidRequest(
-                f"The read names {images} images; the limit is {spec.max_images}.",
-                param="sop_instance_uids",
-                code="too_many_images",
-            )
+        check_image_count(images, spec.max_images, param="sop_instance_uids")
         if not received and not await self.pacs[spec.pacs].study_exists(  # type: ignore[index]
             body.study_instance_uid
         ):
@@ -166,12 +162,7 @@ class ReadService:
         """The read's parameters, validated, with the server's defaults filled in."""
         settings = self.settings
         max_tokens = body.max_tokens or settings.max_tokens_default
-        if max_tokens > settings.max_tokens_limit:
-            raise errors.InvalidRequest(
-                f"max_tokens is {max_tokens}; the limit is {settings.max_tokens_limit}.",
-                param="max_tokens",
-                code="max_tokens_too_large",
-            )
+        check_max_tokens(max_tokens, settings.max_tokens_limit)
         if body.prompt is not None and len(body.prompt) > settings.max_text_chars:
             raise errors.InvalidRequest(
                 f"The prompt is longer than {settings.max_text_chars} characters.",

@@ -12,15 +12,24 @@ Two URL forms:
   themselves, `ssl=true` for TLS to the data nodes.
 
 Passwords are never logged; `describe_url` gives a URL fit for a log line.
+
+Every user of a client (both queue sides, the tenant limits, the read store)
+asks whether Redis answers with `answers`, closes with `close_quietly`, and turns
+"Redis did not answer" into the retryable `errors.NotReady` with `unavailable`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
+
+from service import errors
 
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -123,3 +132,26 @@ def describe_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{host}{parts.path}"
+
+
+async def answers(redis: aioredis.Redis) -> bool:
+    """Whether a primary answers a PING now (False, not an error, when none does)."""
+    try:
+        return bool(await redis.ping())
+    except RedisError:
+        return False
+
+
+async def close_quietly(redis: aioredis.Redis) -> None:
+    """Close the client's connections; a Redis already gone is no error at shutdown."""
+    with contextlib.suppress(RedisError):
+        await redis.aclose()
+
+
+@contextlib.contextmanager
+def unavailable(message: str, *, retry_after: int | None = None) -> Iterator[None]:
+    """A Redis error inside becomes `errors.NotReady(message)` (503, retryable)."""
+    try:
+        yield
+    except RedisError as exc:
+        raise errors.NotReady(message, retry_after=retry_after) from exc

@@ -62,7 +62,7 @@ from service.core.lanes import LANE_ORDER, Lane
 from service.queue.protocols import KNOWN_FOR, ModelSeen
 from service.redis import keys
 from service.redis.codec import encode_job
-from service.redis.connection import connect
+from service.redis.connection import answers, close_quietly, connect, unavailable
 from service.redis.inbox import UNAVAILABLE, GatewayInbox
 from service.redis.scripts import ADMIT_SCRIPT
 from service.redis.streams import LaneStreams
@@ -261,8 +261,9 @@ class RedisGatewayQueue:
             return 0
 
     async def models(self) -> list[ModelSeen]:
-        """Model ids announced within `KNOWN_FOR` seconds; [] when Redis does not answer."""
-        try:
+        """Model ids announced within `KNOWN_FOR` seconds; `errors.NotReady` when Redis
+        does not answer (not "no models": the catalog keeps the last known set)."""
+        with unavailable("The model registry is unavailable.", retry_after=1):
             seen = await self.redis.zrangebyscore(
                 keys.MODELS, time.time() - KNOWN_FOR, "+inf", withscores=True
             )
@@ -275,8 +276,6 @@ class RedisGatewayQueue:
                 for model in ids:
                     pipe.zcount(keys.workers(model), fresh, "+inf")
                 parents, *live = await pipe.execute()
-        except RedisError:
-            return []
         return [
             ModelSeen(model, (parent or b"").decode() or None, count, last)
             for (model, (_, last), parent, count) in zip(ids, seen, parents, live, strict=True)
@@ -286,15 +285,11 @@ class RedisGatewayQueue:
         return time.time() - (3 * self.heartbeat_interval + 2)
 
     async def ping(self) -> bool:
-        try:
-            return bool(await self.redis.ping())
-        except RedisError:
-            return False
+        return await answers(self.redis)
 
     async def close(self) -> None:
         await self._inbox.stop()
-        with contextlib.suppress(RedisError):
-            await self.redis.aclose()
+        await close_quietly(self.redis)
 
     async def _retry_after(self, model: str, waiting: int) -> int:
         """From the model's cluster-wide completion counter, sampled across calls."""

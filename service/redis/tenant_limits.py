@@ -8,9 +8,8 @@ import uuid
 
 from redis.exceptions import RedisError
 
-from service import errors
 from service.redis import keys
-from service.redis.connection import connect
+from service.redis.connection import close_quietly, connect, unavailable
 from service.redis.scripts import TENANT_ACQUIRE_SCRIPT, TENANT_RELEASE_SCRIPT
 from service.security.limits import WINDOW_SECONDS, Lease, refusal
 from service.security.policy import TenantPolicy
@@ -29,7 +28,8 @@ class RedisTenantLimiter:
 
     async def acquire(self, tenant: str, policy: TenantPolicy, tokens: int, hold: float) -> Lease:
         lease = Lease(uuid.uuid4().hex, tenant, tokens)
-        try:
+        # Fail closed: without the shared counters no gateway can enforce a limit.
+        with unavailable("Rate limiting is unavailable; retry shortly."):
             reply = await self._acquire(
                 keys=[
                     keys.tenant_requests(tenant),
@@ -46,9 +46,6 @@ class RedisTenantLimiter:
                     lease.id,
                 ],
             )
-        except RedisError as exc:
-            # Fail closed: without the shared counters no gateway can enforce a limit.
-            raise errors.NotReady("Rate limiting is unavailable; retry shortly.") from exc
         name = reply[0].decode()
         if name == "ok":
             return lease
@@ -68,4 +65,4 @@ class RedisTenantLimiter:
             )
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await close_quietly(self.redis)

@@ -24,7 +24,7 @@ from service.core.jobs import Job, JobEvent, JobFailed, Restarted
 from service.metrics import ServiceMetrics
 from service.redis import keys
 from service.redis.codec import job_from, parse_job
-from service.redis.connection import connect
+from service.redis.connection import answers, close_quietly, connect, unavailable
 from service.redis.scripts import TAKE_SCRIPT
 from service.redis.streams import LaneStreams
 from service.redis.worker_io import CancelListener, InboxPublisher
@@ -159,7 +159,7 @@ class RedisWorkerQueue:
         """Mark this worker alive for each model id it serves (and announce the ids),
         and keep its in-flight entries from being reclaimed."""
         now = time.time()
-        try:
+        with unavailable("The queue is unavailable."):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for model in self.models:
                     pipe.zadd(keys.workers(model), {self.worker_id: now})
@@ -172,8 +172,6 @@ class RedisWorkerQueue:
                 for stream, entry_id in self._inflight.values():
                     pipe.xclaim(stream, keys.GROUP, self.worker_id, 0, [entry_id], justid=True)
                 await pipe.execute()
-        except RedisError as exc:
-            raise errors.NotReady("The queue is unavailable.") from exc
 
     async def leave(self) -> None:
         """Remove this worker's heartbeats (clean shutdown); the registry keeps the ids,
@@ -185,16 +183,12 @@ class RedisWorkerQueue:
                 await pipe.execute()
 
     async def ping(self) -> bool:
-        try:
-            return bool(await self.redis.ping())
-        except RedisError:
-            return False
+        return await answers(self.redis)
 
     async def close(self) -> None:
         self._cancels.stop()
         self._publisher.stop()
-        with contextlib.suppress(RedisError):
-            await self.redis.aclose()
+        await close_quietly(self.redis)
 
     async def _take_entry(self, *, pop_wake: bool) -> list[Any] | None:
         """One TAKE_SCRIPT call; reclaiming first about once per heartbeat interval."""

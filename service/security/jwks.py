@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -101,26 +101,20 @@ def parse_key(jwk: Any) -> SigningKey | None:
     return SigningKey(jwk["kid"], key, alg)
 
 
+@dataclass(eq=False)
 class JwksCache:
-    def __init__(
-        self,
-        issuer: str,
-        fetch: FetchJson,
-        *,
-        refresh_interval: float = 30.0,
-        max_age: float = 600.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.issuer = issuer
-        self._fetch = fetch
-        self.refresh_interval = refresh_interval
-        self.max_age = max_age
-        self._clock = clock
-        self._metadata: ProviderMetadata | None = None
-        self._keys: dict[str, SigningKey] = {}
-        self._fetched_at: float | None = None  # when the keys in hand were fetched
-        self._attempted_at: float | None = None  # when a fetch was last tried
-        self._lock = asyncio.Lock()
+    issuer: str
+    fetch: FetchJson
+    _: KW_ONLY
+    refresh_interval: float = 30.0
+    max_age: float = 600.0
+    clock: Callable[[], float] = time.monotonic
+    _metadata: ProviderMetadata | None = field(default=None, init=False, repr=False)
+    _keys: dict[str, SigningKey] = field(default_factory=dict, init=False, repr=False)
+    # when the keys in hand were fetched; when a fetch was last tried
+    _fetched_at: float | None = field(default=None, init=False, repr=False)
+    _attempted_at: float | None = field(default=None, init=False, repr=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @property
     def kids(self) -> frozenset[str]:
@@ -147,14 +141,14 @@ class JwksCache:
         await self._refresh()
 
     def _stale(self) -> bool:
-        return self._fetched_at is None or self._clock() - self._fetched_at > self.max_age
+        return self._fetched_at is None or self.clock() - self._fetched_at > self.max_age
 
     async def _refresh(self) -> None:
         attempted = self._attempted_at
         async with self._lock:
             if self._attempted_at != attempted:
                 return  # another request fetched while this one waited: use its result
-            now = self._clock()
+            now = self.clock()
             if attempted is not None and now - attempted < self.refresh_interval:
                 if not self._keys:
                     raise _unavailable()
@@ -179,7 +173,7 @@ class JwksCache:
 
     async def _discover(self) -> ProviderMetadata:
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        raw = _json_object(await self._fetch(url), "discovery document")
+        raw = _json_object(await self.fetch(url), "discovery document")
         if raw.get("issuer") != self.issuer:
             raise _refused("the discovery document names another issuer")
         own = origin(self.issuer)
@@ -203,7 +197,7 @@ class JwksCache:
         )
 
     async def _fetch_keys(self, uri: str) -> dict[str, SigningKey]:
-        raw = _json_object(await self._fetch(uri), "key set")
+        raw = _json_object(await self.fetch(uri), "key set")
         items = raw.get("keys")
         if not isinstance(items, list):
             raise _refused("the key set has no keys")

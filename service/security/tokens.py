@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import jwt
@@ -50,26 +50,17 @@ def expired() -> errors.AuthenticationFailed:
     return errors.AuthenticationFailed("The access token has expired.", code="token_expired")
 
 
+@dataclass(eq=False)
 class TokenVerifier:
-    def __init__(
-        self,
-        issuer: str,
-        audience: str,
-        jwks: JwksCache,
-        *,
-        leeway: float = 30.0,
-        max_token_bytes: int = 8192,
-        cache_size: int = 4096,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.issuer = issuer
-        self.audience = audience
-        self.jwks = jwks
-        self.leeway = leeway
-        self.max_token_bytes = max_token_bytes
-        self.cache_size = cache_size
-        self._clock = clock
-        self._verified: dict[bytes, VerifiedToken] = {}
+    issuer: str
+    audience: str
+    jwks: JwksCache
+    _: KW_ONLY
+    leeway: float = 30.0
+    max_token_bytes: int = 8192
+    cache_size: int = 4096
+    clock: Callable[[], float] = time.time
+    _verified: dict[bytes, VerifiedToken] = field(default_factory=dict, init=False, repr=False)
 
     async def verify(self, token: str) -> VerifiedToken:
         if len(token) > self.max_token_bytes:
@@ -77,7 +68,7 @@ class TokenVerifier:
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         known = self._verified.get(digest)
         if known is not None:
-            if self._clock() <= known.expires_at:
+            if self.clock() <= known.expires_at:
                 return known
             del self._verified[digest]
             raise expired()
@@ -155,7 +146,7 @@ class TokenVerifier:
         if self.cache_size <= 0:
             return
         if len(self._verified) >= self.cache_size:
-            now = self._clock()
+            now = self.clock()
             for old in [d for d, v in self._verified.items() if v.expires_at < now]:
                 del self._verified[old]
             while len(self._verified) >= self.cache_size:

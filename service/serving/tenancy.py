@@ -12,6 +12,7 @@ from service.core.lanes import Lane
 from service.metrics import ServiceMetrics
 from service.security.limits import Lease, TenantLimiter
 from service.security.policy import Principal
+from service.serving.limits import check_image_count, check_max_tokens
 
 HOLD_GRACE = 30.0  # a lease outlives its request's deadline by this much before it expires
 
@@ -55,20 +56,8 @@ class TenantGate:
                     param="priority",
                     code="priority_not_allowed",
                 )
-            cap = policy.max_images_per_request
-            if cap is not None and images > cap:
-                raise errors.InvalidRequest(
-                    f"The request has {images} images; your tenant's limit is {cap}.",
-                    param="messages",
-                    code="too_many_images",
-                )
-            tpm = policy.tokens_per_minute
-            if tpm is not None and max_tokens > tpm:
-                raise errors.InvalidRequest(
-                    f"max_tokens is {max_tokens}; your tenant's limit is {tpm} tokens per minute.",
-                    param="max_tokens",
-                    code="max_tokens_too_large",
-                )
+            check_image_count(images, policy.max_images_per_request, param="messages", tenant=True)
+            check_max_tokens(max_tokens, policy.tokens_per_minute, tenant=True)
         except errors.ServiceError as exc:
             self._count(principal, exc.code or "refused")
             raise

@@ -12,6 +12,12 @@ from service import errors
         (errors.RequestTooLarge("m"), 413, "invalid_request_error", "request_too_large"),
         (errors.UnprocessableImage("m"), 422, "invalid_request_error", "unprocessable_image"),
         (errors.RequestTimeout("m"), 408, "invalid_request_error", "request_timeout"),
+        (
+            errors.UnsupportedMediaType("m", accept_encoding="identity"),
+            415,
+            "invalid_request_error",
+            "unsupported_media_type",
+        ),
         (errors.AuthenticationFailed("m"), 401, "authentication_error", "invalid_api_key"),
         (errors.PermissionDenied("m"), 403, "permission_error", "permission_denied"),
         (errors.ModelNotFound("m"), 404, "invalid_request_error", "model_not_found"),
@@ -50,6 +56,11 @@ def test_tenant_limit_carries_retry_after_and_401_asks_for_a_bearer_key():
     assert errors.to_error_response(limited).headers == {"Retry-After": "12"}
     denied = errors.to_error_response(errors.AuthenticationFailed("m"))
     assert denied.headers == {"WWW-Authenticate": "Bearer"}
+
+
+def test_unsupported_media_type_names_the_accepted_encoding():
+    refused = errors.UnsupportedMediaType("m", accept_encoding="identity")
+    assert errors.to_error_response(refused).headers == {"Accept-Encoding": "identity"}
 
 
 def test_param_and_code_override():

@@ -17,18 +17,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator
 
-from service.api.protocol import DicomImageOptions, JSONSchema, _KeepsUnknownFields, _Request
-from service.core.lanes import Lane
+from service.api.protocol import (
+    DicomImageOptions,
+    JSONSchema,
+    LaneName,
+    StrictRequest,
+    _KeepsUnknownFields,
+)
 
 
-class InputText(_Request):
+class InputText(StrictRequest):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     type: Literal["input_text"]
     text: str
 
 
-class OutputText(_Request):
+class OutputText(StrictRequest):
     """An earlier answer replayed as input (an assistant message; the Agents SDK sends these)."""
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
@@ -37,7 +42,7 @@ class OutputText(_Request):
     text: str
 
 
-class InputImage(_Request):
+class InputImage(StrictRequest):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     type: Literal["input_image"]
@@ -47,7 +52,7 @@ class InputImage(_Request):
     dicom: DicomImageOptions | None = Field(None, description="Extension: DICOM rendering.")
 
 
-class OtherPart(_Request):
+class OtherPart(StrictRequest):
     """A content part of a kind not served here (refused by name)."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -73,7 +78,7 @@ ContentPart = Annotated[
 ]
 
 
-class InputMessage(_Request):
+class InputMessage(StrictRequest):
     """A message input item (`type` may be left out, as in OpenAI's easy form)."""
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
@@ -85,7 +90,7 @@ class InputMessage(_Request):
     status: str | None = None
 
 
-class OtherItem(_Request):
+class OtherItem(StrictRequest):
     """An input item of a kind not served here (tool calls, reasoning, references)."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -112,7 +117,7 @@ class TextFormat(JSONSchema):
     name: str | None = Field(None, max_length=64)  # type: ignore[assignment]
 
 
-class TextConfig(_Request):
+class TextConfig(StrictRequest):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     format: TextFormat | None = None
@@ -135,7 +140,7 @@ class ResponseCreateRequest(_KeepsUnknownFields):
     background: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     include: list[str] | None = None
-    priority: Lane | None = Field(None, description="Extension: the priority lane.")
+    priority: LaneName | None = Field(None, description="Extension: the priority lane.")
 
     @field_validator("metadata")
     @classmethod

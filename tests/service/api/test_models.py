@@ -135,3 +135,52 @@ def test_tenant_policy_holds_per_model_behind_one_gateway(redis_server, tmp_path
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "model_not_allowed"
         assert call("all", "general").status_code == 200
+
+
+def failing_after(answers: int, *seen: ModelSeen):
+    """A registry that answers `answers` times, then does not (Redis is down)."""
+    calls = []
+
+    async def read() -> list[ModelSeen]:
+        calls.append(1)
+        if len(calls) > answers:
+            raise errors.NotReady("The model registry is unavailable.", retry_after=1)
+        return list(seen)
+
+    read.calls = calls  # type: ignore[attr-defined]
+    return read
+
+
+async def test_registry_outage_keeps_the_last_known_set_with_its_age():
+    now = time.time()
+    catalog = ModelCatalog(
+        {"configured": None},
+        failing_after(1, ModelSeen("live", None, 1, now)),
+        cache_seconds=0,
+    )
+    await catalog.check("live")
+    assert catalog.age() is not None and catalog.answering
+    for model in ("live", "configured"):
+        with pytest.raises(errors.NotReady) as err:
+            await catalog.check(model)
+        assert err.value.code == "not_ready" and err.value.retry_after
+    with pytest.raises(errors.ModelNotFound):
+        await catalog.check("never-seen")
+    assert [m.id for m in await catalog.live()] == ["live"]
+    assert not catalog.answering and catalog.age() >= 0
+
+
+async def test_registry_never_answered_nothing_is_called_unknown():
+    catalog = ModelCatalog({}, failing_after(0), cache_seconds=0)
+    with pytest.raises(errors.NotReady) as err:
+        await catalog.check("anything")
+    assert not isinstance(err.value, errors.ModelUnavailable) and catalog.age() is None
+
+
+async def test_a_failed_registry_read_is_cached_too():
+    read = failing_after(0)
+    catalog = ModelCatalog({}, read, cache_seconds=60)
+    for _ in range(5):
+        with pytest.raises(errors.NotReady):
+            await catalog.check("m")
+    assert len(read.calls) == 1  # type: ignore[attr-defined]

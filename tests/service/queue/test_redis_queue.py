@@ -204,3 +204,41 @@ async def test_a_job_lost_with_redis_is_resubmitted_under_a_new_attempt():
     finally:
         await queue.close()
         server.stop()
+
+
+async def test_known_models_stay_known_while_redis_does_not_answer():
+    """A discovery-mode gateway (no configured model) while Redis is down: the registry
+    read is `not_ready`, not "no models"; the catalog keeps the last set with its age,
+    a model in it is 503 `not_ready` (retryable), one never seen 404; back to normal
+    once Redis answers."""
+    from service.api.models import ModelCatalog
+    from service.processes import RedisServer
+
+    server = RedisServer().start()
+    gateway = RedisGatewayQueue(server.url, model="unused")
+    worker = RedisWorkerQueue(server.url, model="served")
+    catalog = ModelCatalog({}, gateway.models, cache_seconds=0)
+    try:
+        await worker.heartbeat()
+        assert (await catalog.check("served")).live_workers == 1
+        server.stop()
+        with pytest.raises(errors.NotReady):
+            await gateway.models()
+        with pytest.raises(errors.NotReady) as err:
+            await catalog.check("served")
+        assert not isinstance(err.value, errors.ModelNotFound)
+        response = errors.to_error_response(err.value)
+        assert response.status_code == 503 and response.body["error"]["code"] == "not_ready"
+        assert int(response.headers["Retry-After"]) >= 1
+        with pytest.raises(errors.ModelNotFound):
+            await catalog.check("never-seen")
+        assert [m.id for m in await catalog.live()] == ["served"]  # the last known list
+        assert catalog.age() is not None and catalog.age() >= 0
+        server.start()  # same port, empty: the worker announces itself again
+        await worker.heartbeat()
+        assert (await catalog.check("served")).live_workers == 1
+        assert catalog.answering
+    finally:
+        for q in (gateway, worker):
+            await q.close()
+        server.stop()

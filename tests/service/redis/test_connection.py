@@ -60,3 +60,24 @@ async def test_client_follows_the_sentinels_to_the_primary(tmp_path):
         await client.aclose()
     finally:
         group.close()
+
+
+async def test_every_user_sees_a_dead_redis_alike():
+    """The helpers both queue sides and the tenant limiter share: a server that does not
+    answer is `answers() == False`, its errors are 503 `not_ready`, closing is quiet."""
+    from service import errors
+    from service.processes import RedisServer
+    from service.redis.connection import answers, close_quietly, unavailable
+
+    server = RedisServer().start()
+    client = connect(server.url)
+    try:
+        assert await answers(client)
+        server.stop()
+        assert not await answers(client)
+        with pytest.raises(errors.NotReady) as err, unavailable("gone", retry_after=2):
+            await client.get("k")
+        assert (err.value.code, err.value.retry_after) == ("not_ready", 2)
+    finally:
+        await close_quietly(client)
+        server.stop()
