@@ -265,8 +265,7 @@ class ResponsesService:
             done = await self._guarded(started, watch, work, chat_input, history)
         finally:
             tracing.end_span(span)
-        await started.events.aclose()
-        await started.release(done.finish.usage)
+        await started.finish(done.finish.usage)
         answer = running.body(status_of(done.finish), done.text, done.finish, done.logprobs)
         if running.store:
             await self._save(running, answer)
@@ -365,10 +364,8 @@ class ResponsesService:
                 yield "".join(out)
                 out = []
         finally:
-            # Closing the stream before its end (the client left) cancels the job.
-            await started.events.aclose()
             tracing.end_span(span, completed=usage is not None)
-            await started.release(usage)
+            await started.finish(usage)  # before the end (the client left): cancels the job
 
     async def _save(self, running: Running, answer: dict[str, Any]) -> None:
         await self.store.create(
@@ -429,8 +426,7 @@ class ResponsesService:
                 record.response = running.body(status, done.text, done.finish, done.logprobs)
             await self.store.update(record)  # refused when it was cancelled meanwhile
         finally:
-            await started.events.aclose()
-            await started.release(usage)
+            await started.finish(usage)
 
     async def cancel(self, response_id: str, tenant: str | None) -> dict[str, Any]:
         record = await self.store.get(response_id, tenant)
