@@ -52,7 +52,7 @@ class ResolvedMessages:
 class Started:
     """A chat request planned, admitted, its images resolved and its job submitted:
     what an endpoint renders (chat here, Responses in `responses_api`). Whoever holds
-    it ends it: `release(usage)` when the answer is out, or `abandon()`."""
+    it ends it: `finish(usage)` when the answer is out, or `abandon()`."""
 
     job: Job
     plan: RequestPlan
@@ -69,13 +69,18 @@ class Started:
             if self.charge is not None:
                 await self.charge.release(usage)
 
+    async def finish(self, usage: Usage | None) -> None:
+        """The answer is out (or the client left): close the events, which cancels a job
+        still running, and settle the charge."""
+        await self.events.aclose()
+        await self.release(usage)
+
     async def abandon(self) -> None:
         """Gone, failed or late: stop the work, close the events, free the charge."""
         try:
             await self.jobs.cancel(self.job.id)
         finally:
-            await self.events.aclose()
-            await self.release(None)
+            await self.finish(None)
 
 
 _UNTRACED = contextlib.nullcontext()
@@ -117,8 +122,7 @@ class ChatCompletions:
                 raise
             finally:
                 tracing.end_span(response_span)
-            await started.events.aclose()
-            await started.release(usage)
+            await started.finish(usage)
             return answer
         response_span = tracing.start_span("response", {"gmaivl.stream": True})
         try:
@@ -265,10 +269,8 @@ class ChatCompletions:
                 yield "".join(out)
                 out = []
         finally:
-            # Closing the event stream before its end (the client left) cancels the job.
-            await started.events.aclose()
             tracing.end_span(response_span, completed=usage is not None)
-            await started.release(usage)
+            await started.finish(usage)  # before the end (the client left): cancels the job
 
     def observe_ttft(self, started: Started, ctx: RequestContext) -> None:
         """Time to first token, from the request's arrival, by model and lane."""

@@ -29,22 +29,8 @@ import ssl
 from typing import Any
 
 from pydicom import config as pydicom_config
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom import uid as pydicom_uid
+from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.presentation import StoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -58,19 +44,19 @@ log = logging.getLogger("gmaivl.dicom_node")
 
 # Transfer syntaxes our DICOM pipeline decodes (pydicom + the pylibjpeg plugins).
 TRANSFER_SYNTAXES: list[str] = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
+    pydicom_uid.ExplicitVRLittleEndian,
+    pydicom_uid.ImplicitVRLittleEndian,
+    pydicom_uid.DeflatedExplicitVRLittleEndian,
+    pydicom_uid.ExplicitVRBigEndian,
+    pydicom_uid.JPEGBaseline8Bit,
+    pydicom_uid.JPEGExtended12Bit,
+    pydicom_uid.JPEGLossless,
+    pydicom_uid.JPEGLosslessSV1,
+    pydicom_uid.JPEGLSLossless,
+    pydicom_uid.JPEGLSNearLossless,
+    pydicom_uid.JPEG2000Lossless,
+    pydicom_uid.JPEG2000,
+    pydicom_uid.RLELossless,
 ]
 STORED = 0x0000
 OUT_OF_RESOURCES = 0xA700

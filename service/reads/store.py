@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from service.core.leases import OneProcessLeases
 from service.reads.model import Read
 
 
@@ -39,7 +40,7 @@ class ReadStore(Protocol):
     async def close(self) -> None: ...
 
 
-class InMemoryReadStore:
+class InMemoryReadStore(OneProcessLeases):
     """Records in a dict: the embedded default (lost on restart, docs/pacs.md).
     Bounded: the oldest terminal reads are dropped beyond `max_reads`."""
 
@@ -69,15 +70,6 @@ class InMemoryReadStore:
 
     async def get_sr(self, read_id: str) -> bytes | None:
         return self._srs.get(read_id)
-
-    async def renew(self, read_id: str, owner: str) -> None:
-        return None  # one process: its reads end with it
-
-    async def claim_orphan(self, owner: str, stale_after: float) -> Read | None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
     def _evict(self) -> None:
         for read_id in list(self._reads):

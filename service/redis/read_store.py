@@ -13,7 +13,7 @@ import time
 
 from service.reads.model import ACTIVE, TERMINAL, Read
 from service.redis import keys
-from service.redis.connection import connect
+from service.redis.leases import LeasedRecords
 from service.redis.scripts import claim_orphan_script, lua_set
 
 # KEYS: record, running set. ARGV: new JSON, ttl, terminal (0/1), read id, now.
@@ -39,12 +39,17 @@ CLAIM_SCRIPT = claim_orphan_script(
 )
 
 
-class RedisReadStore:
+class RedisReadStore(LeasedRecords[Read]):
     def __init__(self, url: str, ttl: int) -> None:
-        self.redis = connect(url)
-        self.ttl = ttl
-        self._update = self.redis.register_script(UPDATE_SCRIPT)
-        self._claim = self.redis.register_script(CLAIM_SCRIPT)
+        super().__init__(
+            url,
+            ttl,
+            keys.READS_RUNNING,
+            keys.read_record,
+            Read.from_json,
+            UPDATE_SCRIPT,
+            CLAIM_SCRIPT,
+        )
 
     async def create(self, read: Read) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -68,20 +73,3 @@ class RedisReadStore:
 
     async def get_sr(self, read_id: str) -> bytes | None:
         return await self.redis.get(keys.read_sr(read_id))
-
-    async def renew(self, read_id: str, owner: str) -> None:
-        await self.redis.zadd(keys.READS_RUNNING, {read_id: time.time()}, xx=True)
-
-    async def claim_orphan(self, owner: str, stale_after: float) -> Read | None:
-        now = time.time()
-        raw = await self._claim(
-            keys=[keys.READS_RUNNING], args=[now - stale_after, now, keys.read_record("")]
-        )
-        if not raw:
-            return None
-        read = Read.from_json(raw)
-        read.owner = owner
-        return read
-
-    async def close(self) -> None:
-        await self.redis.aclose()

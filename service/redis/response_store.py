@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from service.redis import keys
-from service.redis.connection import connect
+from service.redis.leases import LeasedRecords
 from service.redis.scripts import claim_orphan_script, lua_set
 from service.responses.store import ACTIVE, TERMINAL, StoredResponse, visible
 
@@ -37,12 +37,17 @@ return 1
 CLAIM_SCRIPT = claim_orphan_script("{record}['response']['status']", ACTIVE)
 
 
-class RedisResponseStore:
+class RedisResponseStore(LeasedRecords[StoredResponse]):
     def __init__(self, url: str, ttl: int) -> None:
-        self.redis = connect(url)
-        self.ttl = ttl
-        self._update = self.redis.register_script(UPDATE_SCRIPT)
-        self._claim = self.redis.register_script(CLAIM_SCRIPT)
+        super().__init__(
+            url,
+            ttl,
+            keys.RESPONSES_RUNNING,
+            keys.response_record,
+            StoredResponse.from_json,
+            UPDATE_SCRIPT,
+            CLAIM_SCRIPT,
+        )
 
     async def create(self, record: StoredResponse) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -78,21 +83,3 @@ class RedisResponseStore:
             pipe.zrem(keys.RESPONSES_RUNNING, response_id)
             deleted, _ = await pipe.execute()
         return bool(deleted)
-
-    async def renew(self, response_id: str, owner: str) -> None:
-        await self.redis.zadd(keys.RESPONSES_RUNNING, {response_id: time.time()}, xx=True)
-
-    async def claim_orphan(self, owner: str, stale_after: float) -> StoredResponse | None:
-        now = time.time()
-        raw = await self._claim(
-            keys=[keys.RESPONSES_RUNNING],
-            args=[now - stale_after, now, keys.response_record("")],
-        )
-        if not raw:
-            return None
-        record = StoredResponse.from_json(raw)
-        record.owner = owner
-        return record
-
-    async def close(self) -> None:
-        await self.redis.aclose()

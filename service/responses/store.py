@@ -32,6 +32,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
+from service.core.leases import OneProcessLeases
+
 Status = Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "incomplete", "failed", "cancelled"})
 ACTIVE: frozenset[str] = frozenset({"queued", "in_progress"})  # a background response at work
@@ -98,7 +100,7 @@ class ResponseStore(Protocol):
     async def close(self) -> None: ...
 
 
-class InMemoryResponseStore:
+class InMemoryResponseStore(OneProcessLeases):
     """Records in an ordered dict (oldest first): the embedded default. Bounded by
     `max_responses`; the oldest finished records go first, then the oldest at all."""
 
@@ -146,15 +148,6 @@ class InMemoryResponseStore:
             return False
         del self._records[response_id]
         return True
-
-    async def renew(self, response_id: str, owner: str) -> None:
-        return None  # one process: its background responses end with it
-
-    async def claim_orphan(self, owner: str, stale_after: float) -> StoredResponse | None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
     def _evict(self) -> None:
         for response_id in list(self._records):

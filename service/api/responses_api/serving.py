@@ -16,10 +16,11 @@ response, and `previous_response_id` and `background` are 400.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -56,6 +57,8 @@ from service.serving.leases import stop, sweep
 log = logging.getLogger("gmaivl.responses")
 
 T = TypeVar("T")
+# How a chat error is told in Responses terms (its `param`, the conversation), per request.
+Renaming = Callable[[errors.ServiceError], errors.ServiceError]
 MAX_CHAIN = 256  # previous_response_id hops followed at most (each hop is a stored response)
 
 
@@ -126,10 +129,11 @@ class ResponsesService:
         history = await self._history(body.previous_response_id, ctx.tenant)
         chat_input = to_chat_input(body.instructions, history, body.input_items())
         chat_body = self._chat_request(body, chat_input, ctx)
+        rename = functools.partial(_renamed, chat_input=chat_input, history=history)
         try:
             started = await self.chat.start(chat_body, ctx)
         except errors.ServiceError as exc:
-            raise _renamed(exc, chat_input, history) from None
+            raise rename(exc) from None
         running = Running(
             # the job's id is a fresh uuid4 already (never the client's): one random draw
             id="resp_" + started.job.id,
@@ -150,8 +154,8 @@ class ResponsesService:
             await started.abandon()
             raise
         if body.stream:
-            return await self._open_stream(running, ctx, watch, chat_input, history)
-        return await self._answer(running, ctx, watch, chat_input, history)
+            return await self._open_stream(running, ctx, watch, rename)
+        return await self._answer(running, ctx, watch, rename)
 
     def _check(self, body: ResponseCreateRequest) -> bool:
         """Refusals that need no work, and whether the response is stored."""
@@ -255,18 +259,16 @@ class ResponsesService:
         running: Running,
         ctx: RequestContext,
         watch: ClientWatch,
-        chat_input: ChatInput,
-        history: list[dict[str, Any]],
+        rename: Renaming,
     ) -> dict[str, Any]:
         started = running.started
         span = tracing.start_span("response", {"gmaivl.stream": False})
         try:
             work = collect(started.events, lambda: self.chat.observe_ttft(started, ctx))
-            done = await self._guarded(started, watch, work, chat_input, history)
+            done = await self._guarded(started, watch, work, rename)
         finally:
             tracing.end_span(span)
-        await started.events.aclose()
-        await started.release(done.finish.usage)
+        await started.finish(done.finish.usage)
         answer = running.body(status_of(done.finish), done.text, done.finish, done.logprobs)
         if running.store:
             await self._save(running, answer)
@@ -277,15 +279,12 @@ class ResponsesService:
         running: Running,
         ctx: RequestContext,
         watch: ClientWatch,
-        chat_input: ChatInput,
-        history: list[dict[str, Any]],
+        rename: Renaming,
     ) -> AsyncGenerator[str, None]:
         started = running.started
         span = tracing.start_span("response", {"gmaivl.stream": True})
         try:
-            first = await self._guarded(
-                started, watch, first_batch(started.events), chat_input, history
-            )
+            first = await self._guarded(started, watch, first_batch(started.events), rename)
         except BaseException:
             tracing.end_span(span)
             raise
@@ -297,8 +296,7 @@ class ResponsesService:
         started: Started,
         watch: ClientWatch,
         work: Awaitable[T],
-        chat_input: ChatInput,
-        history: list[dict[str, Any]],
+        rename: Renaming,
     ) -> T:
         """`work` until the client leaves; any failure abandons the job (an error keeps
         its status, its `param` renamed to the Responses field)."""
@@ -307,7 +305,7 @@ class ResponsesService:
                 return await work
         except errors.ServiceError as exc:
             await started.abandon()
-            raise _renamed(exc, chat_input, history) from None
+            raise rename(exc) from None
         except BaseException:
             await started.abandon()
             raise
@@ -365,10 +363,8 @@ class ResponsesService:
                 yield "".join(out)
                 out = []
         finally:
-            # Closing the stream before its end (the client left) cancels the job.
-            await started.events.aclose()
             tracing.end_span(span, completed=usage is not None)
-            await started.release(usage)
+            await started.finish(usage)  # before the end (the client left): cancels the job
 
     async def _save(self, running: Running, answer: dict[str, Any]) -> None:
         await self.store.create(
@@ -429,8 +425,7 @@ class ResponsesService:
                 record.response = running.body(status, done.text, done.finish, done.logprobs)
             await self.store.update(record)  # refused when it was cancelled meanwhile
         finally:
-            await started.events.aclose()
-            await started.release(usage)
+            await started.finish(usage)
 
     async def cancel(self, response_id: str, tenant: str | None) -> dict[str, Any]:
         record = await self.store.get(response_id, tenant)
