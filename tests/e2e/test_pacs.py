@@ -317,6 +317,8 @@ def test_phi_marker_appears_nowhere(served, orthanc):
             "parent",
             "tenant",
             "key_id",
+            "sub",
+            "iss",
             "sop_instance_uid_sha256",
             "images",
             "outcome",
