@@ -25,27 +25,21 @@ from service.queue.protocols import WorkerQueue
 log = logging.getLogger("gmaivl.worker")
 
 
+@dataclasses.dataclass(eq=False)
 class Worker:
-    def __init__(
-        self,
-        queue: WorkerQueue,
-        engine: Engine,
-        metrics: ServiceMetrics | None = None,
-        *,
-        poll_interval: float = 0.5,
-        heartbeat_interval: float = 1.0,
-        drain_grace: float = 30.0,
-    ) -> None:
-        self.queue = queue
-        self.engine = engine
-        self.metrics = metrics
-        self.poll_interval = poll_interval
-        self.heartbeat_interval = heartbeat_interval
-        self.drain_grace = drain_grace
-        if metrics is not None:
-            for collector in engine.collectors():  # e.g. vllm:* next to gmaivl_* series
-                metrics.registry.register(collector)
-        self._slots = asyncio.Semaphore(engine.max_concurrency)
+    queue: WorkerQueue
+    engine: Engine
+    metrics: ServiceMetrics | None = None
+    _: dataclasses.KW_ONLY
+    poll_interval: float = 0.5
+    heartbeat_interval: float = 1.0
+    drain_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None:
+            for collector in self.engine.collectors():  # e.g. vllm:* next to gmaivl_* series
+                self.metrics.registry.register(collector)
+        self._slots = asyncio.Semaphore(self.engine.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.alive = False

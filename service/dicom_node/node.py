@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from service import errors
@@ -72,24 +72,16 @@ class StudyReads(Protocol):
         ...
 
 
+@dataclass(eq=False)
 class DicomNode:
-    def __init__(
-        self,
-        server: DicomServer,
-        spool: Spool,
-        rules: RuleSet,
-        reads: StudyReads,
-        metrics: ServiceMetrics,
-        max_images: int,
-    ) -> None:
-        self.server = server
-        self.spool = spool
-        self.rules = rules
-        self.reads = reads
-        self.metrics = metrics
-        self.max_images = max_images
-        self._task: asyncio.Task[None] | None = None
-        self._retry_at: dict[str, float] = {}  # batch id -> when to submit it again
+    server: DicomServer
+    spool: Spool
+    rules: RuleSet
+    reads: StudyReads
+    metrics: ServiceMetrics
+    max_images: int
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _retry_at: dict[str, float] = field(default_factory=dict, init=False)  # batch id -> when
 
     async def start(self, port: int | None = None) -> None:
         for batch in self.spool.pending():  # what a previous run left in flight

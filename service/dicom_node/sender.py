@@ -115,26 +115,21 @@ async def send_with_retry(
     return await retrying(once, f"C-STORE to {target.ae_title}", attempts, backoff, on_retry)
 
 
+@dataclass(eq=False)
 class ResultSender:
     """`deliver(data, send_to)`: `{ae_title, host, port}` by C-STORE, `{pacs: NAME}` by
     STOW-RS; both tried `attempts` times with doubling backoff. When every try failed:
     `errors.PacsError` with code `sr_store_failed` (the read fails, its SR stays)."""
 
-    def __init__(
-        self,
-        calling_ae: str,
-        attempts: int,
-        backoff: float,
-        timeout: float,
-        dicomweb: Mapping[str, DicomWebClient],
-        metrics: ServiceMetrics,
-    ) -> None:
-        self.calling_ae = calling_ae
-        self.attempts = attempts
-        self.backoff = backoff
-        self.timeout = timeout
-        self.dicomweb = {name: client.with_failures(READ) for name, client in dicomweb.items()}
-        self.metrics = metrics
+    calling_ae: str
+    attempts: int
+    backoff: float
+    timeout: float
+    dicomweb: Mapping[str, DicomWebClient]
+    metrics: ServiceMetrics
+
+    def __post_init__(self) -> None:
+        self.dicomweb = {name: c.with_failures(READ) for name, c in self.dicomweb.items()}
 
     async def deliver(self, data: bytes, send_to: dict[str, Any]) -> None:
         retried = self.metrics.dicom_sr_sends.labels("retried").inc

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from service import errors
@@ -43,20 +44,13 @@ def check_webhook_url(url: str, policy: HostPolicy) -> None:
         )
 
 
+@dataclass(eq=False)
 class WebhookSender:
-    def __init__(
-        self,
-        fetcher: SafeFetcher,
-        policy: HostPolicy,
-        secret: str,
-        max_attempts: int = 4,
-        backoff: float = 0.5,
-    ) -> None:
-        self.fetcher = fetcher
-        self.policy = policy
-        self.secret = secret
-        self.max_attempts = max_attempts
-        self.backoff = backoff
+    fetcher: SafeFetcher
+    policy: HostPolicy
+    secret: str
+    max_attempts: int = 4
+    backoff: float = 0.5
 
     async def deliver(self, url: str, payload: dict[str, Any], read_id: str) -> str:
         """POST `payload`; `delivered` or `failed` after the last attempt."""

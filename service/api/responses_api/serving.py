@@ -102,21 +102,16 @@ def status_of(finish: Finish) -> str:
     return "incomplete" if finish.finish_reason == "length" else "completed"
 
 
+@dataclass(eq=False)
 class ResponsesService:
-    def __init__(
-        self,
-        settings: Settings,
-        chat: ChatCompletions,
-        store: ResponseStore,
-        metrics: ServiceMetrics,
-    ) -> None:
-        self.settings = settings
-        self.chat = chat
-        self.store = store
-        self.metrics = metrics
-        self.owner = uuid.uuid4().hex  # this gateway, as the owner of its background responses
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+    settings: Settings
+    chat: ChatCompletions
+    store: ResponseStore
+    metrics: ServiceMetrics
+    # this gateway, as the owner of its background responses
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex, init=False)
+    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
 
     # creating
 
