@@ -36,9 +36,11 @@ gateway's side, `RedisWorkerQueue` (`worker_queue`) the worker's:
 - Ack: XACK + XDEL on completion, so a lane's length is waiting + running.
 - Redis lost (a restart, a Sentinel failover; docs/operations.md): admission is
   503 `not_ready` with Retry-After while no primary answers. A job this gateway
-  is waiting on is resubmitted under a new attempt id once a primary answers
-  (`_resubmit`): asynchronous replication may have lost it, or its events, with
-  the old primary. A reader sees `Restarted`: a collecting reader starts over,
+  is waiting on is resubmitted under a new attempt id once a different server
+  answers (a new run id: `inbox`, `_resubmit`): asynchronous replication may
+  have lost it, or its events, with the old primary. A read that failed or
+  timed out against the same server (a broken connection, a starved process)
+  loses nothing and resubmits nothing. A reader sees `Restarted`: a collecting reader starts over,
   a stream that already sent text ends with the retriable `worker_lost`.
 """
 

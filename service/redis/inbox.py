@@ -95,6 +95,7 @@ class GatewayInbox:
             self._reader.cancel()
 
     async def _read_forever(self) -> None:
+        server = await self._server()
         while self._subs:
             try:
                 # Bounded client-side too: a half-open connection (a failover, a
@@ -108,9 +109,8 @@ class GatewayInbox:
                     await self.redis.xtrim(self.key, minid=self._last)
             except (RedisError, TimeoutError) as exc:
                 log.warning("inbox read failed: %s", type(exc).__name__)
-                for sub in self._subs.values():
-                    sub.push([UNAVAILABLE])
                 await asyncio.sleep(0.2)
+                server = await self._after_failure(server)
                 continue
             for _, entries in reply or []:
                 self._last = entries[-1][0]
@@ -125,3 +125,26 @@ class GatewayInbox:
                     by_job.setdefault(job_id, []).append(event)
         for job_id, events in by_job.items():
             self._subs[job_id].push(events)
+
+    async def _server(self) -> str | None:
+        """The identity of the Redis server that answers now (its run id, new with every
+        start; a promoted replica has its own), None when none answers."""
+        try:
+            info = await asyncio.wait_for(self.redis.info("server"), 1.0 + READ_SLACK)
+        except (RedisError, TimeoutError):
+            return None
+        return str(info.get("run_id"))
+
+    async def _after_failure(self, before: str | None) -> str | None:
+        """A read failed. A broken or slow connection to the same server lost nothing
+        (the next read goes on from the last entry read); a different server (a restart,
+        a failover) may have lost the jobs and events it was sent, so every waiting
+        request is told and its gateway resubmits the job. While none answers, requests
+        wait, bounded by their deadlines."""
+        now = await self._server()
+        if now is None:
+            return before
+        if now != before:
+            for sub in self._subs.values():
+                sub.push([UNAVAILABLE])
+        return now

@@ -206,6 +206,38 @@ async def test_a_job_lost_with_redis_is_resubmitted_under_a_new_attempt():
         server.stop()
 
 
+async def test_a_broken_read_from_the_same_server_resubmits_nothing(redis_server):
+    """The gateway's connections are killed under a waiting job (as a dropped
+    connection, or a read timed out in a starved gateway, would end them): the same
+    server still holds the job and its events, so the reader goes on where it was;
+    nothing is resubmitted, nothing cancelled."""
+    queue = RedisQueuePair(redis_server.url, model=f"m-{uuid.uuid4().hex[:8]}")
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        j = job()
+        await queue.submit(j)
+        taken = await queue.take(timeout=5)
+        assert taken is not None and taken.id == j.id
+        await queue.publish(j.id, Delta("a"))
+        stream = queue.events(j.id)
+        assert await asyncio.wait_for(anext(stream), 5) == [Delta("a")]
+        reading = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0.2)  # the inbox reader is blocked in XREAD
+        await admin.client_kill_filter(_type="normal", skipme=True)
+        await asyncio.sleep(0.5)  # the reader has failed and found the same server
+        await queue.publish(j.id, Delta("b"))
+        await queue.publish(j.id, Finish("stop", Usage(1, 2)))
+        await queue.complete(j.id)
+        got = await asyncio.wait_for(reading, 5)
+        rest = [e async for batch in stream for e in batch]
+        assert got + rest == [Delta("b"), Finish("stop", Usage(1, 2))]
+        assert queue.gateway.resubmitted == 0
+        assert await admin.exists(keys.cancel_flag(j.id)) == 0
+    finally:
+        await admin.aclose()
+        await queue.close()
+
+
 async def test_known_models_stay_known_while_redis_does_not_answer():
     """A discovery-mode gateway (no configured model) while Redis is down: the registry
     read is `not_ready`, not "no models"; the catalog keeps the last set with its age,
