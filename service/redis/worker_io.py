@@ -21,6 +21,7 @@ from service.redis.codec import encode_events
 log = logging.getLogger("gmaivl.queue")
 
 CANCELS_KEPT = 4096
+MAX_PENDING = 8192  # queued events past which `publish` waits for the flush
 FLUSH_SPACING = 0.002  # seconds: under load, flushes start at most this often
 EXPIRE_EVERY = 1.0  # seconds between refreshes of an inbox's TTL by this worker
 
@@ -28,7 +29,15 @@ EXPIRE_EVERY = 1.0  # seconds between refreshes of an inbox's TTL by this worker
 class InboxPublisher:
     """Group commit: one flusher task sends everything published while its previous
     pipeline was in flight, for all of this worker's jobs, as one inbox entry per
-    gateway; each caller waits for its batch. Batches grow with load; order is kept.
+    gateway. Batches grow with load; order is kept.
+
+    `publish` queues the event and returns: a job's generation does not stop at
+    every token for a round trip (a wake-up per event). What `also` queues (the
+    ack) waits for its flush, which carries every event published before it. A
+    flush that fails marks the jobs it carried: their later `publish` and `also`
+    raise `errors.NotReady`, so a job whose events may be lost is never
+    acknowledged (its entry is reclaimed and run again). Past `MAX_PENDING`
+    queued events a publisher waits for the flush (backpressure).
 
     Under load a flush waits until `FLUSH_SPACING` after the previous one began (at
     most that much added latency; none when events are sparse), so at a few
@@ -46,18 +55,33 @@ class InboxPublisher:
         self._pending_done: asyncio.Future[None] | None = None
         self._pending_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._failed: dict[str, None] = {}  # jobs whose events a failed flush carried
 
     async def publish(self, inbox: str, job_id: str, event: JobEvent) -> None:
+        """Queue the event for the next flush (errors.NotReady if one of the job's
+        earlier flushes failed)."""
+        self._check(job_id)
         done = self._next_flush()
         self._pending.append((inbox, job_id, event))
-        await asyncio.shield(done)
+        if len(self._pending) > MAX_PENDING:
+            await asyncio.shield(done)
 
-    async def also(self, commands: Callable[[Pipeline], object]) -> None:
+    async def also(self, job_id: str, commands: Callable[[Pipeline], object]) -> None:
         """Queue `commands(pipe)` into the next flush, after every event published
-        before it; returns once they ran (errors.NotReady if Redis failed)."""
+        before it; returns once they ran (errors.NotReady if Redis failed, or if a
+        flush of the job's earlier events did)."""
+        self._check(job_id)
         done = self._next_flush()
         self._also.append(commands)
         await asyncio.shield(done)
+
+    def forget(self, job_id: str) -> None:
+        """The job is over here (acknowledged or given up)."""
+        self._failed.pop(job_id, None)
+
+    def _check(self, job_id: str) -> None:
+        if job_id in self._failed:
+            raise errors.NotReady("The queue is unavailable.")
 
     def _next_flush(self) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
@@ -104,6 +128,10 @@ class InboxPublisher:
             except Exception as exc:  # callers learn it; the flusher carries on
                 self._expired_at.clear()  # Redis may have lost the TTLs with the keys
                 log.warning("publish failed: %s", type(exc).__name__)
+                for _, job_id, _ in batch:
+                    self._failed[job_id] = None
+                while len(self._failed) > CANCELS_KEPT:
+                    del self._failed[next(iter(self._failed))]
                 done.set_exception(errors.NotReady("The queue is unavailable."))
                 done.exception()  # retrieved here too, so no "never retrieved" warning
                 continue

@@ -86,8 +86,8 @@ class RedisWorkerQueue:
             for streams in self._streams:
                 await streams.ensure_groups()
             self._cancels.start()
-            # No cancel message may be missed once we run a job.
-            await asyncio.wait_for(self._cancels.subscribed.wait(), max(timeout, 1.0))
+            if not self._cancels.subscribed.is_set():  # no cancel may be missed once we run a job
+                await asyncio.wait_for(self._cancels.subscribed.wait(), max(timeout, 1.0))
             while True:
                 woken = False
                 if self._nothing_waiting and deadline > time.monotonic():
@@ -129,16 +129,19 @@ class RedisWorkerQueue:
             # Redis failed under the job (a restart, a failover): its gateway resubmits
             # it. Stop claiming the old entry, so that where it survived it is reclaimed
             # and dropped (its cancel flag is set), not held by our heartbeat forever.
-            self._inflight.pop(job_id, None)
-            self._reply_to.pop(job_id, None)
-            self._cancels.forget(job_id)
+            self._give_up(job_id)
             raise
 
-    async def complete(self, job_id: str) -> None:
-        where = self._inflight.pop(job_id, None)
+    def _give_up(self, job_id: str) -> None:
+        self._inflight.pop(job_id, None)
         self._reply_to.pop(job_id, None)
         self._cancels.forget(job_id)
+        self._publisher.forget(job_id)
+
+    async def complete(self, job_id: str) -> None:
+        where = self._inflight.get(job_id)
         if where is None:
+            self._give_up(job_id)
             return
         stream, entry_id = where
         done_counter = keys.done_counter(self._model_of_stream.get(stream, self.model))
@@ -150,7 +153,11 @@ class RedisWorkerQueue:
             pipe.incr(done_counter)
 
         # With the job's last events' flush (after them): no round trip of its own.
-        await self._publisher.also(ack)
+        # A failed flush of its events stops it (NotReady): not acknowledged.
+        try:
+            await self._publisher.also(job_id, ack)
+        finally:
+            self._give_up(job_id)
 
     def on_cancel(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         return self._cancels.on_cancel(job_id, callback)
