@@ -70,8 +70,15 @@ QUEUE_WORKER = [
     "heartbeat_interval",
     "max_deliveries",
     "result_ttl",
+    "event_flush_interval",
 ]
-QUEUE = [*QUEUE_GATEWAY, "aging_seconds", "visibility_timeout", "max_deliveries"]
+QUEUE = [
+    *QUEUE_GATEWAY,
+    "aging_seconds",
+    "visibility_timeout",
+    "max_deliveries",
+    "event_flush_interval",
+]
 DEMO = ["cache_dir", "demo_recipe", "fake_token_interval"]
 # Set only in the environment (or a file): secrets never on a command line, where
 # `ps` shows them; nested groups and PACS entries are JSON (docs/settings.md). The DICOM

@@ -119,6 +119,7 @@ def redis_worker_queue(
         heartbeat_interval=settings.heartbeat_interval,
         max_deliveries=settings.max_deliveries,
         result_ttl=settings.result_ttl,
+        flush_interval=settings.event_flush_interval,
         metrics=metrics,
     )
 

@@ -301,6 +301,15 @@ class Settings(BaseSettings):
     result_ttl: int = Field(
         600, ge=1, description="Seconds every per-request Redis key (results, images) lives."
     )
+    event_flush_interval: float = Field(
+        0.005,
+        ge=0,
+        le=0.1,
+        description="Worker, Redis queue: under load, result events go to Redis at most this "
+        "often (s); each flush is a round trip here and a read in the gateway, so a longer "
+        "interval costs less CPU per request and delays an event at most this much "
+        "(docs/benchmarks.md). Sparse events go at once.",
+    )
     drain_grace: float = Field(
         30.0, ge=0, description="On SIGTERM a worker finishes in-flight jobs for this long."
     )

@@ -100,10 +100,8 @@ class GatewayInbox:
             try:
                 # Bounded client-side too: a half-open connection (a failover, a
                 # partition) must not hold every request of this gateway.
-                reply = await asyncio.wait_for(
-                    self.redis.xread({self.key: self._last}, count=4096, block=1000),
-                    1.0 + READ_SLACK,
-                )
+                async with asyncio.timeout(1.0 + READ_SLACK):  # no task per read (wait_for's)
+                    reply = await self.redis.xread({self.key: self._last}, count=4096, block=1000)
                 if time.monotonic() - self._trimmed_at > TRIM_INTERVAL:
                     self._trimmed_at = time.monotonic()
                     await self.redis.xtrim(self.key, minid=self._last)

@@ -22,7 +22,7 @@ log = logging.getLogger("gmaivl.queue")
 
 CANCELS_KEPT = 4096
 MAX_PENDING = 8192  # queued events past which `publish` waits for the flush
-FLUSH_SPACING = 0.002  # seconds: under load, flushes start at most this often
+FLUSH_INTERVAL = 0.005  # seconds: under load, flushes start at most this often
 EXPIRE_EVERY = 1.0  # seconds between refreshes of an inbox's TTL by this worker
 
 
@@ -39,16 +39,19 @@ class InboxPublisher:
     acknowledged (its entry is reclaimed and run again). Past `MAX_PENDING`
     queued events a publisher waits for the flush (backpressure).
 
-    Under load a flush waits until `FLUSH_SPACING` after the previous one began (at
+    Under load a flush waits until `flush_interval` after the previous one began (at
     most that much added latency; none when events are sparse), so at a few
     thousand events a second each entry carries dozens, not two or three: every
     flush costs a round trip here, a command in Redis and a read and a wake-up per
     request in the gateway. The inbox's TTL is refreshed about once a second, not
     with every entry."""
 
-    def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, ttl: int, flush_interval: float = FLUSH_INTERVAL
+    ) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.flush_interval = flush_interval
         self._expired_at: dict[str, float] = {}  # inbox -> when we last refreshed its TTL
         self._pending: list[tuple[str, str, JobEvent]] = []
         self._also: list[Callable[[Pipeline], object]] = []
@@ -101,7 +104,7 @@ class InboxPublisher:
         began = 0.0
         while True:
             await self._pending_ready.wait()
-            wait = began + FLUSH_SPACING - loop.time()
+            wait = began + self.flush_interval - loop.time()
             if wait > 0:  # the previous flush began moments ago: let this batch grow
                 await asyncio.sleep(wait)
             self._pending_ready.clear()

@@ -27,7 +27,7 @@ from service.redis.codec import job_from, parse_job
 from service.redis.connection import answers, close_quietly, connect, unavailable
 from service.redis.scripts import TAKE_SCRIPT
 from service.redis.streams import LaneStreams
-from service.redis.worker_io import CancelListener, InboxPublisher
+from service.redis.worker_io import FLUSH_INTERVAL, CancelListener, InboxPublisher
 
 log = logging.getLogger("gmaivl.queue")
 
@@ -46,6 +46,7 @@ class RedisWorkerQueue:
         heartbeat_interval: float = 1.0,
         max_deliveries: int = 3,
         result_ttl: int = 600,
+        flush_interval: float = FLUSH_INTERVAL,
         worker_id: str | None = None,
         metrics: ServiceMetrics | None = None,
     ) -> None:
@@ -69,7 +70,7 @@ class RedisWorkerQueue:
         self._take = self.redis.register_script(TAKE_SCRIPT)
         self._inflight: dict[str, tuple[str, bytes]] = {}  # job -> (stream, entry id)
         self._reply_to: dict[str, str] = {}  # job -> its gateway's inbox
-        self._publisher = InboxPublisher(self.redis, result_ttl)
+        self._publisher = InboxPublisher(self.redis, result_ttl, flush_interval)
         self._cancels = CancelListener(self.redis, in_flight=lambda: list(self._inflight))
         self._last_reclaim = 0.0
         self._wake_keys = [keys.wake(m) for m in self.models]
@@ -114,9 +115,8 @@ class RedisWorkerQueue:
         wait = max(0.01, min(deadline - time.monotonic(), 1))
         # Bounded here too: a blocking read must not outlive its server's
         # promise (a half-open connection, a failover); cancelling drops it.
-        popped = await asyncio.wait_for(
-            self.redis.blpop(self._wake_keys, timeout=wait), wait + BLOCKING_SLACK
-        )
+        async with asyncio.timeout(wait + BLOCKING_SLACK):  # no task per wait (wait_for's)
+            popped = await self.redis.blpop(self._wake_keys, timeout=wait)
         return popped is not None
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
