@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from service import errors
 from service.core.jobs import Job, JobEvent, JobFailed, Restarted
@@ -90,11 +90,11 @@ class RedisWorkerQueue:
             if not self._cancels.subscribed.is_set():  # no cancel may be missed once we run a job
                 await asyncio.wait_for(self._cancels.subscribed.wait(), max(timeout, 1.0))
             while True:
-                woken = False
                 if self._nothing_waiting and deadline > time.monotonic():
                     # The last take said nothing else was waiting: wait for a submit.
-                    woken = await self._wait_for_submit(deadline)
-                reply = await self._take_entry(pop_wake=not woken)
+                    reply = await self._take_after_submit(deadline)
+                else:
+                    reply = await self._take_entry(pop_wake=True)
                 self._nothing_waiting = reply is None or not reply[8]
                 if reply is not None:
                     job = await self._deliver(*reply[:8])
@@ -109,15 +109,26 @@ class RedisWorkerQueue:
             self._nothing_waiting = False  # tokens may be lost with Redis: look first
             raise errors.NotReady("The queue is unavailable.") from exc
 
-    async def _wait_for_submit(self, deadline: float) -> bool:
+    async def _take_after_submit(self, deadline: float) -> list[Any] | None:
         """Block on the wake lists (a token per submitted, undelivered job; one idle
-        worker wakes and runs the pick); True when a token was popped."""
+        worker wakes), then take, in one round trip: the take follows the BLPOP in the
+        same pipeline, so Redis runs it as soon as the BLPOP returns. The take is told
+        the token was popped; when the BLPOP timed out instead and the take still
+        delivers (a submit landed in between), that job's token stays behind and
+        wakes a worker once for nothing."""
         wait = max(0.01, min(deadline - time.monotonic(), 1))
         # Bounded here too: a blocking read must not outlive its server's
         # promise (a half-open connection, a failover); cancelling drops it.
         async with asyncio.timeout(wait + BLOCKING_SLACK):  # no task per wait (wait_for's)
-            popped = await self.redis.blpop(self._wake_keys, timeout=wait)
-        return popped is not None
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.blpop(self._wake_keys, timeout=wait)
+                call = self._take_call(pop_wake=False)
+                pipe.evalsha(self._take.sha, len(self._stream_keys), *call)
+                try:
+                    _, reply = await pipe.execute()
+                except NoScriptError:  # a Redis that lost its scripts: the call loads it
+                    return await self._take_entry(pop_wake=False)
+        return reply
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
         reply_to = self._reply_to.get(job_id)
@@ -198,29 +209,34 @@ class RedisWorkerQueue:
         await close_quietly(self.redis)
 
     async def _take_entry(self, *, pop_wake: bool) -> list[Any] | None:
-        """One TAKE_SCRIPT call; reclaiming first about once per heartbeat interval."""
+        """One TAKE_SCRIPT call."""
+        keys_and_args = self._take_call(pop_wake=pop_wake)
+        n = len(self._stream_keys)
+        return await self._take(keys=keys_and_args[:n], args=keys_and_args[n:])
+
+    def _take_call(self, *, pop_wake: bool) -> list[Any]:
+        """TAKE_SCRIPT's keys, then its arguments; reclaiming first about once per
+        heartbeat interval."""
         now = time.monotonic()
         reclaim_idle_ms = 0
         if now - self._last_reclaim >= self.heartbeat_interval:
             self._last_reclaim = now
             reclaim_idle_ms = int(self.visibility_timeout * 1000)
-        return await self._take(
-            keys=self._stream_keys,
-            args=[
-                repr(time.time()),
-                repr(self.aging_seconds),
-                keys.GROUP,
-                self.worker_id,
-                reclaim_idle_ms,
-                self.result_ttl,
-                keys.tries(""),
-                keys.cancel_flag(""),
-                keys.image(""),
-                int(pop_wake),
-                *self._ranks,
-                *self._wake_of_stream,
-            ],
-        )
+        return [
+            *self._stream_keys,
+            repr(time.time()),
+            repr(self.aging_seconds),
+            keys.GROUP,
+            self.worker_id,
+            reclaim_idle_ms,
+            self.result_ttl,
+            keys.tries(""),
+            keys.cancel_flag(""),
+            keys.image(""),
+            int(pop_wake),
+            *self._ranks,
+            *self._wake_of_stream,
+        ]
 
     async def _deliver(
         self,
