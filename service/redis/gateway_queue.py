@@ -29,8 +29,9 @@ gateway's side, `RedisWorkerQueue` (`worker_queue`) the worker's:
 - Results: the worker appends events, tagged with the job id, to the inbox
   stream of the gateway that submitted the job (`inbox`); the gateway
   reads its inbox with one blocking XREAD for all its requests, each bounded by
-  its job's deadline. Inboxes, cancel flags, delivery counters and images all
-  expire (`result_ttl`).
+  its job's deadline (at which it reads the inbox once more, so what a worker
+  wrote in time is not lost to the reader's timing). Inboxes, cancel flags,
+  delivery counters and images all expire (`result_ttl`).
 - Cancel: a flag (checked when a job is taken, so queued jobs never run) and a
   pub/sub message (so a running job's worker aborts at once).
 - Ack: XACK + XDEL on completion, so a lane's length is waiting + running.
@@ -158,10 +159,12 @@ class RedisGatewayQueue:
             while True:
                 remaining = deadline - time.time()
                 batch = await self._inbox.next_batch(current, remaining)
-                if batch is None:
-                    if remaining <= 0:
+                if batch is None and remaining <= 0:
+                    batch = await self._inbox.last_look(current)
+                    if batch is None:
                         yield [DEADLINE_PASSED]
                         return
+                if batch is None:
                     continue
                 out: list[JobEvent] = []
                 for event in batch:

@@ -47,6 +47,12 @@ class _Subscription:
             self.waiter.set_result(None)
 
 
+def _after(entry_id: bytes, last: bytes) -> bool:
+    ms, _, seq = entry_id.partition(b"-")
+    last_ms, _, last_seq = last.partition(b"-")
+    return (int(ms), int(seq)) > (int(last_ms), int(last_seq))
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -110,9 +116,33 @@ class GatewayInbox:
                 await asyncio.sleep(0.2)
                 server = await self._after_failure(server)
                 continue
-            for _, entries in reply or []:
-                self._last = entries[-1][0]
-                self._dispatch(entries)
+            self._take_new(reply)
+
+    async def last_look(self, job_id: str) -> list[JobEvent] | None:
+        """At the job's deadline: what the inbox holds now for it (one XREAD that does
+        not block), so events written in time are not lost to the reader's timing;
+        None when there are none."""
+        try:
+            reply = await self.redis.xread({self.key: self._last}, count=4096)
+        except RedisError:
+            reply = None
+        self._take_new(reply)
+        sub = self._subs.get(job_id)
+        if sub is None or not sub.buffer:
+            return None
+        batch, sub.buffer = sub.buffer, []
+        return batch
+
+    def _take_new(self, reply: list | None) -> None:
+        """Dispatch the entries after the last one read (`last_look` and the reader may
+        both have read some)."""
+        for _, entries in reply or []:
+            if not _after(entries[0][0], self._last):
+                entries = [e for e in entries if _after(e[0], self._last)]
+                if not entries:
+                    continue
+            self._last = entries[-1][0]
+            self._dispatch(entries)
 
     def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Group the entries by job, so each waiting request wakes once per read."""
