@@ -34,9 +34,10 @@ class InboxPublisher:
     `publish` queues the event and returns: a job's generation does not stop at
     every token for a round trip (a wake-up per event). What `also` queues (the
     ack) waits for its flush, which carries every event published before it. A
-    flush that fails marks the jobs it carried: their later `publish` and `also`
-    raise `errors.NotReady`, so a job whose events may be lost is never
-    acknowledged (its entry is reclaimed and run again). Past `MAX_PENDING`
+    flush that fails marks the jobs it carried: what was queued for them since is
+    dropped and their later `publish` and `also` raise `errors.NotReady`, so a
+    job whose events may be lost sends no later ones (no gap in its stream) and
+    is never acknowledged (its entry is reclaimed and run again). Past `MAX_PENDING`
     queued events a publisher waits for the flush (backpressure).
 
     Under load a flush waits until `flush_interval` after the previous one began (at
@@ -54,7 +55,7 @@ class InboxPublisher:
         self.flush_interval = flush_interval
         self._expired_at: dict[str, float] = {}  # inbox -> when we last refreshed its TTL
         self._pending: list[tuple[str, str, JobEvent]] = []
-        self._also: list[Callable[[Pipeline], object]] = []
+        self._also: list[tuple[str, Callable[[Pipeline], object]]] = []  # (job id, commands)
         self._pending_done: asyncio.Future[None] | None = None
         self._pending_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -75,8 +76,9 @@ class InboxPublisher:
         flush of the job's earlier events did)."""
         self._check(job_id)
         done = self._next_flush()
-        self._also.append(commands)
+        self._also.append((job_id, commands))
         await asyncio.shield(done)
+        self._check(job_id)  # an earlier flush of its events failed: its commands were dropped
 
     def forget(self, job_id: str) -> None:
         """The job is over here (acknowledged or given up)."""
@@ -123,7 +125,7 @@ class InboxPublisher:
                         if began - self._expired_at.get(inbox, -EXPIRE_EVERY) >= EXPIRE_EVERY:
                             self._expired_at[inbox] = began
                             pipe.expire(inbox, self.ttl)
-                    for commands in also:
+                    for _, commands in also:
                         commands(pipe)
                     await pipe.execute()
                 if len(self._expired_at) > CANCELS_KEPT:  # gateways come and go
@@ -131,8 +133,12 @@ class InboxPublisher:
             except Exception as exc:  # callers learn it; the flusher carries on
                 self._expired_at.clear()  # Redis may have lost the TTLs with the keys
                 log.warning("publish failed: %s", type(exc).__name__)
-                for _, job_id, _ in batch:
+                failed = {job_id for _, job_id, _ in batch}
+                for job_id in failed:
                     self._failed[job_id] = None
+                # Queued for them while this flush ran: never sent (a gap, an ack).
+                self._pending = [p for p in self._pending if p[1] not in failed]
+                self._also = [a for a in self._also if a[0] not in failed]
                 while len(self._failed) > CANCELS_KEPT:
                     del self._failed[next(iter(self._failed))]
                 done.set_exception(errors.NotReady("The queue is unavailable."))
