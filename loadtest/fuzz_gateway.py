@@ -36,6 +36,12 @@ from pathlib import Path
 import hypothesis
 import hypothesis.errors
 import schemathesis
+
+# schemathesis.specs.openapi.schemas imported here, not lazily inside `from_url` during
+# a test: pytest rewrites schemathesis (a plugin) as it is imported, and that compile
+# once failed deep in a loaded run with CPython 3.11's "AST constructor recursion depth
+# mismatch" SystemError.
+import schemathesis.specs.openapi.schemas
 import uvicorn
 from hypothesis import HealthCheck, Phase
 from schemathesis.checks import not_a_server_error
