@@ -35,14 +35,18 @@ READ_SLACK = 2.0  # seconds the blocking read may run past its own timeout
 
 
 class _Subscription:
-    __slots__ = ("buffer", "waiter")
+    __slots__ = ("buffer", "timer", "waiter")
 
     def __init__(self) -> None:
         self.buffer: list[JobEvent] = []
         self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the job's deadline
 
     def push(self, events: list[JobEvent]) -> None:
         self.buffer.extend(events)
+        self.wake()
+
+    def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
@@ -51,11 +55,6 @@ def _after(entry_id: bytes, last: bytes) -> bool:
     ms, _, seq = entry_id.partition(b"-")
     last_ms, _, last_seq = last.partition(b"-")
     return (int(ms), int(seq)) > (int(last_ms), int(last_seq))
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class GatewayInbox:
@@ -73,23 +72,26 @@ class GatewayInbox:
         self._subs[job_id] = _Subscription()
 
     def close(self, job_id: str) -> None:
-        self._subs.pop(job_id, None)
+        sub = self._subs.pop(job_id, None)
+        if sub is not None and sub.timer is not None:
+            sub.timer.cancel()
 
     async def next_batch(self, job_id: str, timeout: float) -> list[JobEvent] | None:
-        """The events that arrived for the job, waiting up to `timeout`; None on timeout."""
+        """The events that arrived for the job, waiting up to `timeout` (the time left
+        to the job's deadline); None when it passes."""
+        loop = asyncio.get_running_loop()
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+            self._reader = loop.create_task(self._read_forever())
         sub = self._subs[job_id]
         if not sub.buffer:
-            # A bare future and a timer (not wait_for + shield: two tasks' worth of
-            # objects per wake-up, and this runs once per batch of every request).
-            loop = asyncio.get_running_loop()
+            # A bare future per wait, and one timer per job (its deadline) rather than
+            # one per wait: this runs once per batch of every request.
+            if sub.timer is None or sub.timer.when() <= loop.time():
+                sub.timer = loop.call_later(max(timeout, 0.001), sub.wake)
             sub.waiter = waiter = loop.create_future()
-            timer = loop.call_later(max(timeout, 0.001), _expire, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 sub.waiter = None
             if not sub.buffer:
                 return None
