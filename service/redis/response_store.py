@@ -17,7 +17,7 @@ from typing import Any
 from service.redis import keys
 from service.redis.leases import LeasedRecords
 from service.redis.scripts import claim_orphan_script, lua_set
-from service.responses.store import ACTIVE, TERMINAL, StoredResponse, visible
+from service.responses.store import ACTIVE, TERMINAL, StoredResponse, Viewer, visible
 
 # KEYS: record, running set. ARGV: new JSON, terminal (0/1), response id, now.
 UPDATE_SCRIPT = f"""
@@ -57,13 +57,13 @@ class RedisResponseStore(LeasedRecords[StoredResponse]):
                 pipe.zadd(keys.RESPONSES_RUNNING, {record.id: time.time()})
             await pipe.execute()
 
-    async def get(self, response_id: str, tenant: str | None) -> StoredResponse | None:
+    async def get(self, response_id: str, viewer: Viewer) -> StoredResponse | None:
         raw = await self.redis.get(keys.response_record(response_id))
         record = StoredResponse.from_json(raw) if raw is not None else None
-        return record if visible(record, tenant) else None
+        return record if visible(record, viewer) else None
 
-    async def get_input(self, response_id: str, tenant: str | None) -> list[dict[str, Any]] | None:
-        if await self.get(response_id, tenant) is None:
+    async def get_input(self, response_id: str, viewer: Viewer) -> list[dict[str, Any]] | None:
+        if await self.get(response_id, viewer) is None:
             return None
         raw = await self.redis.get(keys.response_input(response_id))
         return json.loads(raw) if raw is not None else None
@@ -75,8 +75,8 @@ class RedisResponseStore(LeasedRecords[StoredResponse]):
         )
         return bool(done)
 
-    async def delete(self, response_id: str, tenant: str | None) -> bool:
-        if await self.get(response_id, tenant) is None:
+    async def delete(self, response_id: str, viewer: Viewer) -> bool:
+        if await self.get(response_id, viewer) is None:
             return False
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.response_record(response_id), keys.response_input(response_id))

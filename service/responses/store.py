@@ -1,18 +1,20 @@
 """A stored response (`POST /v1/responses` with `store: true`) and the store that keeps it.
 
 A record is the `response` object clients see, the input items kept for it, and
-what only the server needs: the tenant that owns it, the gateway running it in
-the background, and what to run again if that gateway goes away.
+what only the server needs: who may see it (its tenant and, when a user signed in
+with an IdP's token created it, that user), the gateway running it in the
+background, and what to run again if that gateway goes away.
 
 `ResponseStore` semantics (both implementations pass tests/service/responses/test_store.py):
 - `create(record)` stores a new record with its input items.
-- `get(id, tenant)` returns the record without its input items, or None: unknown,
-  expired, or owned by another tenant (a tenant never learns another's ids exist).
-- `get_input(id, tenant)` returns the input items kept for it (same None rules).
+- `get(id, viewer)` returns the record without its input items, or None: unknown,
+  expired, or not the viewer's (`visible`: another tenant's, or another user's;
+  nobody learns that someone else's ids exist).
+- `get_input(id, viewer)` returns the input items kept for it (same None rules).
 - `update(record)` replaces the record (not its input items) unless the stored one
   is terminal (`completed`, `incomplete`, `failed`, `cancelled`): then False, so a
   cancel on one gateway is never overwritten by the gateway still generating.
-- `delete(id, tenant)` removes record and input items; False when nothing was there.
+- `delete(id, viewer)` removes record and input items; False when nothing was there.
 - `renew(id, owner)` is a background response's heartbeat from the gateway running it;
   `claim_orphan(owner, stale_after)` (Redis) hands another gateway a queued or
   in-progress background response whose gateway stopped renewing it.
@@ -43,15 +45,30 @@ def new_response_id() -> str:
     return "resp_" + uuid.uuid4().hex
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """Who asks: a tenant (None: auth off) and, for a user signed in with an IdP's
+    access token, that user (`Identity.digest`: a digest of iss and sub, not the sub)."""
+
+    tenant: str | None
+    user: str | None = None
+
+
 @dataclass
 class StoredResponse:
     id: str
     response: dict[str, Any]  # the `response` object as clients see it (its `status` included)
     tenant: str | None = None
+    user: str | None = None  # created with a user's token: only that user sees it
     input_items: list[dict[str, Any]] = field(default_factory=list)  # empty when read by get()
     run: dict[str, Any] | None = None  # background: what another gateway needs to run it again
     owner: str | None = None  # the gateway running it (background)
     created: float = field(default_factory=time.time)
+
+    @property
+    def creator(self) -> Viewer:
+        """Who created it (a background response taken over runs as them)."""
+        return Viewer(self.tenant, self.user)
 
     @property
     def status(self) -> str:
@@ -75,23 +92,27 @@ class StoredResponse:
         return cls(**json.loads(raw))
 
 
-def visible(record: StoredResponse | None, tenant: str | None) -> bool:
-    """Whether `tenant` may see `record`: its own tenant's only (None: auth off)."""
-    return record is not None and record.tenant == tenant
+def visible(record: StoredResponse | None, viewer: Viewer) -> bool:
+    """Whether `viewer` may see `record`: its own tenant's only (None: auth off); one
+    created with a user's token, that user's only (not the tenant's keys, not other
+    users); one created with a key, anyone of its tenant."""
+    return (
+        record is not None
+        and record.tenant == viewer.tenant
+        and (record.user is None or record.user == viewer.user)
+    )
 
 
 class ResponseStore(Protocol):
     async def create(self, record: StoredResponse) -> None: ...
 
-    async def get(self, response_id: str, tenant: str | None) -> StoredResponse | None: ...
+    async def get(self, response_id: str, viewer: Viewer) -> StoredResponse | None: ...
 
-    async def get_input(
-        self, response_id: str, tenant: str | None
-    ) -> list[dict[str, Any]] | None: ...
+    async def get_input(self, response_id: str, viewer: Viewer) -> list[dict[str, Any]] | None: ...
 
     async def update(self, record: StoredResponse) -> bool: ...
 
-    async def delete(self, response_id: str, tenant: str | None) -> bool: ...
+    async def delete(self, response_id: str, viewer: Viewer) -> bool: ...
 
     async def renew(self, response_id: str, owner: str) -> None: ...
 
@@ -126,13 +147,13 @@ class InMemoryResponseStore(OneProcessLeases):
             return None
         return entry
 
-    async def get(self, response_id: str, tenant: str | None) -> StoredResponse | None:
+    async def get(self, response_id: str, viewer: Viewer) -> StoredResponse | None:
         entry = self._live(response_id)
         record = StoredResponse.from_json(entry[0]) if entry is not None else None
-        return record if visible(record, tenant) else None
+        return record if visible(record, viewer) else None
 
-    async def get_input(self, response_id: str, tenant: str | None) -> list[dict[str, Any]] | None:
-        if await self.get(response_id, tenant) is None:
+    async def get_input(self, response_id: str, viewer: Viewer) -> list[dict[str, Any]] | None:
+        if await self.get(response_id, viewer) is None:
             return None
         return json.loads(self._records[response_id][1])
 
@@ -143,8 +164,8 @@ class InMemoryResponseStore(OneProcessLeases):
         self._records[record.id] = (record.record_json(), entry[1], entry[2])
         return True
 
-    async def delete(self, response_id: str, tenant: str | None) -> bool:
-        if await self.get(response_id, tenant) is None:
+    async def delete(self, response_id: str, viewer: Viewer) -> bool:
+        if await self.get(response_id, viewer) is None:
             return False
         del self._records[response_id]
         return True

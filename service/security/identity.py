@@ -25,5 +25,11 @@ class Identity:
         message = self.iss.encode() + b"\x00" + self.sub.encode()
         return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
 
+    def digest(self) -> str:
+        """SHA-256 of iss NUL sub, 128 bits in hex: what a stored response keeps to know
+        its user again (not the sub itself, which is a workforce identifier)."""
+        message = self.iss.encode() + b"\x00" + self.sub.encode()
+        return hashlib.sha256(message).hexdigest()[:32]
+
     def to_json(self) -> dict[str, str]:
         return {"sub": self.sub, "iss": self.iss}

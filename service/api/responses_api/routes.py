@@ -11,7 +11,7 @@ from service import errors
 from service.api.context import context_of
 from service.api.protocol import ErrorBody
 from service.api.responses_api.protocol import ResponseCreateRequest
-from service.api.responses_api.serving import ResponsesService
+from service.api.responses_api.serving import ResponsesService, viewer_of
 from service.api.routes import answered, parsed_body
 
 router = APIRouter()
@@ -55,19 +55,19 @@ async def create_response(request: Request) -> Response:
 @router.get("/v1/responses/{response_id}", responses=READ_ERRORS)
 async def retrieve_response(response_id: str, request: Request) -> JSONResponse:
     service = _service(request)
-    return JSONResponse(await service.get(response_id, context_of(request).tenant))
+    return JSONResponse(await service.get(response_id, viewer_of(context_of(request))))
 
 
 @router.delete("/v1/responses/{response_id}", responses=READ_ERRORS)
 async def delete_response(response_id: str, request: Request) -> JSONResponse:
     service = _service(request)
-    return JSONResponse(await service.delete(response_id, context_of(request).tenant))
+    return JSONResponse(await service.delete(response_id, viewer_of(context_of(request))))
 
 
 @router.post("/v1/responses/{response_id}/cancel", responses=READ_ERRORS)
 async def cancel_response(response_id: str, request: Request) -> JSONResponse:
     service = _service(request)
-    return JSONResponse(await service.cancel(response_id, context_of(request).tenant))
+    return JSONResponse(await service.cancel(response_id, viewer_of(context_of(request))))
 
 
 @router.get("/v1/responses/{response_id}/input_items", responses=READ_ERRORS)
@@ -79,5 +79,5 @@ async def list_input_items(
     after: str | None = Query(None, max_length=128),
 ) -> JSONResponse:
     service = _service(request)
-    tenant = context_of(request).tenant
-    return JSONResponse(await service.input_items(response_id, tenant, limit, order, after))
+    viewer = viewer_of(context_of(request))
+    return JSONResponse(await service.input_items(response_id, viewer, limit, order, after))

@@ -49,7 +49,7 @@ from service.core.jobs import JobFailed
 from service.core.lanes import Lane
 from service.media.images import png_data_url
 from service.metrics import ServiceMetrics
-from service.responses.store import ResponseStore, StoredResponse
+from service.responses.store import ResponseStore, StoredResponse, Viewer
 from service.serving.context import RequestContext
 from service.serving.jobs import collect, first_batch, relayed
 from service.serving.leases import stop, sweep
@@ -72,7 +72,7 @@ class Running:
     settings: dict[str, Any]
     store: bool
     logprobs: bool
-    tenant: str | None
+    viewer: Viewer  # who creates it, and so who may see it
     started: Started
     input_items: list[dict[str, Any]] = field(default_factory=list)
 
@@ -121,7 +121,8 @@ class ResponsesService:
         """A response dict (completed, incomplete, or queued in the background), or
         for `stream` an iterator of SSE events that starts after the first token."""
         store = self._check(body)
-        history = await self._history(body.previous_response_id, ctx.tenant)
+        viewer = viewer_of(ctx)
+        history = await self._history(body.previous_response_id, viewer)
         chat_input = to_chat_input(body.instructions, history, body.input_items())
         chat_body = self._chat_request(body, chat_input, ctx)
         rename = functools.partial(_renamed, chat_input=chat_input, history=history)
@@ -137,7 +138,7 @@ class ResponsesService:
             settings=echoed_settings(body, store),
             store=store,
             logprobs=LOGPROBS in (body.include or ()),
-            tenant=ctx.tenant,
+            viewer=viewer,
             started=started,
         )
         try:
@@ -177,7 +178,7 @@ class ResponsesService:
             )
         return body.store is not False
 
-    async def _history(self, previous: str | None, tenant: str | None) -> list[dict[str, Any]]:
+    async def _history(self, previous: str | None, viewer: Viewer) -> list[dict[str, Any]]:
         """The conversation before `previous` and `previous` itself: inputs and answers."""
         chain: list[list[dict[str, Any]]] = []
         response_id = previous
@@ -188,8 +189,8 @@ class ResponsesService:
                     param="previous_response_id",
                     code="context_length_exceeded",
                 )
-            record = await self.store.get(response_id, tenant)
-            items = await self.store.get_input(response_id, tenant) if record else None
+            record = await self.store.get(response_id, viewer)
+            items = await self.store.get_input(response_id, viewer) if record else None
             if record is None or items is None:
                 raise _not_found(param="previous_response_id")
             if record.status not in ("completed", "incomplete"):
@@ -366,7 +367,8 @@ class ResponsesService:
             StoredResponse(
                 id=running.id,
                 response=answer,
-                tenant=running.tenant,
+                tenant=running.viewer.tenant,
+                user=running.viewer.user,
                 input_items=running.input_items,
             )
         )
@@ -379,7 +381,8 @@ class ResponsesService:
         record = StoredResponse(
             id=running.id,
             response=queued,
-            tenant=running.tenant,
+            tenant=running.viewer.tenant,
+            user=running.viewer.user,
             input_items=running.input_items,
             run={
                 "request": request,
@@ -422,8 +425,8 @@ class ResponsesService:
         finally:
             await started.finish(usage)
 
-    async def cancel(self, response_id: str, tenant: str | None) -> dict[str, Any]:
-        record = await self.store.get(response_id, tenant)
+    async def cancel(self, response_id: str, viewer: Viewer) -> dict[str, Any]:
+        record = await self.store.get(response_id, viewer)
         if record is None:
             raise _not_found()
         if record.run is None:
@@ -442,19 +445,19 @@ class ResponsesService:
             else:  # generating on another gateway (Redis mode): stop its job there
                 await self.chat.jobs.cancel(record.run["job_id"])
             return record.response
-        current = await self.store.get(response_id, tenant)
+        current = await self.store.get(response_id, viewer)
         return current.response if current is not None else record.response
 
     # reading
 
-    async def get(self, response_id: str, tenant: str | None) -> dict[str, Any]:
-        record = await self.store.get(response_id, tenant)
+    async def get(self, response_id: str, viewer: Viewer) -> dict[str, Any]:
+        record = await self.store.get(response_id, viewer)
         if record is None:
             raise _not_found()
         return record.response
 
-    async def delete(self, response_id: str, tenant: str | None) -> dict[str, Any]:
-        if not await self.store.delete(response_id, tenant):
+    async def delete(self, response_id: str, viewer: Viewer) -> dict[str, Any]:
+        if not await self.store.delete(response_id, viewer):
             raise _not_found()
         task = self._tasks.get(response_id)
         if task is not None:
@@ -464,12 +467,12 @@ class ResponsesService:
     async def input_items(
         self,
         response_id: str,
-        tenant: str | None,
+        viewer: Viewer,
         limit: int = 20,
         order: str = "desc",
         after: str | None = None,
     ) -> dict[str, Any]:
-        items = await self.store.get_input(response_id, tenant)
+        items = await self.store.get_input(response_id, viewer)
         if items is None:
             raise _not_found()
         if order == "desc":
@@ -503,7 +506,7 @@ class ResponsesService:
     async def _take_over(self, record: StoredResponse) -> None:
         """Generate a silent gateway's background response again, from what was stored."""
         run = record.run or {}
-        items = await self.store.get_input(record.id, record.tenant) or []
+        items = await self.store.get_input(record.id, record.creator) or []
         try:
             body = ResponseCreateRequest.model_validate({**run["request"], "input": items})
             ctx = RequestContext(
@@ -512,7 +515,7 @@ class ResponsesService:
                 timeout=str(run["timeout"]),
                 started=time.perf_counter(),
             )
-            history = await self._history(body.previous_response_id, record.tenant)
+            history = await self._history(body.previous_response_id, record.creator)
             chat_input = to_chat_input(body.instructions, history, body.input_items())
             started = await self.chat.start(self._chat_request(body, chat_input, ctx), ctx)
         except errors.ServiceError as exc:
@@ -530,7 +533,7 @@ class ResponsesService:
             settings={k: record.response[k] for k in echoed_settings(body, True)},
             store=True,
             logprobs=LOGPROBS in (body.include or ()),
-            tenant=record.tenant,
+            viewer=record.creator,
             started=started,
         )
         record.run = {**run, "job_id": started.job.id}
@@ -539,6 +542,12 @@ class ResponsesService:
     async def aclose(self) -> None:
         await stop([*self._tasks.values(), self._sweeper])
         await self.store.close()
+
+
+def viewer_of(ctx: RequestContext) -> Viewer:
+    """Who asks, as the response store sees it: the tenant, and the user of a token."""
+    identity = ctx.identity
+    return Viewer(ctx.tenant, identity.digest() if identity is not None else None)
 
 
 def _pngs(images: list[ImageInput]) -> list[str]:

@@ -241,3 +241,35 @@ def _header(token: str) -> dict:
 
     part = token.split(".")[0]
     return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def test_a_stored_response_created_with_a_users_token_is_that_users_alone(oidc_provider, gateway):
+    """Another clinician of the same tenant, and the tenant's API key, get 404 for it
+    (retrieve, input items, cancel, delete, continuing it); its creator sees it. A
+    response created with the key stays the tenant's, as before."""
+    alice, bob = oidc_provider.sign(sub="clinician-alice"), oidc_provider.sign(sub="clinician-bob")
+    created = gateway.client(alice).responses.create(model=MODEL, input="hi", max_output_tokens=2)
+    assert gateway.client(alice).responses.retrieve(created.id).id == created.id
+    for other in (bob, gateway.key):
+        responses = gateway.client(other).responses
+        for call in (
+            responses.retrieve,
+            responses.input_items.list,
+            responses.cancel,
+            responses.delete,
+        ):
+            with pytest.raises(openai.NotFoundError):
+                call(created.id)
+        with pytest.raises(openai.NotFoundError) as refused:
+            responses.create(
+                model=MODEL, input="and?", previous_response_id=created.id, max_output_tokens=2
+            )
+        assert refused.value.body["param"] == "previous_response_id"
+    follow_up = gateway.client(alice).responses.create(
+        model=MODEL, input="and?", previous_response_id=created.id, max_output_tokens=2
+    )
+    assert follow_up.previous_response_id == created.id and follow_up.status != "failed"
+    shared = gateway.client(gateway.key).responses.create(
+        model=MODEL, input="hi", max_output_tokens=2
+    )
+    assert gateway.client(bob).responses.retrieve(shared.id).id == shared.id

@@ -13,6 +13,7 @@ from service.responses.store import (
     InMemoryResponseStore,
     ResponseStore,
     StoredResponse,
+    Viewer,
     new_response_id,
 )
 
@@ -57,27 +58,46 @@ async def store(request, redis_server) -> AsyncIterator[ResponseStore]:
 async def test_a_record_and_its_input_round_trip(store: ResponseStore):
     record = a_response(run={"lane": "batch"}, owner="gw-1")
     await store.create(record)
-    got = await store.get(record.id, "a")
+    got = await store.get(record.id, Viewer("a"))
     assert got is not None and got.input_items == []  # get() leaves the images where they are
     got.input_items = record.input_items
     assert got == record
-    assert await store.get_input(record.id, "a") == [IMAGE_ITEM]
-    assert await store.get(new_response_id(), "a") is None
-    assert await store.get_input(new_response_id(), "a") is None
+    assert await store.get_input(record.id, Viewer("a")) == [IMAGE_ITEM]
+    assert await store.get(new_response_id(), Viewer("a")) is None
+    assert await store.get_input(new_response_id(), Viewer("a")) is None
+
+
+async def test_a_users_response_is_that_users_alone(store: ResponseStore):
+    """Created with a user's token: that user sees it, not another user of the same
+    tenant, not the tenant's keys; created with a key: anyone of the tenant."""
+    mine = a_response(tenant="a", user="u1")
+    await store.create(mine)
+    assert await store.get(mine.id, Viewer("a", "u1")) is not None
+    assert await store.get_input(mine.id, Viewer("a", "u1")) == [IMAGE_ITEM]
+    for other in (Viewer("a", "u2"), Viewer("a"), Viewer("b", "u1")):
+        assert await store.get(mine.id, other) is None
+        assert await store.get_input(mine.id, other) is None
+        assert not await store.delete(mine.id, other)
+    keyed = a_response(tenant="a")
+    await store.create(keyed)
+    assert await store.get(keyed.id, Viewer("a", "u2")) is not None
+    assert await store.get(keyed.id, Viewer("a")) is not None
+    assert await store.delete(mine.id, Viewer("a", "u1"))
 
 
 async def test_a_tenant_never_sees_another_tenants_response(store: ResponseStore):
     record = a_response(tenant="a")
     await store.create(record)
-    assert await store.get(record.id, "b") is None
-    assert await store.get(record.id, None) is None  # auth off does not open a tenant's records
-    assert await store.get_input(record.id, "b") is None
-    assert not await store.delete(record.id, "b")
-    assert await store.get(record.id, "a") is not None  # still there for its owner
+    assert await store.get(record.id, Viewer("b")) is None
+    # auth off does not open a tenant's records
+    assert await store.get(record.id, Viewer(None)) is None
+    assert await store.get_input(record.id, Viewer("b")) is None
+    assert not await store.delete(record.id, Viewer("b"))
+    assert await store.get(record.id, Viewer("a")) is not None  # still there for its owner
     untenanted = a_response(tenant=None)
     await store.create(untenanted)
-    assert await store.get(untenanted.id, "a") is None
-    assert await store.get(untenanted.id, None) is not None
+    assert await store.get(untenanted.id, Viewer("a")) is None
+    assert await store.get(untenanted.id, Viewer(None)) is not None
 
 
 async def test_update_never_overwrites_a_terminal_record(store: ResponseStore):
@@ -90,19 +110,19 @@ async def test_update_never_overwrites_a_terminal_record(store: ResponseStore):
     assert await store.update(cancelled)
     record.response["status"] = "completed"
     assert not await store.update(record)  # the gateway still generating loses
-    stored = await store.get(record.id, "a")
+    stored = await store.get(record.id, Viewer("a"))
     assert stored is not None and stored.status == "cancelled"
-    assert await store.get_input(record.id, "a") == [IMAGE_ITEM]  # update keeps the input
+    assert await store.get_input(record.id, Viewer("a")) == [IMAGE_ITEM]  # update keeps the input
     assert not await store.update(a_response(status="queued"))  # unknown: update creates nothing
 
 
 async def test_delete_removes_record_and_input(store: ResponseStore):
     record = a_response()
     await store.create(record)
-    assert await store.delete(record.id, "a")
-    assert await store.get(record.id, "a") is None
-    assert await store.get_input(record.id, "a") is None
-    assert not await store.delete(record.id, "a")
+    assert await store.delete(record.id, Viewer("a"))
+    assert await store.get(record.id, Viewer("a")) is None
+    assert await store.get_input(record.id, Viewer("a")) is None
+    assert not await store.delete(record.id, Viewer("a"))
 
 
 async def test_records_expire_after_the_ttl(redis_server):
@@ -113,11 +133,11 @@ async def test_records_expire_after_the_ttl(redis_server):
     records = [a_response() for _ in stores]
     for store, record in zip(stores, records, strict=True):
         await store.create(record)
-        assert await store.get(record.id, "a") is not None
+        assert await store.get(record.id, Viewer("a")) is not None
     await asyncio.sleep(1.6)
     for store, record in zip(stores, records, strict=True):
-        assert await store.get(record.id, "a") is None
-        assert await store.get_input(record.id, "a") is None
+        assert await store.get(record.id, Viewer("a")) is None
+        assert await store.get_input(record.id, Viewer("a")) is None
         await store.close()
 
 
@@ -129,14 +149,15 @@ async def test_memory_store_is_bounded_oldest_finished_first():
     for record in done:
         await store.create(record)
     # the oldest finished record went; the older running one stays
-    assert await store.get(running.id, "a") is not None
-    assert await store.get(done[0].id, "a") is None
-    assert all([await store.get(r.id, "a") is not None for r in done[1:]])
+    assert await store.get(running.id, Viewer("a")) is not None
+    assert await store.get(done[0].id, Viewer("a")) is None
+    assert all([await store.get(r.id, Viewer("a")) is not None for r in done[1:]])
     many = [a_response(status="in_progress") for _ in range(3)]
     for record in many:
         await store.create(record)
-    assert [await store.get(r.id, "a") is not None for r in many] == [True] * 3
-    assert await store.get(running.id, "a") is None  # nothing finished left: the oldest goes
+    assert [await store.get(r.id, Viewer("a")) is not None for r in many] == [True] * 3
+    # nothing finished left: the oldest goes
+    assert await store.get(running.id, Viewer("a")) is None
 
 
 async def test_redis_hands_a_silent_gateways_background_response_to_another(redis_server):
