@@ -137,9 +137,10 @@ class RedisWorkerQueue:
         try:
             await self._publisher.publish(reply_to, job_id, event)
         except errors.NotReady:
-            # Redis failed under the job (a restart, a failover): its gateway resubmits
-            # it. Stop claiming the old entry, so that where it survived it is reclaimed
-            # and dropped (its cancel flag is set), not held by our heartbeat forever.
+            # Redis failed under the job. Its gateway resubmits it if another server
+            # answers now (a restart, a failover) and sets the old one's cancel flag.
+            # Stop claiming the old entry, so that where it survived it is reclaimed
+            # (run again, or dropped when cancelled), not held by our heartbeat forever.
             self._give_up(job_id)
             raise
 
