@@ -211,3 +211,47 @@ def test_a_study_read_is_traced_like_a_chat_request(tmp_path, orthanc):
     assert parent["queue.wait"] == parent["worker.job"] == "queue.submit"
     assert spans["image.resolve"].attributes["gmaivl.image.source"] == "dicomweb_instance"
     assert spans["image.decode"].attributes["gmaivl.image.media_type"] == "application/dicom"
+
+
+def test_a_responses_request_is_traced_like_a_chat_request(traced):
+    """/v1/responses goes through chat's own path: the same spans, the same parents,
+    the job's context across Redis, no PHI."""
+    cluster, receiver = traced
+    cluster.add_worker()
+    gateway = cluster.add_gateway()
+    header, trace_id, client_span = traceparent()
+    chat = dicom_chat()
+    image, text = chat["messages"][0]["content"]
+    body = {
+        "model": MODEL,
+        "max_output_tokens": 6,
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_image", "image_url": image["image_url"]["url"]},
+                    {"type": "input_text", "text": text["text"]},
+                ],
+            }
+        ],
+    }
+    response = httpx.post(
+        gateway + "/v1/responses",
+        json=body,
+        headers={"traceparent": header, "X-Request-Id": "req-trace-responses"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    server_name = "POST /v1/responses"
+    names = (GATEWAY_SPANS - {"POST /v1/chat/completions"}) | {server_name} | WORKER_SPANS
+    spans = wait_for_spans(receiver, trace_id, names)
+    server = spans[server_name]
+    assert server.parent_span_id == client_span
+    by_id = {s.span_id: s.name for s in spans.values()}
+    parent = {name: by_id.get(span.parent_span_id) for name, span in spans.items()}
+    assert parent["queue.submit"] == parent["response"] == parent["image.resolve"] == server_name
+    assert parent["queue.wait"] == parent["worker.job"] == "queue.submit"
+    assert parent["engine.generate"] == "worker.job"
+    assert spans["engine.generate"].attributes["gen_ai.usage.output_tokens"] == 6
+    assert all(s.attributes["gmaivl.request_id"] == "req-trace-responses" for s in spans.values())
+    assert MARKER not in json.dumps([s.__dict__ for s in receiver.trace(trace_id)], default=str)
