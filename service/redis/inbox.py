@@ -21,7 +21,7 @@ import time
 import uuid
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from service.core.jobs import JobEvent, JobFailed
 from service.redis import keys
@@ -158,9 +158,13 @@ class GatewayInbox:
 
     async def _server(self) -> str | None:
         """The identity of the Redis server that answers now (its run id, new with every
-        start; a promoted replica has its own), None when none answers."""
+        start; a promoted replica has its own), None when none answers. A server that
+        answers but may not say (an ACL without INFO) gets a new identity each time:
+        every failed read is then taken for a possible loss, as if it had changed."""
         try:
             info = await asyncio.wait_for(self.redis.info("server"), 1.0 + READ_SLACK)
+        except ResponseError:
+            return uuid.uuid4().hex
         except (RedisError, TimeoutError):
             return None
         return str(info.get("run_id"))

@@ -238,6 +238,32 @@ async def test_a_broken_read_from_the_same_server_resubmits_nothing(redis_server
         await queue.close()
 
 
+async def test_a_server_that_may_not_say_who_it_is_is_taken_for_a_new_one(redis_server):
+    """An ACL user without INFO: after a broken read the gateway cannot tell the same
+    server from a new one, so it resubmits (the safe side, as before run ids)."""
+    user = f"u{uuid.uuid4().hex[:8]}"
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+        commands=["+@all", "-info"],
+    )  # fmt: skip
+    url = redis_server.url.replace("redis://", f"redis://{user}:pw@", 1)
+    queue = RedisQueuePair(url, model=f"m-{uuid.uuid4().hex[:8]}")
+    try:
+        j = job()
+        await queue.submit(j)
+        stream = queue.events(j.id)
+        reading = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0.2)  # the inbox reader is blocked in XREAD
+        await admin.client_kill_filter(_type="normal", skipme=True)
+        assert await asyncio.wait_for(reading, 10) == [Restarted(0)]
+        assert queue.gateway.resubmitted == 1
+    finally:
+        await queue.close()
+        await admin.acl_deluser(user)
+        await admin.aclose()
+
+
 async def test_known_models_stay_known_while_redis_does_not_answer():
     """A discovery-mode gateway (no configured model) while Redis is down: the registry
     read is `not_ready`, not "no models"; the catalog keeps the last set with its age,
