@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -119,6 +120,9 @@ async def test_primary_killed_under_load_nothing_lost(tmp_path, made, served):
     assert interrupted < 30
 
 
+BUSY_TOKENS = 120  # at 50 ms: the only slot is busy long enough to see the next job wait
+
+
 @GATEWAY_MODES
 async def test_job_lost_with_the_old_primary_is_resubmitted(tmp_path, made, served):
     """Asynchronous replication can lose an acknowledged enqueue. Made exact here: the
@@ -130,32 +134,67 @@ async def test_job_lost_with_the_old_primary_is_resubmitted(tmp_path, made, serv
     made.append(c)
     c.wait_worker_metrics(c.add_worker(max_concurrency=1))
     gateway = c.add_gateway(model=served)
+    primary = redis.Redis(port=group.primary_port())
     replica = redis.Redis(port=group.replicas[0].port)
     stream = keys.lane_stream(MODEL, Lane.routine)
 
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
-        busy = asyncio.create_task(ask(http, body(0, 60), []))  # 3 s on the only slot
-        deadline = time.monotonic() + 30  # generous: a loaded machine replicates slowly
-        while replica.xlen(stream) < 1 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        queued = asyncio.create_task(ask(http, body(1, 5), []))
-        while replica.xlen(stream) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        busy = asyncio.create_task(ask(http, body(0, BUSY_TOKENS), []))  # 6 s on the only slot
+
+        async def until(condition: Callable[[], bool]) -> None:
+            """Polls the primary (the truth), not the replica (it may lag)."""
+            deadline = time.monotonic() + 60
+            while not condition():
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        _why_not_replicated(tmp_path, group, stream, busy, *queued)
+                    )
+                await asyncio.sleep(0.05)
+
+        queued: list[asyncio.Task] = []
+        await until(lambda: _running(primary, stream) == 1)
+        queued.append(asyncio.create_task(ask(http, body(1, 5), [])))
+        await until(lambda: primary.xlen(stream) == 2)  # and the second waiting behind it
+        assert primary.wait(1, 10_000) == 1  # the replica has both
         entries = replica.xrange(stream)
-        assert len(entries) == 2, "both jobs replicated"
+        assert len(entries) == 2, _why_not_replicated(tmp_path, group, stream, busy, *queued)
         lost_id = entries[-1][0]
         replica.xdel(stream, lost_id)  # on the replica only: the enqueue the failover loses
         group.kill_primary()
         retries: list[float] = []
-        first, second = await asyncio.gather(busy, queued)
+        first, second = await asyncio.gather(busy, *queued)
         late = await ask(http, body(2, 4), retries)
 
     assert group.primary_port() == group.replicas[0].port
     assert first.status_code == 200 and second.status_code == 200, (first.text, second.text)
-    assert first.json()["choices"][0]["message"]["content"] == expected_text(60)
+    assert first.json()["choices"][0]["message"]["content"] == expected_text(BUSY_TOKENS)
     assert second.json()["choices"][0]["message"]["content"] == expected_text(5)
     assert late.status_code == 200
     assert all(p.poll() is None for p, _ in c.gateways + c.workers)
+
+
+def _running(server: redis.Redis, stream: str) -> int:
+    """Entries of `stream` delivered to a worker and not yet acknowledged."""
+    try:
+        return server.xpending(stream, keys.GROUP)["pending"]
+    except redis.ResponseError:  # no group yet
+        return 0
+
+
+def _why_not_replicated(tmp_path, group, stream, *requests: asyncio.Task) -> str:
+    """What a failed replication check saw: the requests' outcomes, both servers' view
+    of the lane, the replica's link and the processes' last log lines."""
+    primary = redis.Redis(port=group.primary_port())
+    replica = redis.Redis(port=group.replicas[0].port)
+    outcomes = [
+        (r.result().status_code, r.result().text[:200]) if r.done() else "pending" for r in requests
+    ]
+    logs = {path.name: path.read_text(errors="replace")[-1500:] for path in tmp_path.glob("*.log")}
+    link = replica.info("replication").get("master_link_status")
+    return (
+        f"both jobs replicated: requests {outcomes}; primary xlen {primary.xlen(stream)}, "
+        f"replica xlen {replica.xlen(stream)}, link {link}; logs {logs}"
+    )
 
 
 async def test_a_started_stream_ends_with_the_retriable_error(tmp_path, made):
