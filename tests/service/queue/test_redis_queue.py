@@ -40,6 +40,17 @@ async def events(queue, job_id):
     return [e async for batch in queue.events(job_id) for e in batch]
 
 
+async def a_reader_blocked_in_xread(queue):
+    """A submitted job, its event stream, and the task reading its first batch, once the
+    gateway's inbox reader is blocked in XREAD."""
+    j = job()
+    await queue.submit(j)
+    stream = queue.events(j.id)
+    reading = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0.2)
+    return j, stream, reading
+
+
 async def test_silent_worker_job_is_redelivered_then_dead_lettered(make):
     fast = {"visibility_timeout": 0.2, "heartbeat_interval": 0.05, "max_deliveries": 2}
     gateway, dead, alive = make(), make(worker_id="dead", **fast), make(worker_id="b", **fast)
@@ -179,11 +190,7 @@ async def test_a_job_lost_with_redis_is_resubmitted_under_a_new_attempt():
     server = RedisServer().start()
     queue = RedisQueuePair(server.url, model="m", heartbeat_interval=0.2)
     try:
-        j = job()
-        await queue.submit(j)
-        stream = queue.events(j.id)
-        reading = asyncio.create_task(anext(stream))
-        await asyncio.sleep(0.2)  # the inbox reader is blocked in XREAD
+        j, stream, reading = await a_reader_blocked_in_xread(queue)
         server.stop()
         await asyncio.sleep(0.3)
         server.start()  # same port, empty: the job is gone
@@ -250,11 +257,7 @@ async def test_a_server_that_may_not_say_who_it_is_is_taken_for_a_new_one(redis_
     url = redis_server.url.replace("redis://", f"redis://{user}:pw@", 1)
     queue = RedisQueuePair(url, model=f"m-{uuid.uuid4().hex[:8]}")
     try:
-        j = job()
-        await queue.submit(j)
-        stream = queue.events(j.id)
-        reading = asyncio.create_task(anext(stream))
-        await asyncio.sleep(0.2)  # the inbox reader is blocked in XREAD
+        _, _, reading = await a_reader_blocked_in_xread(queue)
         await admin.client_kill_filter(_type="normal", skipme=True)
         assert await asyncio.wait_for(reading, 10) == [Restarted(0)]
         assert queue.gateway.resubmitted == 1
