@@ -123,12 +123,14 @@ def _event_body(event: JobEvent) -> dict[str, Any]:
 
 
 def _event_from_body(raw: dict[str, Any]) -> JobEvent:
-    kind = raw.pop("t")
-    if kind == "d":
-        return Delta(raw["text"], tuple(_token_from_body(t) for t in raw.get("lp", ())))
+    kind = raw["t"]
+    if kind == "d":  # most events: no generator, no copy
+        lp = raw.get("lp")
+        return Delta(raw["text"], tuple(map(_token_from_body, lp)) if lp else ())
     if kind == "f":
         return Finish(raw["reason"], Usage(raw["prompt"], raw["completion"]))
     if kind == "x":
+        del raw["t"]
         return JobFailed(**raw)
     return Restarted(raw["attempt"])
 

@@ -67,6 +67,7 @@ from service.redis import keys
 from service.redis.codec import encode_job
 from service.redis.connection import answers, close_quietly, connect, unavailable
 from service.redis.inbox import UNAVAILABLE, GatewayInbox
+from service.redis.multiplexed import LuaScript, MultiplexedRedis
 from service.redis.scripts import ADMIT_SCRIPT
 from service.redis.streams import LaneStreams
 
@@ -89,12 +90,13 @@ class RedisGatewayQueue:
     ) -> None:
         # Each stream being answered holds a connection in a blocking XREAD.
         self.redis = connect(url, max_connections=max_connections)
+        self.shared = MultiplexedRedis(self.redis)  # admission: see `multiplexed`
         self.model = model
         self.max_depth = max_depth
         self.heartbeat_interval = heartbeat_interval
         self.result_ttl = result_ttl
         self._streams: dict[str, LaneStreams] = {}
-        self._admit = self.redis.register_script(ADMIT_SCRIPT)
+        self._admit = LuaScript(ADMIT_SCRIPT)
         self._inbox = GatewayInbox(self.redis, result_ttl)
         self._jobs: dict[str, Job] = {}  # submitted here, until their events are read
         self._current: dict[str, str] = {}  # job id -> its resubmitted attempt's id
@@ -115,13 +117,14 @@ class RedisGatewayQueue:
         self._inbox.open(job.id)
         try:
             await streams.ensure_groups()
-            waiting = await self._admit(
-                keys=[
+            waiting = await self.shared.evalsha(
+                self._admit,
+                [
                     keys.lane_stream(job.model, job.lane),
                     keys.wake(job.model),
                     *(keys.image(ref) for ref in refs),
                 ],
-                args=[
+                [
                     keys.GROUP,
                     self.max_depth,
                     self.result_ttl,
@@ -294,6 +297,7 @@ class RedisGatewayQueue:
 
     async def close(self) -> None:
         await self._inbox.stop()
+        await self.shared.close()
         await close_quietly(self.redis)
 
     async def _retry_after(self, model: str, waiting: int) -> int:

@@ -10,13 +10,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from service import errors
 from service.core.jobs import JobEvent
 from service.redis import keys
 from service.redis.codec import encode_events
+from service.redis.multiplexed import Command, MultiplexedRedis
 
 log = logging.getLogger("gmaivl.queue")
 
@@ -48,14 +48,14 @@ class InboxPublisher:
     with every entry."""
 
     def __init__(
-        self, redis: aioredis.Redis, ttl: int, flush_interval: float = FLUSH_INTERVAL
+        self, redis: MultiplexedRedis, ttl: int, flush_interval: float = FLUSH_INTERVAL
     ) -> None:
         self.redis = redis
         self.ttl = ttl
         self.flush_interval = flush_interval
         self._expired_at: dict[str, float] = {}  # inbox -> when we last refreshed its TTL
         self._pending: list[tuple[str, str, JobEvent]] = []
-        self._also: list[tuple[str, Callable[[Pipeline], object]]] = []  # (job id, commands)
+        self._also: list[tuple[str, list[Command]]] = []  # (job id, commands)
         self._pending_done: asyncio.Future[None] | None = None
         self._pending_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -70,8 +70,8 @@ class InboxPublisher:
         if len(self._pending) > MAX_PENDING:
             await asyncio.shield(done)
 
-    async def also(self, job_id: str, commands: Callable[[Pipeline], object]) -> None:
-        """Queue `commands(pipe)` into the next flush, after every event published
+    async def also(self, job_id: str, commands: list[Command]) -> None:
+        """Queue `commands` into the next flush, after every event published
         before it; returns once they ran (errors.NotReady if Redis failed, or if a
         flush of the job's earlier events did)."""
         self._check(job_id)
@@ -119,15 +119,15 @@ class InboxPublisher:
                 by_inbox: dict[str, list[tuple[str, JobEvent]]] = defaultdict(list)
                 for inbox, job_id, event in batch:
                     by_inbox[inbox].append((job_id, event))
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for inbox, events in by_inbox.items():
-                        pipe.xadd(inbox, {"e": encode_events(events)})
-                        if began - self._expired_at.get(inbox, -EXPIRE_EVERY) >= EXPIRE_EVERY:
-                            self._expired_at[inbox] = began
-                            pipe.expire(inbox, self.ttl)
-                    for _, commands in also:
-                        commands(pipe)
-                    await pipe.execute()
+                pipe: list[Command] = []
+                for inbox, events in by_inbox.items():
+                    pipe.append(("XADD", inbox, "*", "e", encode_events(events)))
+                    if began - self._expired_at.get(inbox, -EXPIRE_EVERY) >= EXPIRE_EVERY:
+                        self._expired_at[inbox] = began
+                        pipe.append(("EXPIRE", inbox, self.ttl))
+                for _, commands in also:
+                    pipe += commands
+                await self.redis.pipeline(pipe)
                 if len(self._expired_at) > CANCELS_KEPT:  # gateways come and go
                     self._expired_at.clear()
             except Exception as exc:  # callers learn it; the flusher carries on

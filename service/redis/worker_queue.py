@@ -25,6 +25,7 @@ from service.metrics import ServiceMetrics
 from service.redis import keys
 from service.redis.codec import job_from, parse_job
 from service.redis.connection import answers, close_quietly, connect, unavailable
+from service.redis.multiplexed import LuaScript, MultiplexedRedis
 from service.redis.scripts import TAKE_SCRIPT
 from service.redis.streams import LaneStreams
 from service.redis.worker_io import FLUSH_INTERVAL, CancelListener, InboxPublisher
@@ -52,6 +53,7 @@ class RedisWorkerQueue:
     ) -> None:
         self.metrics = metrics
         self.redis = connect(url)
+        self.shared = MultiplexedRedis(self.redis)  # take and publish: see `multiplexed`
         self.model = model
         self.adapters = list(adapters)
         self.models = [model, *self.adapters]
@@ -67,10 +69,10 @@ class RedisWorkerQueue:
         self._model_of_stream = {
             key: streams.model for streams in self._streams for key in streams.keys
         }
-        self._take = self.redis.register_script(TAKE_SCRIPT)
+        self._take = LuaScript(TAKE_SCRIPT)
         self._inflight: dict[str, tuple[str, bytes]] = {}  # job -> (stream, entry id)
         self._reply_to: dict[str, str] = {}  # job -> its gateway's inbox
-        self._publisher = InboxPublisher(self.redis, result_ttl, flush_interval)
+        self._publisher = InboxPublisher(self.shared, result_ttl, flush_interval)
         self._cancels = CancelListener(self.redis, in_flight=lambda: list(self._inflight))
         self._last_reclaim = 0.0
         self._wake_keys = [keys.wake(m) for m in self.models]
@@ -157,13 +159,12 @@ class RedisWorkerQueue:
             return
         stream, entry_id = where
         done_counter = keys.done_counter(self._model_of_stream.get(stream, self.model))
-
-        def ack(pipe: Any) -> None:
-            pipe.xack(stream, keys.GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            pipe.delete(keys.tries(job_id))
-            pipe.incr(done_counter)
-
+        ack = [
+            ("XACK", stream, keys.GROUP, entry_id),
+            ("XDEL", stream, entry_id),
+            ("DEL", keys.tries(job_id)),
+            ("INCR", done_counter),
+        ]
         # With the job's last events' flush (after them): no round trip of its own.
         # A failed flush of its events stops it (NotReady): not acknowledged.
         try:
@@ -188,8 +189,11 @@ class RedisWorkerQueue:
                     keys.PARENTS,
                     mapping={m: (self.model if m != self.model else "") for m in self.models},
                 )
+                entries_by_stream: dict[str, list[bytes]] = {}
                 for stream, entry_id in self._inflight.values():
-                    pipe.xclaim(stream, keys.GROUP, self.worker_id, 0, [entry_id], justid=True)
+                    entries_by_stream.setdefault(stream, []).append(entry_id)
+                for stream, entry_ids in entries_by_stream.items():  # one XCLAIM per stream
+                    pipe.xclaim(stream, keys.GROUP, self.worker_id, 0, entry_ids, justid=True)
                 await pipe.execute()
 
     async def leave(self) -> None:
@@ -207,13 +211,14 @@ class RedisWorkerQueue:
     async def close(self) -> None:
         self._cancels.stop()
         self._publisher.stop()
+        await self.shared.close()
         await close_quietly(self.redis)
 
     async def _take_entry(self, *, pop_wake: bool) -> list[Any] | None:
-        """One TAKE_SCRIPT call."""
+        """One TAKE_SCRIPT call (it returns at once: on the shared connection)."""
         keys_and_args = self._take_call(pop_wake=pop_wake)
         n = len(self._stream_keys)
-        return await self._take(keys=keys_and_args[:n], args=keys_and_args[n:])
+        return await self.shared.evalsha(self._take, keys_and_args[:n], keys_and_args[n:])
 
     def _take_call(self, *, pop_wake: bool) -> list[Any]:
         """TAKE_SCRIPT's keys, then its arguments; reclaiming first about once per

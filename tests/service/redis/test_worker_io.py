@@ -17,44 +17,20 @@ from service.redis.worker_io import InboxPublisher
 
 
 class HeldRedis:
-    """Each pipeline's execute waits for `release`; the first one fails."""
+    """Each flush waits for `release`; the first one fails."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.fail_next = True
         self.sent: list[tuple] = []
 
-    def pipeline(self, transaction: bool = True) -> HeldPipeline:
-        return HeldPipeline(self)
-
-
-class HeldPipeline:
-    def __init__(self, redis: HeldRedis) -> None:
-        self.redis = redis
-        self.commands: list[tuple] = []
-
-    async def __aenter__(self) -> HeldPipeline:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def xadd(self, key: str, fields: dict) -> None:
-        self.commands.append(("xadd", key, decode_events(fields["e"])))
-
-    def expire(self, key: str, ttl: int) -> None:
-        self.commands.append(("expire", key))
-
-    def xack(self, *args: object) -> None:
-        self.commands.append(("xack", *args))
-
-    async def execute(self) -> list:
-        await self.redis.release.wait()
-        if self.redis.fail_next:
-            self.redis.fail_next = False
+    async def pipeline(self, commands: list[tuple]) -> list:
+        await self.release.wait()
+        if self.fail_next:
+            self.fail_next = False
             raise RedisConnectionError("gone")
-        self.redis.sent += self.commands
-        return [None] * len(self.commands)
+        self.sent += commands
+        return [None] * len(commands)
 
 
 async def test_a_failed_flush_drops_what_was_queued_for_its_jobs_since():
@@ -64,16 +40,16 @@ async def test_a_failed_flush_drops_what_was_queued_for_its_jobs_since():
     await asyncio.sleep(0.01)  # the flush carrying "a" is in flight (held)
     await publisher.publish("inbox", "j", Delta("b"))  # queued behind it
     await publisher.publish("inbox", "k", Delta("x"))  # another job's
-    ack_j = asyncio.create_task(publisher.also("j", lambda pipe: pipe.xack("lane", "g", "1-0")))
+    ack_j = asyncio.create_task(publisher.also("j", [("XACK", "lane", "g", "1-0")]))
     await asyncio.sleep(0.01)
     redis.release.set()  # the first flush fails; the next one goes through
     with pytest.raises(errors.NotReady):
         await ack_j  # "a" may be lost: j is never acknowledged
-    await publisher.also("k", lambda pipe: pipe.xack("lane", "g", "2-0"))
-    events = [e for command in redis.sent if command[0] == "xadd" for e in command[2]]
+    await publisher.also("k", [("XACK", "lane", "g", "2-0")])
+    events = [e for c in redis.sent if c[0] == "XADD" for e in decode_events(c[4])]
     assert events == [("k", Delta("x"))]  # no "b" after a lost "a": no gap in j's stream
-    assert ("xack", "lane", "g", "2-0") in redis.sent
-    assert ("xack", "lane", "g", "1-0") not in redis.sent
+    assert ("XACK", "lane", "g", "2-0") in redis.sent
+    assert ("XACK", "lane", "g", "1-0") not in redis.sent
     with pytest.raises(errors.NotReady):
         await publisher.publish("inbox", "j", Delta("c"))
     publisher.forget("j")  # the worker gave the job up

@@ -1,0 +1,147 @@
+"""The shared connection against a real redis-server: many callers each get their own
+reply, errors stay with their call, a lost or silent connection fails the waiting
+calls and the next call reconnects, a cancelled caller does not shift the replies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+
+from service.processes import RedisServer
+from service.redis.connection import connect
+from service.redis.multiplexed import LuaScript, MultiplexedRedis
+
+ECHO_ARGV = LuaScript("return ARGV")
+BUSY = LuaScript(  # holds the server for ARGV[1] microseconds
+    "local s = redis.call('TIME') local start = s[1] * 1000000 + s[2] "
+    "repeat local t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) "
+    "return 1"
+)
+
+
+@pytest.fixture
+async def shared(redis_server):
+    client = connect(redis_server.url)
+    await client.flushdb()
+    await client.script_flush()
+    mux = MultiplexedRedis(client)
+    yield mux, client
+    await mux.close()
+    await client.aclose()
+
+
+async def test_concurrent_callers_each_get_their_own_reply(shared):
+    mux, _ = shared
+
+    async def caller(n: int) -> list[object]:
+        replies = []
+        for i in range(20):
+            replies.append(await mux.execute("INCRBY", f"counter:{n}", i))
+            replies.append(await mux.evalsha(ECHO_ARGV, [], [n, i, b"x" * n]))
+        return replies
+
+    results = await asyncio.gather(*(caller(n) for n in range(50)))
+    for n, replies in enumerate(results):
+        counts, echoes = replies[0::2], replies[1::2]
+        assert counts == [sum(range(i + 1)) for i in range(20)]
+        assert echoes == [[str(n).encode(), str(i).encode(), b"x" * n] for i in range(20)]
+
+
+async def test_a_pipeline_answers_in_order_and_an_error_stays_with_its_call(shared):
+    mux, _ = shared
+    replies = await mux.pipeline([("SET", "a", 1), ("INCR", "a"), ("GET", "a")])
+    assert replies == [b"OK", 2, b"2"]
+    bad, good = await asyncio.gather(
+        mux.execute("INCR", "a", "an argument too many"),
+        mux.execute("GET", "a"),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, ResponseError) and good == b"2"
+    with pytest.raises(ResponseError):
+        await mux.pipeline([("SET", "b", 1), ("LPUSH", "b", 1)])  # WRONGTYPE
+    assert await mux.execute("GET", "b") == b"1"  # the pipeline's other command ran
+
+
+async def test_a_script_redis_lost_is_sent_again(shared):
+    mux, client = shared
+    with pytest.raises(NoScriptError):
+        await mux.execute("EVALSHA", ECHO_ARGV.sha, 0, "x")
+    assert await mux.evalsha(ECHO_ARGV, [], ["x"]) == [b"x"]  # sent whole, now cached
+    assert await mux.execute("EVALSHA", ECHO_ARGV.sha, 0, "y") == [b"y"]
+    await client.script_flush()
+    assert await mux.evalsha(ECHO_ARGV, [], ["z"]) == [b"z"]
+
+
+async def test_a_cancelled_caller_does_not_shift_the_replies(shared):
+    mux, client = shared
+    await client.set("k", "v")
+    slow = asyncio.ensure_future(mux.evalsha(BUSY, [], [200_000]))
+    await asyncio.sleep(0.05)
+    follower = asyncio.ensure_future(mux.execute("GET", "k"))
+    await asyncio.sleep(0.01)
+    slow.cancel()
+    assert await follower == b"v"
+
+
+async def test_a_lost_connection_fails_its_calls_and_the_next_call_reconnects():
+    server = RedisServer().start()
+    client = aioredis.Redis.from_url(server.url)
+    mux = MultiplexedRedis(client)
+    try:
+        assert await mux.execute("PING") == b"PONG"
+        busy = asyncio.ensure_future(mux.evalsha(BUSY, [], [2_000_000]))
+        await asyncio.sleep(0.1)
+        waiting = asyncio.ensure_future(mux.execute("PING"))
+        await asyncio.sleep(0.05)
+        server.process.kill()  # a restart: the connection is reset under both calls
+        server.process.wait()
+        for call in (busy, waiting):
+            with pytest.raises(ConnectionError):
+                await call
+        server.start()  # the same port
+        assert await mux.execute("PING") == b"PONG"
+    finally:
+        await mux.close()
+        await client.aclose()
+        server.stop()
+
+
+async def test_a_silent_server_is_given_up_after_the_reply_timeout():
+    server = RedisServer().start()
+    client = aioredis.Redis.from_url(server.url)
+    mux = MultiplexedRedis(client, reply_timeout=0.5)
+    try:
+        assert await mux.execute("PING") == b"PONG"
+        os.kill(server.process.pid, signal.SIGSTOP)  # a partition: no reply, no FIN
+        try:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(ConnectionError):
+                await mux.execute("PING")
+            assert asyncio.get_running_loop().time() - started < 3
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert await mux.execute("PING") == b"PONG"
+    finally:
+        await mux.close()
+        await client.aclose()
+        server.stop()
+
+
+async def test_a_read_only_replica_makes_it_find_the_primary_again(redis_server):
+    replica = RedisServer(args=("--replicaof", "127.0.0.1", str(redis_server.port))).start()
+    client = aioredis.Redis.from_url(replica.url)
+    mux = MultiplexedRedis(client)
+    try:
+        with pytest.raises(ConnectionError):
+            await mux.execute("SET", "k", "v")
+        assert mux._reader is not None and mux._reader.closed
+        assert await mux.execute("PING") == b"PONG"  # a new connection
+    finally:
+        await mux.close()
+        await client.aclose()
+        replica.stop()
