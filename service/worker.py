@@ -1,7 +1,9 @@
 """The worker: takes jobs while its engine has room, runs them, publishes results.
 
 One worker drives one engine. It holds at most `engine.max_concurrency` jobs at
-once (it does not take work it cannot start). For each job it streams the
+once (it does not take work it cannot start); with several slots free it takes
+up to `TAKE_AT_MOST` waiting jobs at once (one round trip in Redis), not more,
+so a burst is spread over the workers. For each job it streams the
 engine's events to the queue and watches two things: cancellation (client gone)
 and the job's deadline; either aborts the engine request so its slot is freed
 at once. Every job ends with a terminal event and an ack, whatever happened.
@@ -23,6 +25,8 @@ from service.metrics import ServiceMetrics
 from service.queue.protocols import WorkerQueue
 
 log = logging.getLogger("gmaivl.worker")
+
+TAKE_AT_MOST = 8  # jobs taken in one call when that many slots are free
 
 
 @dataclasses.dataclass(eq=False)
@@ -52,20 +56,24 @@ class Worker:
         try:
             while not self._stopping:
                 await self._slots.acquire()
+                free = 1  # and whatever else is free now, up to TAKE_AT_MOST
+                while free < TAKE_AT_MOST and not self._slots.locked():
+                    await self._slots.acquire()  # does not wait: a slot is free
+                    free += 1
                 try:
-                    job = await self.queue.take(timeout=0 if burst else self.poll_interval)
+                    jobs = await self.queue.take_many(0 if burst else self.poll_interval, free)
                 except errors.NotReady:
-                    job = None
+                    jobs = []
                     log.warning("queue unavailable; retrying in 1 s")
                     await asyncio.sleep(1.0)
-                if job is None:
+                for _ in range(free - len(jobs)):
                     self._slots.release()
-                    if burst:
-                        break
-                    continue
-                task = asyncio.create_task(self._run_job(job))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                if not jobs and burst:
+                    break
+                for job in jobs:
+                    task = asyncio.create_task(self._run_job(job))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             await self._drain(None if burst else self.drain_grace)
         finally:
             if beating is not None:

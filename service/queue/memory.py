@@ -134,6 +134,15 @@ class InProcessJobQueue:
             except TimeoutError:
                 return None
 
+    async def take_many(self, timeout: float, limit: int) -> list[Job]:
+        job = await self.take(timeout)
+        if job is None:
+            return []
+        jobs = [job]
+        while len(jobs) < limit and (entry := self._pop_next()) is not None:
+            jobs.append(entry.job)
+        return jobs
+
     async def publish(self, job_id: str, event: JobEvent) -> None:
         entry = self._entries.get(job_id)
         if entry is not None:

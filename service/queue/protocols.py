@@ -25,6 +25,11 @@
   `core.lanes.effective_rank`), or None after `timeout`. Jobs cancelled or past
   their deadline while queued are not returned; an expired job gets a
   `JobFailed(deadline_exceeded)` so its client learns why.
+- `take_many(timeout, limit)` is `take` for a worker with several free slots:
+  once a job is there, it returns up to `limit` jobs waiting at that moment, in
+  the order `take` would return them (an empty list after `timeout`). It takes
+  only what the caller starts at once, so jobs are not held back from other
+  workers; in Redis it costs one round trip instead of `limit`.
 - `publish(job_id, event)` appends to the job's results.
 - `complete(job_id)` acknowledges the job (after its terminal event); it feeds
   the drain-rate meter behind Retry-After.
@@ -86,6 +91,8 @@ class GatewayQueue(Protocol):
 
 class WorkerQueue(Protocol):
     async def take(self, timeout: float) -> Job | None: ...
+
+    async def take_many(self, timeout: float, limit: int) -> list[Job]: ...
 
     async def publish(self, job_id: str, event: JobEvent) -> None: ...
 

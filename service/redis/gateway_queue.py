@@ -97,7 +97,7 @@ class RedisGatewayQueue:
         self.result_ttl = result_ttl
         self._streams: dict[str, LaneStreams] = {}
         self._admit = LuaScript(ADMIT_SCRIPT)
-        self._inbox = GatewayInbox(self.redis, result_ttl)
+        self._inbox = GatewayInbox(self.redis, self.shared, result_ttl)
         self._jobs: dict[str, Job] = {}  # submitted here, until their events are read
         self._current: dict[str, str] = {}  # job id -> its resubmitted attempt's id
         self.resubmitted = 0

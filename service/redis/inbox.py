@@ -26,12 +26,14 @@ from redis.exceptions import RedisError, ResponseError
 from service.core.jobs import JobEvent, JobFailed
 from service.redis import keys
 from service.redis.codec import decode_events
+from service.redis.multiplexed import MultiplexedRedis
 
 log = logging.getLogger("gmaivl.queue")
 
 UNAVAILABLE = JobFailed("not_ready", "The queue became unavailable; retry later.")
 TRIM_INTERVAL = 1.0
-READ_SLACK = 2.0  # seconds the blocking read may run past its own timeout
+BLOCK_SECONDS = 1  # the blocking read's own timeout
+READ_SLACK = 2.0  # seconds it may run past that before its connection is given up
 
 
 class _Subscription:
@@ -58,9 +60,16 @@ def _after(entry_id: bytes, last: bytes) -> bool:
 
 
 class GatewayInbox:
-    def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
+    """`redis` for what is rare (INFO, XTRIM), `shared` (the gateway's shared
+    connection) for the last look at a deadline; the blocking read has a connection
+    of its own, on which a read that gets no answer within its bound is given up
+    (a half-open connection: a failover, a partition)."""
+
+    def __init__(self, redis: aioredis.Redis, shared: MultiplexedRedis, ttl: int) -> None:
         self.redis = redis
+        self.shared = shared
         self.ttl = ttl
+        self._reads = MultiplexedRedis(redis, reply_timeout=BLOCK_SECONDS + READ_SLACK)
         self.key = keys.inbox(uuid.uuid4().hex[:12])
         self._last = b"0-0"
         self._trimmed_at = 0.0
@@ -101,19 +110,20 @@ class GatewayInbox:
     async def stop(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
+        await self._reads.close()
 
     async def _read_forever(self) -> None:
         server = await self._server()
         while self._subs:
             try:
-                # Bounded client-side too: a half-open connection (a failover, a
-                # partition) must not hold every request of this gateway.
-                async with asyncio.timeout(1.0 + READ_SLACK):  # no task per read (wait_for's)
-                    reply = await self.redis.xread({self.key: self._last}, count=4096, block=1000)
+                reply = await self._reads.execute(
+                    "XREAD", "COUNT", 4096, "BLOCK", BLOCK_SECONDS * 1000,
+                    "STREAMS", self.key, self._last,
+                )  # fmt: skip
                 if time.monotonic() - self._trimmed_at > TRIM_INTERVAL:
                     self._trimmed_at = time.monotonic()
                     await self.redis.xtrim(self.key, minid=self._last)
-            except (RedisError, TimeoutError) as exc:
+            except RedisError as exc:
                 log.warning("inbox read failed: %s", type(exc).__name__)
                 await asyncio.sleep(0.2)
                 server = await self._after_failure(server)
@@ -125,7 +135,9 @@ class GatewayInbox:
         not block), so events written in time are not lost to the reader's timing;
         None when there are none."""
         try:
-            reply = await self.redis.xread({self.key: self._last}, count=4096)
+            reply = await self.shared.execute(
+                "XREAD", "COUNT", 4096, "STREAMS", self.key, self._last
+            )  # fmt: skip
         except RedisError:
             reply = None
         self._take_new(reply)
@@ -137,7 +149,7 @@ class GatewayInbox:
 
     def _take_new(self, reply: list | None) -> None:
         """Dispatch the entries after the last one read (`last_look` and the reader may
-        both have read some)."""
+        both have read some). `reply`: XREAD's, [[key, [[entry id, [field, value]]]]]."""
         for _, entries in reply or []:
             if not _after(entries[0][0], self._last):
                 entries = [e for e in entries if _after(e[0], self._last)]
@@ -146,11 +158,11 @@ class GatewayInbox:
             self._last = entries[-1][0]
             self._dispatch(entries)
 
-    def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _dispatch(self, entries: list[list]) -> None:
         """Group the entries by job, so each waiting request wakes once per read."""
         by_job: dict[str, list[JobEvent]] = {}
-        for _, fields in entries:
-            for job_id, event in decode_events(fields[b"e"]):
+        for _, (_, events) in entries:  # one field per entry: "e", the events
+            for job_id, event in decode_events(events):
                 if job_id in self._subs:  # else: the request has gone; its events are void
                     by_job.setdefault(job_id, []).append(event)
         for job_id, events in by_job.items():

@@ -9,27 +9,28 @@ ADMIT_SCRIPT (gateway, per request)
   image once (SET NX, TTL refreshed), appends the entry, pushes a wake token and
   returns -1.
 
-TAKE_SCRIPT (worker, per job)
+TAKE_SCRIPT (worker, per take: up to `limit` jobs)
   KEYS: the lane streams.
   ARGV: now, aging seconds, group, consumer, reclaim idle ms (0: don't), ttl,
         the key prefixes of delivery counters, cancel flags and images
         (`keys.tries("")`, ...), pop wake (1: the caller holds no wake token),
-        then each lane's rank (`Lane.rank`), in KEYS order, then each lane's
-        model's wake list, in KEYS order.
+        limit, then each lane's rank (`Lane.rank`), in KEYS order, then each
+        lane's model's wake list, in KEYS order.
   First, when asked, takes over one entry idle longer than the visibility
-  timeout (XAUTOCLAIM: its worker died). Otherwise looks at the next
-  undelivered entry of every lane, chooses the best by
-  `rank - waited / aging_seconds` (`core.lanes.effective_rank`; ties: the older),
-  and delivers it with
-  XREADGROUP, atomically, so two workers never race for the same head.
-  Then, still atomically, counts the delivery, reads the cancel flag and fetches
-  the images. Returns {stream, entry id, job document, reply-to, deliveries,
-  cancelled, reclaimed, {image bytes or false}, more} or nil; `more` is 1 when
-  another undelivered entry is waiting (take again at once), 0 when none is (wait
-  on the wake list). A wake token stands for a submitted, undelivered entry: a
-  delivery consumes one, the token the caller popped to wake, or (pop wake 1)
-  one popped here, so a worker told "no more" blocks until the next submit
-  instead of asking again. Reclaimed entries pushed no token and consume none.
+  timeout (XAUTOCLAIM: its worker died) and returns it alone. Otherwise, up to
+  `limit` times: looks at the next undelivered entry of every lane, chooses the
+  best by `rank - waited / aging_seconds` (`core.lanes.effective_rank`; ties:
+  the older), and delivers it with XREADGROUP, atomically, so two workers never
+  race for the same head; then, still atomically, counts the delivery, reads the
+  cancel flag and fetches the images. Returns {more, delivery, ...}, each
+  delivery {stream, entry id, job document, reply-to, deliveries, cancelled,
+  reclaimed, {image bytes or false}}, or nil when nothing was waiting; `more` is
+  1 when another undelivered entry is waiting (take again at once), 0 when none
+  is (wait on the wake list). A wake token stands for a submitted, undelivered
+  entry: each delivery consumes one, the first the token the caller popped to
+  wake unless pop wake is 1, the others popped here, so a worker told "no more"
+  blocks until the next submit instead of asking again. Reclaimed entries
+  pushed no token and consume none.
 
 The take script builds per-job key names from the prefixes it is given (see
 `keys`); that is fine on a single Redis or a replicated one, not on Redis Cluster.
@@ -53,9 +54,9 @@ TAKE_SCRIPT = """
 local group, consumer, ttl = ARGV[3], ARGV[4], ARGV[6]
 local tries_prefix, cancel_prefix, image_prefix = ARGV[7], ARGV[8], ARGV[9]
 local now, aging = tonumber(ARGV[1]), tonumber(ARGV[2])
-local pop_wake, nkeys = ARGV[10] == '1', #KEYS
+local pop_wake, limit, nkeys = ARGV[10] == '1', tonumber(ARGV[11]), #KEYS
 
-local function deliver(key, entry, reclaimed, more)
+local function deliver(key, entry, reclaimed)
   local f = {}
   for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
   local tries_key = tries_prefix .. f['id']
@@ -66,7 +67,7 @@ local function deliver(key, entry, reclaimed, more)
   for ref in string.gmatch(f['img'], '%S+') do
     images[#images + 1] = redis.call('GET', image_prefix .. ref)
   end
-  return {key, entry[1], f['job'], f['reply'], tries, cancelled, reclaimed, images, more}
+  return {key, entry[1], f['job'], f['reply'], tries, cancelled, reclaimed, images}
 end
 
 if tonumber(ARGV[5]) > 0 then
@@ -76,46 +77,60 @@ if tonumber(ARGV[5]) > 0 then
       local entry = claimed[2][1]
       if entry and entry[2] then
         -- no token was pushed for this delivery: give back the one the caller popped
-        if not pop_wake then redis.call('LPUSH', ARGV[10 + nkeys + i], '1') end
-        return deliver(key, entry, 1, 1)
+        if not pop_wake then redis.call('LPUSH', ARGV[11 + nkeys + i], '1') end
+        return {1, deliver(key, entry, 1)}
       end
     end
   end
 end
 
-local best, best_key, best_t, best_i, heads, more = nil, nil, nil, nil, 0, 0
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
-    local last = '0-0'
-    for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
-      local name, lastid
-      for j = 1, #g, 2 do
-        if g[j] == 'name' then name = g[j + 1] end
-        if g[j] == 'last-delivered-id' then lastid = g[j + 1] end
+-- The best undelivered head across the lanes: its lane's index, and whether
+-- another entry than that head is waiting.
+local function best_head()
+  local best, best_t, best_i, heads, more = nil, nil, nil, 0, 0
+  for i, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then
+      local last = '0-0'
+      for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+        local name, lastid
+        for j = 1, #g, 2 do
+          if g[j] == 'name' then name = g[j + 1] end
+          if g[j] == 'last-delivered-id' then lastid = g[j + 1] end
+        end
+        if name == group then last = lastid end
       end
-      if name == group then last = lastid end
-    end
-    local nxt = redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', 2)
-    if #nxt > 1 then more = 1 end
-    if #nxt > 0 then
-      heads = heads + 1
-      local fields, t = nxt[1][2], 0
-      for j = 1, #fields, 2 do
-        if fields[j] == 't' then t = tonumber(fields[j + 1]) end
-      end
-      local rank = tonumber(ARGV[10 + i]) - (now - t) / aging
-      if best == nil or rank < best or (rank == best and t < best_t) then
-        best, best_key, best_t, best_i = rank, key, t, i
+      local nxt = redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', 2)
+      if #nxt > 1 then more = 1 end
+      if #nxt > 0 then
+        heads = heads + 1
+        local fields, t = nxt[1][2], 0
+        for j = 1, #fields, 2 do
+          if fields[j] == 't' then t = tonumber(fields[j + 1]) end
+        end
+        local rank = tonumber(ARGV[11 + i]) - (now - t) / aging
+        if best == nil or rank < best or (rank == best and t < best_t) then
+          best, best_t, best_i = rank, t, i
+        end
       end
     end
   end
+  if heads > 1 then more = 1 end
+  return best_i, more
 end
-if best_key == nil then return nil end
-if heads > 1 then more = 1 end
-if pop_wake then redis.call('LPOP', ARGV[10 + nkeys + best_i]) end
-local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
-                        'STREAMS', best_key, '>')
-return deliver(best_key, read[1][2][1], 0, more)
+
+local out, more = {0}, 0
+for n = 1, limit do
+  local i
+  i, more = best_head()
+  if i == nil then break end
+  if pop_wake or n > 1 then redis.call('LPOP', ARGV[11 + nkeys + i]) end
+  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
+                          'STREAMS', KEYS[i], '>')
+  out[#out + 1] = deliver(KEYS[i], read[1][2][1], 0)
+end
+if #out == 1 then return nil end
+out[1] = more
+return out
 """
 
 # Per-tenant limits (service.redis.tenant_limits); times come from Redis's own

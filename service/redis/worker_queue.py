@@ -32,7 +32,7 @@ from service.redis.worker_io import FLUSH_INTERVAL, CancelListener, InboxPublish
 
 log = logging.getLogger("gmaivl.queue")
 
-BLOCKING_SLACK = 2.0  # seconds a blocking command may run past its own timeout
+BLOCKING_SLACK = 2.0  # seconds a blocking wait may run past its own timeout (at most 1 s)
 
 
 class RedisWorkerQueue:
@@ -54,6 +54,9 @@ class RedisWorkerQueue:
         self.metrics = metrics
         self.redis = connect(url)
         self.shared = MultiplexedRedis(self.redis)  # take and publish: see `multiplexed`
+        # An idle worker's wait for a submit (blocking) has a connection of its own; a
+        # wait that gets no answer within its bound gives the connection up.
+        self._waits = MultiplexedRedis(self.redis, reply_timeout=1 + BLOCKING_SLACK)
         self.model = model
         self.adapters = list(adapters)
         self.models = [model, *self.adapters]
@@ -84,6 +87,10 @@ class RedisWorkerQueue:
         self.dead_lettered = 0
 
     async def take(self, timeout: float) -> Job | None:
+        jobs = await self.take_many(timeout, 1)
+        return jobs[0] if jobs else None
+
+    async def take_many(self, timeout: float, limit: int) -> list[Job]:
         deadline = time.monotonic() + timeout
         try:
             for streams in self._streams:
@@ -94,24 +101,24 @@ class RedisWorkerQueue:
             while True:
                 if self._nothing_waiting and deadline > time.monotonic():
                     # The last take said nothing else was waiting: wait for a submit.
-                    reply = await self._take_after_submit(deadline)
+                    reply = await self._take_after_submit(deadline, limit)
                 else:
-                    reply = await self._take_entry(pop_wake=True)
-                self._nothing_waiting = reply is None or not reply[8]
+                    reply = await self._take_entries(pop_wake=True, limit=limit)
+                self._nothing_waiting = reply is None or not reply[0]
                 if reply is not None:
-                    job = await self._deliver(*reply[:8])
-                    if job is not None:
-                        return job
+                    jobs = await self._deliver_all(reply[1:])
+                    if jobs:
+                        return jobs
                     continue
                 if deadline - time.monotonic() <= 0:
-                    return None
+                    return []
         except (RedisError, TimeoutError) as exc:
             for streams in self._streams:
                 streams.forget_groups()
             self._nothing_waiting = False  # tokens may be lost with Redis: look first
             raise errors.NotReady("The queue is unavailable.") from exc
 
-    async def _take_after_submit(self, deadline: float) -> list[Any] | None:
+    async def _take_after_submit(self, deadline: float, limit: int) -> list[Any] | None:
         """Block on the wake lists (a token per submitted, undelivered job; one idle
         worker wakes), then take, in one round trip: the take follows the BLPOP in the
         same pipeline, so Redis runs it as soon as the BLPOP returns. The take is told
@@ -119,18 +126,35 @@ class RedisWorkerQueue:
         delivers (a submit landed in between), that job's token stays behind and
         wakes a worker once for nothing."""
         wait = max(0.01, min(deadline - time.monotonic(), 1))
-        # Bounded here too: a blocking read must not outlive its server's
-        # promise (a half-open connection, a failover); cancelling drops it.
-        async with asyncio.timeout(wait + BLOCKING_SLACK):  # no task per wait (wait_for's)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.blpop(self._wake_keys, timeout=wait)
-                call = self._take_call(pop_wake=False)
-                pipe.evalsha(self._take.sha, len(self._stream_keys), *call)
-                try:
-                    _, reply = await pipe.execute()
-                except NoScriptError:  # a Redis that lost its scripts: the call loads it
-                    return await self._take_entry(pop_wake=False)
+        call = self._take_call(pop_wake=False, limit=limit)
+        try:
+            _, reply = await self._waits.pipeline(
+                [
+                    ("BLPOP", *self._wake_keys, wait),
+                    ("EVALSHA", self._take.sha, len(self._stream_keys), *call),
+                ]
+            )
+        except NoScriptError:  # a Redis that lost its scripts: the call loads it
+            return await self._take_entries(pop_wake=False, limit=limit)
         return reply
+
+    async def _deliver_all(self, deliveries: list[list[Any]]) -> list[Job]:
+        """The jobs to run among a take's deliveries. One whose checks fail on Redis
+        does not lose the others: they are returned, or, with none to return, the
+        error is raised."""
+        jobs: list[Job] = []
+        error: Exception | None = None
+        for delivery in deliveries:
+            try:
+                job = await self._deliver(*delivery)
+            except (RedisError, errors.NotReady) as exc:
+                error = error or exc
+                continue
+            if job is not None:
+                jobs.append(job)
+        if error is not None and not jobs:
+            raise error
+        return jobs
 
     async def publish(self, job_id: str, event: JobEvent) -> None:
         reply_to = self._reply_to.get(job_id)
@@ -212,15 +236,16 @@ class RedisWorkerQueue:
         self._cancels.stop()
         self._publisher.stop()
         await self.shared.close()
+        await self._waits.close()
         await close_quietly(self.redis)
 
-    async def _take_entry(self, *, pop_wake: bool) -> list[Any] | None:
+    async def _take_entries(self, *, pop_wake: bool, limit: int) -> list[Any] | None:
         """One TAKE_SCRIPT call (it returns at once: on the shared connection)."""
-        keys_and_args = self._take_call(pop_wake=pop_wake)
+        keys_and_args = self._take_call(pop_wake=pop_wake, limit=limit)
         n = len(self._stream_keys)
         return await self.shared.evalsha(self._take, keys_and_args[:n], keys_and_args[n:])
 
-    def _take_call(self, *, pop_wake: bool) -> list[Any]:
+    def _take_call(self, *, pop_wake: bool, limit: int) -> list[Any]:
         """TAKE_SCRIPT's keys, then its arguments; reclaiming first about once per
         heartbeat interval."""
         now = time.monotonic()
@@ -240,6 +265,7 @@ class RedisWorkerQueue:
             keys.cancel_flag(""),
             keys.image(""),
             int(pop_wake),
+            limit,
             *self._ranks,
             *self._wake_of_stream,
         ]
@@ -275,9 +301,13 @@ class RedisWorkerQueue:
             if self.metrics is not None:
                 self.metrics.dead_letters.inc()
             model = self._model_of_stream.get(stream.decode(), self.model)
-            await self.redis.xadd(
-                keys.dead_letters(model), {"job": document_bytes, "tries": str(tries - 1)}
-            )
+            try:
+                await self.redis.xadd(
+                    keys.dead_letters(model), {"job": document_bytes, "tries": str(tries - 1)}
+                )
+            except RedisError:
+                self._give_up(job_id)  # not held by our heartbeat: reclaimed later
+                raise
             failure = JobFailed("dead_letter", f"The request failed on {tries - 1} workers.")
         if failure is not None:
             await self.publish(job_id, failure)

@@ -56,6 +56,40 @@ async def test_take_serves_highest_lane_first(make_queue):
     assert await q.take(timeout=0) is None
 
 
+async def test_take_many_takes_what_waits_in_take_order_up_to_its_limit(make_queue):
+    q = make_queue()
+    lanes = [Lane.batch, Lane.routine, Lane.stat, Lane.urgent, Lane.routine]
+    submitted = [job(lane) for lane in lanes]
+    for j in submitted:
+        await q.submit(j)
+    first = await q.take_many(timeout=0, limit=3)
+    assert [j.lane for j in first] == [Lane.stat, Lane.urgent, Lane.routine]
+    rest = await q.take_many(timeout=0, limit=8)
+    assert [j.lane for j in rest] == [Lane.routine, Lane.batch]
+    assert {j.id for j in first + rest} == {j.id for j in submitted}  # each once
+    assert await q.take_many(timeout=0.01, limit=8) == []
+
+
+async def test_take_many_skips_cancelled_and_expired_jobs(make_queue):
+    q = make_queue()
+    cancelled, expired, live = job(), job(deadline_in=-0.01), job()
+    for j in (cancelled, expired, live):
+        await q.submit(j)
+    await q.cancel(cancelled.id)
+    assert [j.id for j in await q.take_many(timeout=0, limit=8)] == [live.id]
+    batches = [b async for b in q.events(expired.id)]
+    assert batches[-1][-1].code == "deadline_exceeded"
+
+
+async def test_take_many_waits_for_a_submit(make_queue):
+    q = make_queue()
+    j = job()
+    taker = asyncio.create_task(q.take_many(timeout=5, limit=4))
+    await asyncio.sleep(0.05)
+    await q.submit(j)
+    assert [t.id for t in await asyncio.wait_for(taker, 2)] == [j.id]
+
+
 async def test_fifo_within_a_lane(make_queue):
     q = make_queue()
     first, second = job(), job()

@@ -8,11 +8,13 @@ import redis.asyncio as aioredis
 from service.core.generation import Delta, Finish, Usage
 from service.redis.codec import encode_events
 from service.redis.inbox import GatewayInbox
+from service.redis.multiplexed import MultiplexedRedis
 
 
 async def test_the_last_look_finds_what_the_reader_has_not_read_yet(redis_server):
     redis = aioredis.Redis.from_url(redis_server.url)
-    inbox = GatewayInbox(redis, ttl=60)
+    shared = MultiplexedRedis(redis)
+    inbox = GatewayInbox(redis, shared, ttl=60)
     try:
         inbox.open("job")
         # A worker's flush lands; no reader has run yet (the request is at its deadline).
@@ -27,4 +29,5 @@ async def test_the_last_look_finds_what_the_reader_has_not_read_yet(redis_server
     finally:
         inbox.close("job")
         await inbox.stop()
+        await shared.close()
         await redis.aclose()

@@ -145,3 +145,10 @@ async def test_a_read_only_replica_makes_it_find_the_primary_again(redis_server)
         await mux.close()
         await client.aclose()
         replica.stop()
+
+
+async def test_payloads_larger_than_the_socket_buffers_arrive_whole(shared):
+    mux, _ = shared  # the transport pauses the writers; nobody's bytes interleave
+    values = [bytes([n]) * (4 << 20) for n in range(8)]
+    await asyncio.gather(*(mux.execute("SET", f"big:{n}", v) for n, v in enumerate(values)))
+    assert await asyncio.gather(*(mux.execute("GET", f"big:{n}") for n in range(8))) == values
