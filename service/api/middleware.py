@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, tracing
 from service.api.console import CONSOLE_PATHS
+from service.api.sse import BODY_SEND
 from service.audit import AuditEvent, AuditSink
 from service.metrics import ServiceMetrics, status_class
 from service.security.authenticate import Authenticator, UserRefused
@@ -140,6 +141,7 @@ class GatewayMiddleware:
         started = time.perf_counter()
         facts = RequestFacts(request_id, started)  # typed; routes read it (api/context.py)
         scope.setdefault("state", {})[FACTS] = facts
+        scope[BODY_SEND] = send  # a stream's body chunks skip the wrappers below (api/sse.py)
         status = 500
         route = route_label(scope["path"])
         in_flight = self.metrics.in_flight.labels(route)

@@ -4,6 +4,12 @@ Starlette's StreamingResponse notices a disconnect only on ASGI < 2.4 servers,
 and never closes the iterator itself. Here the iterator always runs under the
 request's `ClientWatch` and is always closed, so the job behind it is cancelled
 within one event loop turn of the client going away.
+
+The response's start goes down the whole middleware chain; its body chunks go
+to `scope[BODY_SEND]` when the gateway middleware left one there: the send
+beneath the wrappers that only look at a response's start (our middleware's
+and Starlette's two exception handlers'), which would otherwise each cost a
+coroutine call per chunk of every stream.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from starlette.types import Receive, Scope, Send
 
 from service import errors
 from service.api.disconnect import ClientWatch
+
+BODY_SEND = "gmaivl.body_send"  # scope key (api/middleware.py)
 
 
 class EventStreamResponse(Response):
@@ -39,6 +47,7 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            send = scope.get(BODY_SEND, send)
             # The per-token loop runs in a task of its own: this coroutine sits a dozen
             # frames deep in the middleware stack, and every resume of a task walks its
             # whole stack. One extra task per stream saves that walk on every token.
