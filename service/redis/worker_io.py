@@ -89,17 +89,22 @@ class InboxPublisher:
             raise errors.NotReady("The queue is unavailable.")
 
     def _next_flush(self) -> asyncio.Future[None]:
+        """The future of the flush that will carry what is queued now; the first call
+        after a flush began arms the next one (the rest of its batch only look)."""
+        done = self._pending_done
+        if done is not None:
+            return done
         loop = asyncio.get_running_loop()
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_forever())
-        if self._pending_done is None:
-            self._pending_done = loop.create_future()
+        done = self._pending_done = loop.create_future()
         self._pending_ready.set()
-        return self._pending_done
+        return done
 
     def stop(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        self._pending_done = None  # a later publish starts a new flusher
 
     async def _flush_forever(self) -> None:
         loop = asyncio.get_running_loop()
