@@ -12,7 +12,8 @@ gateway's side, `RedisWorkerQueue` (`worker_queue`) the worker's:
 - Take (one Lua call, `TAKE_SCRIPT`): the next undelivered entry of every lane,
   the best by `lanes.effective_rank` (aging), delivered with XREADGROUP,
   atomically, so concurrent workers never race for the same head; the same call
-  counts the delivery, reads the cancel flag and returns the images. With
+  counts the delivery, reads the cancel flag and returns the images, and does
+  so again for up to the worker's free slots (`take_many`). With
   nothing to take, workers block on the wake list. About once per
   `heartbeat_interval` the call first reclaims an entry idle longer than
   `visibility_timeout` (XAUTOCLAIM): its worker died.
@@ -35,6 +36,9 @@ gateway's side, `RedisWorkerQueue` (`worker_queue`) the worker's:
 - Cancel: a flag (checked when a job is taken, so queued jobs never run) and a
   pub/sub message (so a running job's worker aborts at once).
 - Ack: XACK + XDEL on completion, so a lane's length is waiting + running.
+- Connections: the commands Redis answers at once (admit, take, flushes) share
+  one connection per process side (`multiplexed`); the blocking inbox read and
+  wake wait have one each; the rest uses redis-py's pool.
 - Redis lost (a restart, a Sentinel failover; docs/operations.md): admission is
   503 `not_ready` with Retry-After while no primary answers. A job this gateway
   is waiting on is resubmitted under a new attempt id once a different server
