@@ -50,6 +50,26 @@ async def test_burst_runs_every_job_to_a_terminal_event():
     assert metrics.registry.get_sample_value("gmaivl_completion_tokens_total", {"model": "m"}) == 15
 
 
+async def test_free_slots_are_filled_in_one_take_up_to_the_cap():
+    class CountingQueue(InProcessJobQueue):
+        limits: list[int] = []
+
+        async def take_many(self, timeout, limit):
+            jobs = await super().take_many(timeout, limit)
+            self.limits.append(limit)
+            return jobs
+
+    queue, engine = CountingQueue(), FakeEngine(token_interval=0.01, max_concurrency=12)
+    await engine.start()
+    jobs = [make_job() for _ in range(12)]
+    for job in jobs:
+        await queue.submit(job)
+    await Worker(queue, engine).run(burst=True)
+    assert queue.limits[:2] == [8, 4]  # the cap (TAKE_AT_MOST), then the free rest
+    for job in jobs:
+        assert isinstance((await collect(queue, job.id))[-1], Finish)
+
+
 async def test_never_runs_more_than_engine_concurrency():
     queue, engine = InProcessJobQueue(), FakeEngine(token_interval=0.005, max_concurrency=2)
     await engine.start()
