@@ -69,7 +69,9 @@ class GatewayInbox:
         self.redis = redis
         self.shared = shared
         self.ttl = ttl
-        self._reads = MultiplexedRedis(redis, reply_timeout=BLOCK_SECONDS + READ_SLACK)
+        self._reads = MultiplexedRedis(
+            redis, reply_timeout=BLOCK_SECONDS + READ_SLACK, blocking=True
+        )
         self.key = keys.inbox(uuid.uuid4().hex[:12])
         self._last = b"0-0"
         self._trimmed_at = 0.0

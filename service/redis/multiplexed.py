@@ -24,7 +24,10 @@ replies to the waiting callers first in, first out, as the bytes arrive.
   reply arriving is taken for dead (a half-open connection after a partition)
   and dropped.
 - A caller cancelled while waiting (its deadline) leaves; its reply is read
-  and dropped, so the next caller still gets its own.
+  and dropped, so the next caller still gets its own. On a connection made
+  for blocking commands (`blocking=True`: one caller at a time) a cancelled
+  call closes the connection instead, so Redis drops the blocked command and
+  never runs what was pipelined behind it (a take after a BLPOP).
 """
 
 from __future__ import annotations
@@ -147,9 +150,16 @@ class _ReplyReader(asyncio.Protocol):
 class MultiplexedRedis:
     """`execute`, `pipeline` and `evalsha` on one shared connection of `client`."""
 
-    def __init__(self, client: aioredis.Redis, *, reply_timeout: float = REPLY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        reply_timeout: float = REPLY_TIMEOUT,
+        blocking: bool = False,
+    ) -> None:
         self.client = client
         self.reply_timeout = reply_timeout
+        self.blocking = blocking
         self._reader: _ReplyReader | None = None
         self._connection: Any = None  # redis-py's, kept so its finalizer does not close ours
         self._connecting = asyncio.Lock()
@@ -185,7 +195,13 @@ class MultiplexedRedis:
         if reader is None or reader.closed:
             reader = await self._connect()
         await reader.writable()
-        return await reader.write(data, count)
+        if not self.blocking:
+            return await reader.write(data, count)
+        try:
+            return await reader.write(data, count)
+        except asyncio.CancelledError:
+            reader.drop()
+            raise
 
     def _checked(self, reply: Any) -> Any:
         if isinstance(reply, hiredis.ReplyError):

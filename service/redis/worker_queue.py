@@ -56,7 +56,7 @@ class RedisWorkerQueue:
         self.shared = MultiplexedRedis(self.redis)  # take and publish: see `multiplexed`
         # An idle worker's wait for a submit (blocking) has a connection of its own; a
         # wait that gets no answer within its bound gives the connection up.
-        self._waits = MultiplexedRedis(self.redis, reply_timeout=1 + BLOCKING_SLACK)
+        self._waits = MultiplexedRedis(self.redis, reply_timeout=1 + BLOCKING_SLACK, blocking=True)
         self.model = model
         self.adapters = list(adapters)
         self.models = [model, *self.adapters]

@@ -152,3 +152,24 @@ async def test_payloads_larger_than_the_socket_buffers_arrive_whole(shared):
     values = [bytes([n]) * (4 << 20) for n in range(8)]
     await asyncio.gather(*(mux.execute("SET", f"big:{n}", v) for n, v in enumerate(values)))
     assert await asyncio.gather(*(mux.execute("GET", f"big:{n}") for n in range(8))) == values
+
+
+async def test_a_cancelled_blocking_call_never_runs_what_was_pipelined_behind_it(redis_server):
+    client = connect(redis_server.url)
+    await client.delete("wake", "taken")
+    waits = MultiplexedRedis(client, blocking=True)
+    try:
+        wait = asyncio.ensure_future(
+            waits.pipeline([("BLPOP", "wake", 5), ("INCR", "taken")])  # a wait, then a take
+        )
+        await asyncio.sleep(0.1)
+        wait.cancel()
+        await asyncio.sleep(0.1)
+        await client.lpush("wake", 1)  # the submit the cancelled wait was waiting for
+        await asyncio.sleep(0.2)
+        assert await client.get("taken") is None  # nothing taken for a caller who left
+        assert await client.llen("wake") == 1  # the token is still there for another
+        assert await waits.execute("PING") == b"PONG"  # and the next call reconnects
+    finally:
+        await waits.close()
+        await client.aclose()
