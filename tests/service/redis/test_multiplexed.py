@@ -1,19 +1,29 @@
 """The shared connection against a real redis-server: many callers each get their own
 reply, errors stay with their call, a lost or silent connection fails the waiting
-calls and the next call reconnects, a cancelled caller does not shift the replies."""
+calls and the next call reconnects, a cancelled caller does not shift the replies,
+TLS works through it."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import os
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
-from service.processes import RedisServer
-from service.redis.connection import connect
+from service.processes import RedisServer, free_port
+from service.redis.connection import answers, connect
 from service.redis.multiplexed import LuaScript, MultiplexedRedis
 
 ECHO_ARGV = LuaScript("return ARGV")
@@ -173,3 +183,70 @@ async def test_a_cancelled_blocking_call_never_runs_what_was_pipelined_behind_it
     finally:
         await waits.close()
         await client.aclose()
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_tls_connection_is_shared_too(tmp_path, loop):
+    """`rediss://`: the client's pool does the TLS handshake, the shared connection
+    then reads and writes through the TLS transport (asyncio's and uvloop's)."""
+    cert, key = self_signed_certificate(tmp_path)
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+
+    async def check() -> None:
+        client = aioredis.Redis.from_url(url)
+        for _ in range(100):  # until the server listens
+            if await answers(client):
+                break
+            await asyncio.sleep(0.05)
+        mux = MultiplexedRedis(client)
+        try:
+            value = b"x" * 300_000  # several TLS records
+            assert await mux.pipeline([("SET", "k", value), ("GET", "k")]) == [b"OK", value]
+            assert await mux.evalsha(ECHO_ARGV, [], ["tls"]) == [b"tls"]
+        finally:
+            await mux.close()
+            await client.aclose()
+
+    try:
+        (uvloop.run if loop == "uvloop" else asyncio.run)(check())
+    finally:
+        server.kill()
+        server.wait()
