@@ -13,8 +13,9 @@ its command, or a pipeline of them, with hiredis and writes it at once, without
 waiting for anybody; Redis answers in order, so one hiredis reader hands the
 replies to the waiting callers first in, first out, as the bytes arrive.
 
-- Only commands that Redis answers at once: a blocking one (BLPOP, XREAD BLOCK)
-  would hold every caller behind it. Those stay on the client.
+- A shared connection carries only commands that Redis answers at once: a
+  blocking one (BLPOP, XREAD BLOCK) would hold every caller behind it. Each
+  blocking use gets a connection of its own (`blocking=True`, below).
 - An error reply raises `ResponseError` (`NoScriptError` for NOSCRIPT) in its
   own call only; READONLY (a demoted primary) also drops the connection.
 - A lost connection fails every waiting call with redis's `ConnectionError` (a
@@ -195,12 +196,11 @@ class MultiplexedRedis:
         if reader is None or reader.closed:
             reader = await self._connect()
         await reader.writable()
-        if not self.blocking:
-            return await reader.write(data, count)
         try:
             return await reader.write(data, count)
         except asyncio.CancelledError:
-            reader.drop()
+            if self.blocking:
+                reader.drop()
             raise
 
     def _checked(self, reply: Any) -> Any:
