@@ -92,7 +92,7 @@ class RedisGatewayQueue:
         result_ttl: int = 600,
         max_connections: int = 4096,
     ) -> None:
-        # Each stream being answered holds a connection in a blocking XREAD.
+        # The pool serves the rare commands; requests share `self.shared` (see `multiplexed`).
         self.redis = connect(url, max_connections=max_connections)
         self.shared = MultiplexedRedis(self.redis)  # admission: see `multiplexed`
         self.model = model
