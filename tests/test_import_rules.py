@@ -17,6 +17,7 @@ FOUNDATION = {
     "service.errors",
     "service.core",
     "service.tracing",
+    "service.http_transport",
 }  # `service`: __version__
 COMPOSITION = "*"  # may import any part of the service
 
@@ -25,6 +26,7 @@ RULES: dict[str, set[str] | str] = {
     "service.errors": set(),
     "service.core": {"service.errors"},
     "service.tracing": set(),
+    "service.http_transport": set(),
     "service.config": FOUNDATION,
     "service.metrics": FOUNDATION,
     "service.audit": FOUNDATION,

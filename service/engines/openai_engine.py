@@ -33,6 +33,7 @@ from service.core.generation import (
     TokenLogprobs,
     Usage,
 )
+from service.http_transport import ResetTolerantTransport
 
 log = logging.getLogger("gmaivl.engine")
 
@@ -59,7 +60,7 @@ class OpenAIForwardEngine:
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=max_concurrency),
+            transport=ResetTolerantTransport(limits=httpx.Limits(max_connections=max_concurrency)),
         )
         self._responses: dict[str, httpx.Response] = {}
         self._aborted: set[str] = set()

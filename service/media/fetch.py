@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import httpx
 
 from service import errors
+from service.http_transport import ResetTolerantTransport
 
 # httpx logs every request URL at INFO; image URLs carry study and instance UIDs.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -100,6 +101,7 @@ class SafeFetcher:
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,  # a proxy from the environment would bypass the address checks
+            transport=ResetTolerantTransport(trust_env=False),
             timeout=httpx.Timeout(
                 limits.read_timeout, connect=limits.connect_timeout, pool=limits.connect_timeout
             ),
