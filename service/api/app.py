@@ -115,8 +115,14 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # The deepest error: for a union (content: str | list of parts) pydantic reports every
-    # branch, and the deepest one is the field the client actually got wrong.
-    first = max(exc.errors(), key=lambda e: len(e.get("loc", ())), default={})
+    # branch, and the deepest one is the field the client actually got wrong. Among equally
+    # deep ones, a branch the value had the type of (`stop`: five strings, "at most 4
+    # items") says more than one it did not ("should be a valid string").
+    first = max(
+        exc.errors(),
+        key=lambda e: (len(e.get("loc", ())), not str(e.get("type", "")).endswith("_type")),
+        default={},
+    )
     param = _param_path(first.get("loc", ()))
     # pydantic's `msg` never echoes the input (the `input` field does; we drop it: PHI).
     message = first.get("msg", "Invalid request.")

@@ -131,6 +131,24 @@ def test_nan_in_an_unknown_top_level_field_is_400(gateway, literal):
     assert r.status_code == 400, r.text
 
 
+@pytest.mark.parametrize(
+    ("stop", "param", "says"),
+    [
+        (["a", "b", "c", "d", "e"], "stop", "at most 4 items"),
+        (["a", 5], "stop.1", "valid string"),
+        (5, "stop", "valid"),
+    ],
+)
+def test_a_union_field_names_what_is_wrong_with_the_branch_the_value_took(
+    gateway, stop, param, says
+):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stop": stop}
+    r = post(gateway, body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and says in error["message"], error
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_stream_over_a_dicom_with_a_nan_window_is_strict_json(gateway):
     body = image_body(dicom_url(WindowCenter="NaN", WindowWidth="400"), stream=True)
