@@ -167,10 +167,6 @@ def end_span(span: Any | None, **attributes: str | int | float | bool) -> None:
         span.end()
 
 
-def tracer() -> Any:
-    return _tracer
-
-
 @contextlib.contextmanager
 def incoming(headers: Mapping[bytes, bytes], request_id: str) -> Iterator[None]:
     """The context of an HTTP request: the client's traceparent/tracestate (if any)

@@ -18,10 +18,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 
-class Part(Protocol):
-    type: str
-
-
 class Message(Protocol):
     role: str
     content: str | Sequence[Any] | None

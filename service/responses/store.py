@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
@@ -39,10 +38,6 @@ from service.core.leases import OneProcessLeases
 Status = Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "incomplete", "failed", "cancelled"})
 ACTIVE: frozenset[str] = frozenset({"queued", "in_progress"})  # a background response at work
-
-
-def new_response_id() -> str:
-    return "resp_" + uuid.uuid4().hex
 
 
 @dataclass(frozen=True)

@@ -116,10 +116,6 @@ class JwksCache:
     _attempted_at: float | None = field(default=None, init=False, repr=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
-    @property
-    def kids(self) -> frozenset[str]:
-        return frozenset(self._keys)
-
     async def metadata(self) -> ProviderMetadata:
         """The discovery document (fetched once, then kept)."""
         if self._metadata is None:

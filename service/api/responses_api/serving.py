@@ -240,9 +240,7 @@ class ResponsesService:
         for ref, image in zip(parts, resolved, strict=True):
             url = ref.part.image_url.url
             if url.startswith("data:"):
-                pngs = await asyncio.to_thread(
-                    lambda i=image: [png_data_url(x)[0] for x in i.images]
-                )
+                pngs = await asyncio.to_thread(_pngs, image.images)
                 kept.append(KeptImage(pngs, image.info))
             else:
                 kept.append(KeptImage([url], None))

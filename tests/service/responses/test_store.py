@@ -4,6 +4,7 @@ stores: the in-memory one and the Redis one on a real redis-server."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +15,6 @@ from service.responses.store import (
     ResponseStore,
     StoredResponse,
     Viewer,
-    new_response_id,
 )
 
 IMAGE_ITEM = {
@@ -26,6 +26,10 @@ IMAGE_ITEM = {
         {"type": "input_image", "image_url": "data:image/png;base64,iVBO", "detail": "auto"},
     ],
 }
+
+
+def new_response_id() -> str:
+    return "resp_" + uuid.uuid4().hex
 
 
 def a_response(status: str = "completed", tenant: str | None = "a", **changes) -> StoredResponse:
