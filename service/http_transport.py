@@ -1,5 +1,5 @@
 """The httpx transport of the gateway's outgoing async clients (`SafeFetcher`: image
-URLs, PACS, webhooks, OIDC discovery; `OpenAIEngine`: a remote engine).
+URLs, PACS, webhooks, OIDC discovery; `OpenAIForwardEngine`: a remote engine).
 
 It is httpx's own with one correction. Under uvloop, when a peer resets a connection
 in the instant after it opened (a PACS or an engine being stopped), anyio asks the
